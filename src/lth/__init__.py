@@ -1,0 +1,34 @@
+"""lth: Lottery Ticket Hypothesis experiments on any PyTorch module.
+
+>>> import lth
+>>> sorted(lth.CRITERIA)[:3]
+['large_final', 'large_final_diff_sign', 'large_final_same_sign']
+"""
+
+__version__ = "0.1.0"
+
+from .config import (  # noqa: E402
+    DataConfig,
+    ExperimentConfig,
+    ModelConfig,
+    PruneConfig,
+    ReinitConfig,
+    TrainConfig,
+    load_config,
+)
+from .data import Data, from_arrays, load_dataset, load_digits  # noqa: E402
+from .errors import ConfigError, DataError, LTHError, ModelError, StoreError  # noqa: E402
+from .experiment import LotteryModel, Result  # noqa: E402
+from .init import initialize  # noqa: E402
+from .masks import Mask, prunable_names  # noqa: E402
+from .models import MODELS, create_model, register_model  # noqa: E402
+from .pruning import CRITERIA, register_criterion  # noqa: E402
+from .reinit import REINIT_MODES  # noqa: E402
+
+__all__ = [
+    "CRITERIA", "MODELS", "REINIT_MODES", "ConfigError", "Data", "DataConfig", "DataError",
+    "ExperimentConfig", "LTHError", "LotteryModel", "Mask", "ModelConfig", "ModelError",
+    "PruneConfig", "ReinitConfig", "Result", "StoreError", "TrainConfig", "__version__",
+    "create_model", "from_arrays", "initialize", "load_config", "load_dataset",
+    "load_digits", "prunable_names", "register_criterion", "register_model",
+]

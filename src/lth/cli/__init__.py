@@ -1,0 +1,5 @@
+"""The ``lth`` command."""
+
+from .main import main
+
+__all__ = ["main"]

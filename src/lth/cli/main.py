@@ -1,0 +1,67 @@
+"""``lth run CONFIG.toml [--set key=value ...] [--store DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import pandas as pd
+
+from .. import __version__
+from ..config import load_config
+from ..errors import LTHError
+
+
+def _table(df: pd.DataFrame) -> str:
+    cols = {"level": "level", "pct_remaining": "% weights", "best_test_acc": "best test acc",
+            "final_test_acc": "final test acc", "early_stop_step": "early-stop it",
+            "early_stop_test_acc": "acc @ early stop"}
+    view = df[list(cols)].rename(columns=cols)
+    return view.to_string(index=False, formatters={
+        "% weights": "{:.1f}".format, "best test acc": "{:.4f}".format,
+        "final test acc": "{:.4f}".format, "acc @ early stop": "{:.4f}".format})
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ..experiment import LotteryModel
+
+    cfg = load_config(args.config, args.set)
+    exp = LotteryModel.from_config(cfg)
+    result = exp.run(store=args.store, progress=not args.quiet)
+    print(f"run directory: {result.path}")
+    print(_table(result.table()))
+    print(f"per-level table: {result.path / 'levels.csv'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lth", description="Lottery Ticket Hypothesis "
+                                     "experiments: iterative magnitude pruning on PyTorch.")
+    parser.add_argument("--version", action="version", version=f"lth {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run (or resume) one IMP experiment from a TOML config")
+    run.add_argument("config", help="experiment TOML file, e.g. configs/quickstart.toml")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a setting, e.g. --set train.lr=0.001 (repeatable)")
+    run.add_argument("--store", default="runs", help="directory holding run directories "
+                     "(default: runs)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LTHError as exc:
+        print(f"lth: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lth: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

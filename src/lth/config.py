@@ -1,0 +1,423 @@
+"""Validated, frozen experiment configuration: TOML (or dicts) in, JSON out.
+
+Every problem found (unknown key, wrong type, impossible value) is gathered into one
+:class:`~lth.errors.ConfigError` that names the key, the value received, what is allowed
+and, for names, the closest known one.
+
+>>> TrainConfig(lr=3e-4, duration="20ep").lr
+0.0003
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .durations import Duration, check_duration
+from .errors import ConfigError, did_you_mean
+
+Problem = tuple[str, str]  # (dotted key, what is wrong and what is allowed)
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("constant", "step", "cosine")
+SCOPES = ("layer", "global")
+SCHEDULES = ("geometric", "target", "linear", "one_shot")
+INITIALIZERS = ("default", "keep", "xavier_normal", "xavier_uniform", "kaiming_normal",
+                "kaiming_uniform")
+
+
+def _raise(problems: list[Problem]) -> None:
+    if problems:
+        lines = "\n".join(f"  - {key}: {msg}" for key, msg in problems)
+        err = ConfigError(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
+        err.problems = problems  # type: ignore[attr-defined]
+        raise err
+
+
+def _choice(problems: list[Problem], key: str, value: str, allowed: typing.Iterable[str]) -> None:
+    allowed = list(allowed)
+    if value not in allowed:
+        problems.append((key, f"got {value!r}{did_you_mean(value, allowed)}; "
+                              f"allowed: {', '.join(allowed)}"))
+
+
+def _fraction(problems: list[Problem], key: str, value: float | None, *, open_hi=False) -> None:
+    if value is None:
+        return
+    ok = 0.0 <= value < 1.0 if open_hi else 0.0 <= value <= 1.0
+    if not ok:
+        hi = "1)" if open_hi else "1]"
+        problems.append((key, f"got {value!r}; must be a fraction in [0, {hi}"))
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """Coerce ``value`` to the annotated type ``tp`` or raise TypeError with what's expected."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option)
+            except TypeError:
+                pass
+        names = " or ".join(_type_name(o) for o in options if o is not type(None))
+        raise TypeError(f"expected {names}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError("expected true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise TypeError("expected an integer")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise TypeError("expected a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError("expected a string")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise TypeError("expected a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise TypeError(f"expected a list of {len(args)} items")
+        return tuple(_coerce(v, a) for v, a in zip(value, args, strict=True))
+    if origin is dict:
+        kt, vt = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise TypeError("expected a table/dict")
+        return {_coerce(k, kt): _coerce(v, vt) for k, v in value.items()}
+    if tp is Any:
+        return value
+    raise TypeError(f"unsupported type {tp}")
+
+
+def _type_name(tp: Any) -> str:
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, "a list" if typing.get_origin(tp) is tuple else str(tp))
+
+
+class _Section:
+    """Mixin: build from a dict with unknown-key and type checks; dump to JSON-able dicts."""
+
+    _free_keys: ClassVar[bool] = False  # when True, unknown keys go to ``options``
+
+    def __post_init__(self) -> None:
+        _raise(self.problems())
+
+    def problems(self) -> list[Problem]:  # overridden by sections with value checks
+        return []
+
+    @classmethod
+    def parse(cls, data: dict, prefix: str) -> tuple[Any, list[Problem]]:
+        """Return (instance or None, problems), keys in problems prefixed with ``prefix``."""
+        problems: list[Problem] = []
+        if not isinstance(data, dict):
+            return None, [(prefix.rstrip("."), "expected a table/dict of settings")]
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls) if f.init]
+        kwargs: dict[str, Any] = {}
+        options: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in names or (cls._free_keys and key == "options"):
+                if cls._free_keys:
+                    options[key] = value
+                    continue
+                problems.append((prefix + key, f"unknown key{did_you_mean(key, names)}; "
+                                               f"known keys: {', '.join(names)}"))
+                continue
+            try:
+                kwargs[key] = _coerce(value, hints[key])
+            except TypeError as exc:
+                problems.append((prefix + key, f"got {value!r}; {exc}"))
+        if options:
+            kwargs["options"] = options
+        try:
+            return cls(**kwargs), problems
+        except ConfigError as exc:
+            got = [(prefix + k, m) for k, m in getattr(exc, "problems", [("", str(exc))])]
+            return None, problems + got
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Any:
+        instance, problems = cls.parse(data, "")
+        _raise(problems)
+        return instance
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples -> lists
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Section):
+    """How each level is trained. Durations are ints (iterations) or ``"Nit"``/``"Nep"``."""
+
+    optimizer: str = "adam"
+    lr: float = 1.2e-3
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    batch_size: int = 60
+    duration: Duration = "2000it"
+    lr_schedule: str = "constant"
+    milestones: tuple[Duration, ...] = ()
+    gamma: float = 0.1
+    warmup: Duration = 0
+    eval_every: Duration = "100it"
+    eval_batch_size: int = 2048
+    checkpoint_every: Duration = "1000it"
+    device: str = "cpu"
+    threads: int = 1
+
+    def problems(self) -> list[Problem]:
+        p: list[Problem] = []
+        _choice(p, "optimizer", self.optimizer, OPTIMIZERS)
+        _choice(p, "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if not self.lr > 0:
+            p.append(("lr", f"got {self.lr!r}; must be > 0"))
+        if not 0 <= self.momentum < 1:
+            p.append(("momentum", f"got {self.momentum!r}; must be in [0, 1)"))
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            p.append(("nesterov", "needs optimizer = 'sgd' and momentum > 0"))
+        if self.weight_decay < 0:
+            p.append(("weight_decay", f"got {self.weight_decay!r}; must be >= 0"))
+        if not all(0 <= b < 1 for b in self.betas):
+            p.append(("betas", f"got {list(self.betas)}; both must be in [0, 1)"))
+        for key in ("batch_size", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                p.append((key, f"got {getattr(self, key)!r}; must be >= 1"))
+        if self.threads < 0:
+            p.append(("threads", f"got {self.threads!r}; must be >= 1 (0 keeps torch's setting)"))
+        for key in ("duration", "warmup", "eval_every", "checkpoint_every"):
+            problem = check_duration(getattr(self, key))
+            if problem:
+                p.append((key, f"got {getattr(self, key)!r}; {problem}"))
+        for key in ("duration", "eval_every", "checkpoint_every"):
+            if getattr(self, key) in (0, "0it", "0ep"):
+                p.append((key, "must be longer than 0"))
+        for i, m in enumerate(self.milestones):
+            problem = check_duration(m)
+            if problem:
+                p.append((f"milestones[{i}]", f"got {m!r}; {problem}"))
+        if self.milestones and self.lr_schedule != "step":
+            p.append(("milestones", "only used with lr_schedule = 'step'"))
+        if not 0 < self.gamma <= 1:
+            p.append(("gamma", f"got {self.gamma!r}; must be in (0, 1]"))
+        dev = self.device
+        if not (dev in ("cpu", "cuda", "mps", "auto") or dev.startswith("cuda:")):
+            p.append(("device", f"got {dev!r}; allowed: cpu, cuda, cuda:N, mps, auto"))
+        return p
+
+
+@dataclass(frozen=True)
+class PruneConfig(_Section):
+    """What is pruned, by which criterion, how much per level.
+
+    Rates are fractions removed per level. A layer's rate is the first that applies of:
+    ``output_rate`` (the output layer), ``layer_rates`` (first matching name pattern),
+    ``conv_rate``/``linear_rate`` (by layer type), then ``rate``.
+    """
+
+    criterion: str = "large_final"
+    scope: str = "layer"
+    rate: float = 0.2
+    conv_rate: float | None = None
+    linear_rate: float | None = None
+    output_rate: float | None = None
+    layer_rates: dict[str, float] = field(default_factory=dict)
+    schedule: str = "geometric"
+    target_sparsity: float | None = None
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def problems(self) -> list[Problem]:
+        from .pruning.criteria import CRITERIA
+
+        p: list[Problem] = []
+        _choice(p, "criterion", self.criterion, CRITERIA)
+        _choice(p, "scope", self.scope, SCOPES)
+        _choice(p, "schedule", self.schedule, SCHEDULES)
+        for key in ("rate", "conv_rate", "linear_rate", "output_rate"):
+            _fraction(p, key, getattr(self, key))
+        for pattern, r in self.layer_rates.items():
+            _fraction(p, f"layer_rates.{pattern}", r)
+        if self.schedule == "target":
+            if self.target_sparsity is None:
+                p.append(("target_sparsity", "required when schedule = 'target' "
+                                             "(e.g. target_sparsity = 0.9)"))
+            else:
+                _fraction(p, "target_sparsity", self.target_sparsity, open_hi=True)
+        elif self.target_sparsity is not None:
+            p.append(("target_sparsity", "only used with schedule = 'target'"))
+        return p
+
+
+@dataclass(frozen=True)
+class ReinitConfig(_Section):
+    """How surviving weights are reset before a pruned level trains."""
+
+    mode: str = "rewind"
+    rewind_step: Duration = 0
+    same_sign: bool = False
+    jitter_sd: float = 0.01
+    jitter_relative: bool = False
+    constant: float | None = None
+
+    def problems(self) -> list[Problem]:
+        from .reinit import REINIT_MODES
+
+        p: list[Problem] = []
+        _choice(p, "mode", self.mode, REINIT_MODES)
+        problem = check_duration(self.rewind_step)
+        if problem:
+            p.append(("rewind_step", f"got {self.rewind_step!r}; {problem}"))
+        if self.jitter_sd < 0:
+            p.append(("jitter_sd", f"got {self.jitter_sd!r}; must be >= 0"))
+        if self.constant is not None and self.constant <= 0:
+            p.append(("constant", f"got {self.constant!r}; must be > 0 (signs come from "
+                                  "same_sign or a seeded draw)"))
+        return p
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Section):
+    """A registered model by name; keys other than these are passed to its builder."""
+
+    _free_keys: ClassVar[bool] = True
+    name: str = "mlp"
+    initializer: str = "default"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def problems(self) -> list[Problem]:
+        from .models import MODELS, check_options
+
+        p: list[Problem] = []
+        _choice(p, "initializer", self.initializer, INITIALIZERS)
+        _choice(p, "name", self.name, MODELS)
+        if self.name in MODELS:
+            p.extend(check_options(self.name, self.options))
+        return p
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    """A registered dataset by name, with the validation split held out of training data."""
+
+    name: str = "digits"
+    val_size: float = 0.1
+    split_seed: int = 0
+    root: str | None = None
+
+    def problems(self) -> list[Problem]:
+        from .data import DATASETS
+
+        p: list[Problem] = []
+        _choice(p, "name", self.name, DATASETS)
+        if not (0 <= self.val_size < 1 or float(self.val_size).is_integer()):
+            p.append(("val_size", f"got {self.val_size!r}; a fraction in [0, 1) or a count"))
+        return p
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
+             "prune": PruneConfig, "reinit": ReinitConfig}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig(_Section):
+    """One IMP experiment: levels 0 (dense) .. ``n_levels``."""
+
+    name: str = "experiment"
+    seed: int = 0
+    n_levels: int = 5
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    reinit: ReinitConfig = field(default_factory=ReinitConfig)
+
+    def problems(self) -> list[Problem]:
+        p: list[Problem] = []
+        if self.n_levels < 0:
+            p.append(("n_levels", f"got {self.n_levels!r}; must be >= 0"))
+        if self.seed < 0:
+            p.append(("seed", f"got {self.seed!r}; must be >= 0"))
+        if not self.name or any(c in self.name for c in "/\\\0"):
+            p.append(("name", f"got {self.name!r}; a non-empty name without slashes"))
+        return p
+
+    @classmethod
+    def parse(cls, data: dict, prefix: str = "") -> tuple[Any, list[Problem]]:
+        problems: list[Problem] = []
+        top: dict[str, Any] = {}
+        sections: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in _SECTIONS:
+                section, got = _SECTIONS[key].parse(value, f"{prefix}{key}.")
+                problems += got
+                if section is not None:
+                    sections[key] = section
+            else:
+                top[key] = value
+        instance, got = super().parse(top, prefix)
+        problems += got
+        if problems or instance is None:
+            return None, problems
+        return dataclasses.replace(instance, **sections), problems
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{part}' is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``key=value`` from the command line; the value is read as TOML, else a string.
+
+    >>> parse_override("train.lr=3e-4"), parse_override("name=run a")
+    (('train.lr', 0.0003), ('name', 'run a'))
+    """
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.lr=0.001")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
+    """Read a TOML experiment file, apply ``key=value`` overrides, validate everything."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} not found; check the path") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    for text in overrides:
+        _set_dotted(data, *parse_override(text))
+    return ExperimentConfig.from_dict(data)

@@ -1,0 +1,124 @@
+"""In-memory datasets: one tensor per split, batches are index slices."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+
+
+@dataclass(frozen=True)
+class Data:
+    """Train/validation/test tensors (``x`` float, ``y`` int64 class labels)."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    name: str = "data"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def to(self, device: str | torch.device) -> Data:
+        return replace(self, **{k: getattr(self, k).to(device) for k in _SPLITS})
+
+    def identity(self) -> str:
+        """SHA-256 of every split's shape, dtype and bytes: what identifies the data in a run."""
+        h = hashlib.sha256(f"{self.name}:{self.num_classes}".encode())
+        for key in _SPLITS:
+            t = getattr(self, key).detach().cpu().contiguous()
+            h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
+            h.update(t.numpy().tobytes())
+        return h.hexdigest()
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "num_classes": self.num_classes,
+                "input_shape": list(self.input_shape), "n_train": len(self.y_train),
+                "n_val": len(self.y_val), "n_test": len(self.y_test)}
+
+
+_SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def _as_tensor(value: Any, key: str, *, labels: bool) -> torch.Tensor:
+    try:
+        t = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{key} cannot be turned into a tensor ({exc}); "
+                        "pass a numpy array or torch tensor") from None
+    if labels:
+        if t.is_floating_point() and not bool((t == t.round()).all()):
+            raise DataError(f"{key} holds non-integer labels; pass class indices 0..C-1")
+        if t.dim() != 1:
+            raise DataError(f"{key} has shape {tuple(t.shape)}; labels must be 1-D class "
+                            "indices (not one-hot)")
+        return t.long()
+    t = t.float()
+    if not bool(torch.isfinite(t).all()):
+        raise DataError(f"{key} contains NaN or infinite values; clean or impute them first")
+    return t
+
+
+def split_validation(x: torch.Tensor, y: torch.Tensor, val_size: float, seed: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hold out ``val_size`` (a fraction < 1, or a count) of (x, y), chosen by ``seed``."""
+    n = len(y)
+    n_val = int(round(val_size * n)) if val_size < 1 else int(val_size)
+    if not 0 <= n_val < n:
+        raise DataError(f"val_size={val_size} leaves no training data out of {n} examples; "
+                        "use a smaller fraction or count")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val, train = perm[:n_val].sort().values, perm[n_val:].sort().values
+    return x[train], y[train], x[val], y[val]
+
+
+def from_arrays(x_train: Any, y_train: Any, x_test: Any, y_test: Any, *,
+                x_val: Any = None, y_val: Any = None, val_size: float = 0.1,
+                split_seed: int = 0, num_classes: int | None = None,
+                name: str = "arrays") -> Data:
+    """Build :class:`Data` from arrays/tensors; a validation split is held out of training
+    data unless ``x_val``/``y_val`` are given.
+
+    >>> import numpy as np
+    >>> d = from_arrays(np.zeros((10, 3)), np.arange(10) % 2, np.ones((4, 3)), [0, 1, 0, 1])
+    >>> len(d.y_train), len(d.y_val), d.num_classes
+    (9, 1, 2)
+    """
+    xs = {"x_train": x_train, "x_test": x_test}
+    ys = {"y_train": y_train, "y_test": y_test}
+    if (x_val is None) != (y_val is None):
+        raise DataError("give both x_val and y_val, or neither")
+    if x_val is not None:
+        xs["x_val"], ys["y_val"] = x_val, y_val
+    t = {k: _as_tensor(v, k, labels=False) for k, v in xs.items()}
+    t.update({k: _as_tensor(v, k, labels=True) for k, v in ys.items()})
+    for split in ("train", "test", "val"):
+        if f"x_{split}" in t and len(t[f"x_{split}"]) != len(t[f"y_{split}"]):
+            raise DataError(f"x_{split} has {len(t[f'x_{split}'])} examples but y_{split} has "
+                            f"{len(t[f'y_{split}'])}; they must match")
+    if len(t["y_train"]) == 0:
+        raise DataError("y_train is empty; training needs at least one example")
+    if t["x_train"].shape[1:] != t["x_test"].shape[1:]:
+        raise DataError(f"x_train examples have shape {tuple(t['x_train'].shape[1:])} but "
+                        f"x_test examples {tuple(t['x_test'].shape[1:])}; they must match")
+    if "x_val" not in t:
+        t["x_train"], t["y_train"], t["x_val"], t["y_val"] = split_validation(
+            t["x_train"], t["y_train"], val_size, split_seed)
+    labels = torch.cat([t["y_train"], t["y_val"], t["y_test"]])
+    seen = int(labels.max()) + 1 if labels.numel() else 0
+    if num_classes is None:
+        num_classes = seen
+    if labels.numel() and (int(labels.min()) < 0 or seen > num_classes):
+        raise DataError(f"labels range over [{int(labels.min())}, {seen - 1}] but "
+                        f"num_classes={num_classes}; labels must be 0..num_classes-1")
+    return Data(**t, num_classes=num_classes, name=name)

@@ -1,0 +1,324 @@
+"""``LotteryModel``: one iterative-magnitude-pruning experiment, resumable from its store."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..config import ExperimentConfig, PruneConfig, ReinitConfig, TrainConfig
+from ..data import Data, load_dataset
+from ..durations import to_steps
+from ..errors import ConfigError, ModelError
+from ..init import initialize
+from ..masks import Mask, layer_kinds, output_layer, prunable_names
+from ..models import create_model
+from ..pruning import Group, make_groups, next_mask, resolve_rates
+from ..reinit import reinitialize
+from ..seeding import derive_seed, generator
+from ..state import get_state, set_state
+from ..store import RunDir, load_tensors, read_json, save_tensors, write_json
+from ..train import Span, train_level
+from .result import Result, levels_frame, summarize
+
+Progress = Callable[[int, int, int], None]  # (level, step, end_step)
+
+
+def _as(cls: type, value: Any, key: str) -> Any:
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        instance, problems = cls.parse(value, f"{key}.")
+        if problems:
+            from ..config import _raise
+            _raise(problems)
+        return instance
+    raise ConfigError(f"{key}: expected a {cls.__name__} or a dict, got {type(value).__name__}")
+
+
+def _state_sha(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].contiguous()
+        h.update(f"{k}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@dataclass
+class _Plan:
+    """Everything a run needs that is derived, before any training starts."""
+
+    device: torch.device
+    names: list[str]
+    output: list[str]
+    groups: list[Group]
+    rates: dict[str, float]
+    total_steps: int
+    rewind_step: int
+    span: dict[str, int]
+    theta0: dict[str, torch.Tensor]
+
+
+class LotteryModel:
+    """One IMP experiment: levels 0 (dense) .. ``levels`` on any ``nn.Module``.
+
+    Each level trains, then the next level's mask prunes the survivors by the criterion,
+    and the survivors are reinitialised (rewound to θ0 by default) before training again.
+
+    >>> import lth
+    >>> data = lth.load_digits()
+    >>> model = lth.create_model("mlp", input_shape=data.input_shape, num_classes=10)
+    >>> exp = lth.LotteryModel(model, data, train={"duration": "200it"}, levels=2)
+    >>> exp.run(store=None).table()[["level", "pct_remaining"]].round(1).values.tolist()
+    [[0.0, 100.0], [1.0, 80.0], [2.0, 64.0]]
+    """
+
+    def __init__(self, model: nn.Module, data: Data, *,
+                 train: TrainConfig | dict | None = None,
+                 prune: PruneConfig | dict | None = None,
+                 reinit: ReinitConfig | dict | None = None,
+                 levels: int = 5, seed: int = 0, initializer: str = "default",
+                 name: str = "experiment", info: dict[str, Any] | None = None):
+        self.model = model
+        self.data = data
+        self.train = _as(TrainConfig, train, "train")
+        self.prune = _as(PruneConfig, prune, "prune")
+        self.reinit = _as(ReinitConfig, reinit, "reinit")
+        self.config = ExperimentConfig(name=name, seed=seed, n_levels=levels,
+                                       train=self.train, prune=self.prune, reinit=self.reinit)
+        self.initializer = initializer
+        self.info = info or {}
+
+    @classmethod
+    def from_config(cls, cfg: ExperimentConfig) -> LotteryModel:
+        """Build the model and data named in ``cfg`` (as ``lth run`` does)."""
+        d = cfg.data
+        data = load_dataset(d.name, val_size=d.val_size, split_seed=d.split_seed, root=d.root)
+        model = create_model(cfg.model.name, input_shape=data.input_shape,
+                             num_classes=data.num_classes, **cfg.model.options)
+        return cls(model, data, train=cfg.train, prune=cfg.prune, reinit=cfg.reinit,
+                   levels=cfg.n_levels, seed=cfg.seed, initializer=cfg.model.initializer,
+                   name=cfg.name, info={"experiment": cfg.to_dict()})
+
+    # -- planning: every check happens here, before any training ----------------------
+    def _device(self) -> torch.device:
+        want = self.train.device
+        if want == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if want.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"train.device = {want!r} but CUDA is not available here; "
+                              "use device = 'cpu' (or 'auto')")
+        if want == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError("train.device = 'mps' but MPS is not available; use 'cpu'")
+        return torch.device(want)
+
+    def _plan(self, model: nn.Module) -> _Plan:
+        cfg, tr = self.config, self.train
+        seed = cfg.seed
+        initialize(model, self.initializer, derive_seed(seed, "init"))
+        theta0 = get_state(model)
+        names = prunable_names(model, self.prune.include, self.prune.exclude)
+        example = self.data.x_train[:2]
+        try:
+            out = output_layer(model, names, example)
+            with torch.no_grad():
+                logits = model.eval()(example)
+        except Exception as exc:  # the user's forward: report what we fed it
+            raise ModelError(f"{type(model).__name__} failed on a batch of shape "
+                             f"{tuple(example.shape)} from the data ({type(exc).__name__}: "
+                             f"{exc}); check the model's expected input shape") from exc
+        if logits.dim() != 2 or logits.shape[1] < self.data.num_classes:
+            raise ModelError(f"model output has shape {tuple(logits.shape)}; expected "
+                             f"(batch, {self.data.num_classes}) class scores for "
+                             f"{self.data.num_classes} classes")
+        rates = resolve_rates(self.prune, names, layer_kinds(model), out, cfg.n_levels)
+        sizes = {n: model.get_parameter(n).numel() for n in names}
+        n_train = len(self.data.y_train)
+        spe = n_train // tr.batch_size
+        if spe < 1:
+            raise ConfigError(f"train.batch_size = {tr.batch_size} is larger than the "
+                              f"training set ({n_train} examples); use a smaller batch")
+        total = to_steps(tr.duration, spe)
+        k = to_steps(self.reinit.rewind_step, spe)
+        if k >= total:
+            raise ConfigError(f"reinit.rewind_step = {self.reinit.rewind_step!r} ({k} steps) "
+                              f"must be before the end of training ({total} steps)")
+        for m in tr.milestones:
+            if to_steps(m, spe) > total:
+                raise ConfigError(f"train.milestones: {m!r} is after the end of training "
+                                  f"({total} steps)")
+        span = {"steps_per_epoch": spe, "eval_every": to_steps(tr.eval_every, spe),
+                "checkpoint_every": to_steps(tr.checkpoint_every, spe)}
+        return _Plan(self._device(), names, out, make_groups(self.prune.scope, rates, sizes),
+                     rates, total, k, span, theta0)
+
+    def identity(self, plan: _Plan, model: nn.Module) -> dict[str, Any]:
+        """What names the run: settings, seed, model, data and library version."""
+        c = self.config.to_dict()
+        return {
+            "lth": ".".join(__version__.split(".")[:2]),
+            "settings": {k: c[k] for k in ("seed", "n_levels", "train", "prune", "reinit")},
+            "initializer": self.initializer,
+            "model": {"class": f"{type(model).__module__}.{type(model).__qualname__}",
+                      "structure_sha256": hashlib.sha256(repr(model).encode()).hexdigest(),
+                      "theta0_sha256": _state_sha(plan.theta0)},
+            "data": self.data.identity(),
+        }
+
+    # -- running ----------------------------------------------------------------------
+    def run(self, store: str | Path | None = "runs", *,
+            progress: bool | Progress = False) -> Result:
+        """Run (or resume) every level; returns the :class:`Result`.
+
+        ``store=None`` runs in a temporary directory that lives as long as the result.
+        Re-running with the same store skips finished levels and resumes a level from its
+        last checkpoint, giving the same numbers as an uninterrupted run.
+        """
+        keepalive = None
+        if store is None:
+            keepalive = tempfile.TemporaryDirectory(prefix="lth-")
+            store = keepalive.name
+        threads = torch.get_num_threads()
+        try:
+            if self.train.threads:
+                torch.set_num_threads(self.train.threads)
+            run = self._run(Path(store), progress)
+        finally:
+            torch.set_num_threads(threads)
+        return Result(run.path, _keepalive=keepalive)
+
+    def _run(self, store: Path, progress: bool | Progress) -> RunDir:
+        model = copy.deepcopy(self.model).cpu()
+        plan = self._plan(model)
+        info = {**self.info, "name": self.config.name, "lth_version": __version__,
+                "torch_version": torch.__version__, "data": self.data.summary(),
+                "prunable": {n: model.get_parameter(n).numel() for n in plan.names},
+                "output_layer": plan.output, "rates": plan.rates,
+                "total_steps": plan.total_steps, "rewind_step": plan.rewind_step}
+        run = RunDir.open(store, self.config.name, self.identity(plan, model), info)
+        if not run.file("theta0.safetensors").exists():
+            save_tensors(run.file("theta0.safetensors"), plan.theta0)
+        model = model.to(plan.device)
+        data = self.data.to(plan.device)
+        report = _progress_bar(progress, self.config.n_levels, plan.total_steps,
+                               plan.rewind_step)
+        try:
+            for level in range(self.config.n_levels + 1):
+                if not run.is_done(level):
+                    self._run_level(run, plan, model, data, level, report)
+                elif report is not None:
+                    report(level, plan.total_steps, plan.total_steps)
+        finally:
+            if hasattr(report, "close"):
+                report.close()  # type: ignore[union-attr]
+        return run
+
+    def _rewind_point(self, run: RunDir, plan: _Plan) -> dict[str, torch.Tensor]:
+        if plan.rewind_step == 0:
+            return plan.theta0
+        return load_tensors(run.file("rewind.safetensors"))[0]
+
+    def _criterion_init(self, run: RunDir, plan: _Plan, level: int) -> dict[str, torch.Tensor]:
+        # "init" for the criteria = where the level's training effectively began:
+        # the rewind point for the dense level, the reinitialised weights afterwards.
+        if level == 0:
+            return self._rewind_point(run, plan)
+        return load_tensors(run.file("start.safetensors", level))[0]
+
+    def _mask_for(self, run: RunDir, plan: _Plan, model: nn.Module, level: int) -> Mask:
+        path = run.file("mask.safetensors", level)
+        if path.exists():
+            return Mask(load_tensors(path)[0])
+        if level == 0:
+            mask = Mask.ones(model, plan.names)
+        else:
+            source = 0 if self.prune.schedule == "one_shot" else level - 1
+            prev = (Mask.ones(model, plan.names) if source == 0
+                    else Mask(load_tensors(run.file("mask.safetensors", source))[0]))
+            final = load_tensors(run.file("final.safetensors", source))[0]
+            mask = next_mask(self.prune, plan.groups, level, prev,
+                             self._criterion_init(run, plan, source), final,
+                             generator(self.config.seed, "prune", level))
+        save_tensors(path, mask.tensors())
+        return mask
+
+    def _start_for(self, run: RunDir, plan: _Plan, model: nn.Module, level: int,
+                   mask: Mask) -> dict[str, torch.Tensor]:
+        path = run.file("start.safetensors", level)
+        if path.exists():
+            return load_tensors(path)[0]
+        if level == 0:
+            start = plan.theta0
+        else:
+            seed = self.config.seed
+
+            def fresh() -> dict[str, torch.Tensor]:
+                scheme = "default" if self.initializer == "keep" else self.initializer
+                clone = initialize(copy.deepcopy(model).cpu(), scheme,
+                                   derive_seed(seed, "reinit-draw", level))
+                return get_state(clone)
+
+            start = reinitialize(self.reinit, mask, self._rewind_point(run, plan), plan.theta0,
+                                 fresh=fresh, generator=generator(seed, "reinit", level))
+        save_tensors(path, start)
+        return start
+
+    def _run_level(self, run: RunDir, plan: _Plan, model: nn.Module, data: Data,
+                   level: int, report: Progress | None) -> None:
+        t0 = time.perf_counter()
+        mask = self._mask_for(run, plan, model, level)
+        set_state(model, self._start_for(run, plan, model, level, mask))
+        begin = 0 if level == 0 else plan.rewind_step
+        span = Span(start=begin, end=plan.total_steps, **plan.span)
+        late = level == 0 and plan.rewind_step > 0
+        history = train_level(
+            model, data, self.train, mask, span, seed=self.config.seed, level=level,
+            checkpoints=run.checkpoints(level),
+            snapshot_step=plan.rewind_step if late else None,
+            on_snapshot=lambda s: save_tensors(run.file("rewind.safetensors"), s),
+            progress=None if report is None else (lambda s: report(level, s, span.end)))
+        mask.check(model)
+        save_tensors(run.file("final.safetensors", level), get_state(model))
+        write_json(run.file("history.json", level), history)
+        summary = summarize(level, mask, history, begin, time.perf_counter() - t0)
+        write_json(run.file("summary.json", level), summary)  # last: marks the level done
+        run.checkpoints(level).clear()
+        summaries = [read_json(run.file("summary.json", lv)) for lv in run.finished_levels()]
+        csv = levels_frame(summaries).to_csv(index=False)
+        from ..store import atomic_write_bytes
+        atomic_write_bytes(run.file("levels.csv"), csv.encode())
+
+
+def _progress_bar(progress: bool | Progress, n_levels: int, total: int, rewind: int
+                  ) -> Progress | None:
+    if callable(progress):
+        return progress
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    per_level = [total] + [total - rewind] * n_levels
+    bar = tqdm(total=sum(per_level), unit="it", dynamic_ncols=True)
+    done: dict[int, int] = {}
+
+    def report(level: int, step: int, end: int) -> None:
+        begin = 0 if level == 0 else rewind
+        prev = done.get(level, begin)
+        bar.set_description(f"level {level}/{n_levels}")
+        bar.update(max(0, step - prev))
+        done[level] = step
+
+    report.close = bar.close  # type: ignore[attr-defined]
+    return report

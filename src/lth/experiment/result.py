@@ -1,0 +1,107 @@
+"""What a finished (or partly finished) experiment leaves: tables, curves, masks, weights."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..masks import Mask
+from ..store import RunDir, load_tensors, read_json
+
+TABLE_COLUMNS = ["level", "pct_remaining", "weights_remaining", "best_test_acc",
+                 "final_test_acc", "early_stop_step", "early_stop_test_acc",
+                 "early_stop_val_loss", "train_steps", "wall_time_s"]
+
+
+def summarize(level: int, mask: Mask, history: list[dict[str, float]], start_step: int,
+              wall_time: float) -> dict[str, Any]:
+    """Per-level record: densities, best/final test accuracy and the early-stop iteration.
+
+    The early-stop iteration is the evaluated step of minimum validation loss (the paper's
+    measure of learning speed; the test loss stands in when there is no validation set);
+    the untrained starting point is not a candidate.
+    """
+    trained = [r for r in history if r["step"] > start_step] or history
+    key = "val_loss" if not math.isnan(trained[-1]["val_loss"]) else "test_loss"
+    best = min(trained, key=lambda r: (r[key], r["step"]))
+    kept, sizes = mask.kept(), mask.sizes()
+    total = sum(sizes.values())
+    return {
+        "level": level,
+        "density": sum(kept.values()) / total,
+        "pct_remaining": 100.0 * sum(kept.values()) / total,
+        "weights_remaining": sum(kept.values()),
+        "weights_total": total,
+        "layer_density": {n: kept[n] / sizes[n] for n in sizes},
+        "best_test_acc": max(r["test_acc"] for r in trained),
+        "final_test_acc": history[-1]["test_acc"],
+        "final_val_acc": history[-1]["val_acc"],
+        "early_stop_step": int(best["step"]),
+        "early_stop_on": key,
+        "early_stop_test_acc": best["test_acc"],
+        "early_stop_val_loss": best["val_loss"],
+        "train_steps": int(history[-1]["step"]) - start_step,
+        "wall_time_s": wall_time,
+    }
+
+
+def levels_frame(summaries: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per level: the main columns, then one ``density[<param>]`` column per layer."""
+    rows = []
+    for s in summaries:
+        row = {c: s[c] for c in TABLE_COLUMNS}
+        row.update({f"density[{n}]": d for n, d in s["layer_density"].items()})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else TABLE_COLUMNS)
+
+
+class Result:
+    """Results of one run, read from its run directory.
+
+    >>> result.table()          # doctest: +SKIP
+    """
+
+    def __init__(self, run_dir: str | Path, *, _keepalive: Any = None):
+        self.run = RunDir(run_dir)
+        self._keepalive = _keepalive  # a TemporaryDirectory when run without a store
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+    @property
+    def levels(self) -> list[int]:
+        return self.run.finished_levels()
+
+    def config(self) -> dict[str, Any]:
+        return self.run.config()
+
+    def summary(self, level: int) -> dict[str, Any]:
+        return read_json(self.run.file("summary.json", level))
+
+    def table(self) -> pd.DataFrame:
+        """Per-level DataFrame (level, % weights remaining, accuracies, early-stop step, ...)."""
+        return levels_frame([self.summary(lv) for lv in self.levels])
+
+    def history(self, level: int | None = None) -> pd.DataFrame:
+        """Evaluation curves (one row per evaluation), with a ``level`` column."""
+        chosen = self.levels if level is None else [level]
+        frames = [pd.DataFrame(read_json(self.run.file("history.json", lv))).assign(level=lv)
+                  for lv in chosen]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def mask(self, level: int) -> Mask:
+        return Mask(load_tensors(self.run.file("mask.safetensors", level))[0])
+
+    def weights(self, level: int, which: str = "final") -> dict[str, torch.Tensor]:
+        """``which='start'``: the weights the level trained from; ``'final'``: after training."""
+        if which not in ("start", "final"):
+            raise ValueError(f"which={which!r}; use 'start' or 'final'")
+        return load_tensors(self.run.file(f"{which}.safetensors", level))[0]
+
+    def __repr__(self) -> str:
+        return f"Result({str(self.path)!r}, levels={self.levels})"

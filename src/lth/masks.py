@@ -1,0 +1,168 @@
+"""Masks: which weights survive, as data keyed by each parameter's fully qualified name.
+
+Masks live outside the module, so a pruned model keeps its plain ``state_dict`` keys and
+rewinding is a plain copy. By default the prunable parameters are the ``weight`` of every
+``Linear`` and ``Conv1d/2d/3d``; name patterns (``fnmatch``) add or remove parameters.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .errors import ModelError
+
+PRUNABLE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _canonical_names(model: nn.Module) -> dict[int, str]:
+    """id(parameter) -> its first name; a weight shared by two layers has one name."""
+    return {id(p): name for name, p in model.named_parameters()}
+
+
+def layer_kinds(model: nn.Module) -> dict[str, str]:
+    """Parameter name -> 'conv', 'linear' or 'other', from the module(s) that own it."""
+    canon = _canonical_names(model)
+    kinds = {name: "other" for name in canon.values()}
+    for module in model.modules():
+        kind = ("conv" if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d)
+                else "linear" if isinstance(module, nn.Linear) else None)
+        if kind is None:
+            continue
+        for p in module.parameters(recurse=False):
+            if kinds[canon[id(p)]] == "other":
+                kinds[canon[id(p)]] = kind
+    return kinds
+
+
+def prunable_names(model: nn.Module, include: Sequence[str] = (),
+                   exclude: Sequence[str] = ()) -> list[str]:
+    """Names of the parameters that will be masked, in ``named_parameters`` order.
+
+    >>> prunable_names(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
+    ['0.weight', '2.weight']
+    """
+    canon = _canonical_names(model)
+    chosen = {canon[id(m.weight)] for m in model.modules()
+              if isinstance(m, PRUNABLE_MODULES) and isinstance(m.weight, nn.Parameter)}
+    all_names = list(canon.values())
+    for pattern in include:
+        hits = fnmatch.filter(all_names, pattern)
+        if not hits:
+            raise ModelError(f"prune.include pattern {pattern!r} matches no parameter; "
+                             f"parameters are: {', '.join(all_names[:20])}")
+        chosen.update(hits)
+    for pattern in exclude:
+        chosen.difference_update(fnmatch.filter(all_names, pattern))
+    names = [n for n in all_names if n in chosen]
+    if not names:
+        raise ModelError(
+            f"{type(model).__name__} has no prunable parameters (no Linear/Conv weight "
+            "left after include/exclude); name some with prune.include = ['*.weight']")
+    return names
+
+
+def output_layer(model: nn.Module, names: Sequence[str], example: torch.Tensor) -> list[str]:
+    """Prunable parameters of the last module that the forward pass reaches.
+
+    Found by running ``example`` through the model with hooks on the modules that own
+    prunable parameters; falls back to the last prunable parameter if none fire.
+    """
+    canon = _canonical_names(model)
+    wanted = set(names)
+    owners: dict[nn.Module, list[str]] = {}
+    for module in model.modules():
+        own = [canon[id(p)] for p in module.parameters(recurse=False) if canon[id(p)] in wanted]
+        if own:
+            owners[module] = own
+    order: list[nn.Module] = []
+    hooks = [m.register_forward_hook(lambda mod, *_: order.append(mod)) for m in owners]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return owners[order[-1]] if order else [names[-1]]
+
+
+class Mask:
+    """Boolean keep-masks keyed by parameter name (``True`` = the weight survives).
+
+    >>> m = Mask.ones(nn.Linear(3, 2), ["weight"])
+    >>> m.density(), m.kept()
+    (1.0, {'weight': 6})
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self._t = {name: t.to(torch.bool) for name, t in tensors.items()}
+
+    @classmethod
+    def ones(cls, model: nn.Module, names: Iterable[str]) -> Mask:
+        return cls({n: torch.ones_like(model.get_parameter(n), dtype=torch.bool) for n in names})
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._t[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._t)
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    def items(self):
+        return self._t.items()
+
+    def names(self) -> list[str]:
+        return list(self._t)
+
+    def kept(self) -> dict[str, int]:
+        return {n: int(t.sum()) for n, t in self._t.items()}
+
+    def sizes(self) -> dict[str, int]:
+        return {n: t.numel() for n, t in self._t.items()}
+
+    def densities(self) -> dict[str, float]:
+        return {n: int(t.sum()) / max(t.numel(), 1) for n, t in self._t.items()}
+
+    def density(self) -> float:
+        total = sum(self.sizes().values())
+        return sum(self.kept().values()) / total if total else 1.0
+
+    def to(self, device: str | torch.device) -> Mask:
+        return Mask({n: t.to(device) for n, t in self._t.items()})
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self._t)
+
+    def is_subset_of(self, other: Mask) -> bool:
+        """True when every weight kept here is also kept in ``other`` (masks only shrink)."""
+        return self._t.keys() == set(other) and all(
+            not bool((t & ~other[n].to(t.device)).any()) for n, t in self._t.items())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mask) and self._t.keys() == set(other) and all(
+            torch.equal(t, other[n].to(t.device)) for n, t in self._t.items())
+
+    @torch.no_grad()
+    def apply_(self, model: nn.Module) -> None:
+        """Zero every pruned weight of ``model`` in place."""
+        for name, keep in self._t.items():
+            p = model.get_parameter(name)
+            p.mul_(keep.to(p.device, p.dtype))
+
+    def check(self, model: nn.Module) -> None:
+        """Raise if a pruned weight of ``model`` is not exactly zero."""
+        for name, keep in self._t.items():
+            p = model.get_parameter(name).detach()
+            if bool((p[~keep.to(p.device)] != 0).any()):
+                raise AssertionError(f"pruned weights of {name} are not zero")
+
+    def __repr__(self) -> str:
+        return f"Mask({len(self)} tensors, density={self.density():.4f})"

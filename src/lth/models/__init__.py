@@ -1,0 +1,68 @@
+"""Model registry: ``@register_model`` functions; the function's name is the model's name.
+
+Builders take ``input_shape`` and ``num_classes`` (filled from the data) plus options.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from ..errors import ConfigError, did_you_mean, unknown_name
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+_FILLED = ("input_shape", "num_classes")
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    MODELS[fn.__name__] = fn
+    return fn
+
+
+def check_options(name: str, options: dict[str, Any]) -> list[tuple[str, str]]:
+    """Problems with ``options`` for model ``name`` (unknown option names)."""
+    params = [p for p in inspect.signature(MODELS[name]).parameters if p not in _FILLED]
+    return [(f"{key}", f"unknown option for model {name!r}{did_you_mean(key, params)}; "
+                       f"options: {', '.join(params) or '(none)'}")
+            for key in options if key not in params]
+
+
+def create_model(name: str, *, input_shape: Sequence[int], num_classes: int,
+                 **options: Any) -> nn.Module:
+    """Build a registered model.
+
+    >>> create_model("lenet_300_100", input_shape=(1, 28, 28), num_classes=10)[1]
+    Linear(in_features=784, out_features=300, bias=True)
+    """
+    if name not in MODELS:
+        raise ConfigError(unknown_name("model", name, MODELS))
+    problems = check_options(name, options)
+    if problems:
+        raise ConfigError("; ".join(f"model.{k}: {m}" for k, m in problems))
+    return MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes, **options)
+
+
+@register_model
+def mlp(*, input_shape: Sequence[int], num_classes: int,
+        hidden: Sequence[int] = (300, 100)) -> nn.Module:
+    """Fully connected ReLU network on flattened inputs."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for h in hidden:
+        layers += [nn.Linear(width, int(h)), nn.ReLU()]
+        width = int(h)
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+@register_model
+def lenet_300_100(*, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """LeNet-300-100 of Frankle & Carbin (2019): fc 300, 100, classes."""
+    return mlp(input_shape=input_shape, num_classes=num_classes, hidden=(300, 100))
+
+
+__all__ = ["MODELS", "check_options", "create_model", "register_model", "unknown_name"]

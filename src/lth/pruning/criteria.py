@@ -1,0 +1,104 @@
+"""Pruning criteria of Zhou et al. (2019): a score per weight, higher = keep.
+
+A criterion sees the weights the level started training from (``init``: θ0 or the rewind
+point), the weights after training (``final``), the current mask and the fraction of
+survivors about to be pruned. Selection (exact counts, seeded ties) lives in
+:mod:`lth.pruning.selection`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class ScoreInputs:
+    init: torch.Tensor
+    final: torch.Tensor
+    mask: torch.Tensor
+    fraction: float
+    generator: torch.Generator
+
+
+Criterion = Callable[[ScoreInputs], torch.Tensor]
+CRITERIA: dict[str, Criterion] = {}
+
+
+def register_criterion(fn: Criterion) -> Criterion:
+    """Add ``fn`` to :data:`CRITERIA` under its own name."""
+    CRITERIA[fn.__name__] = fn
+    return fn
+
+
+@register_criterion
+def large_final(s: ScoreInputs) -> torch.Tensor:
+    return s.final.abs()
+
+
+@register_criterion
+def small_final(s: ScoreInputs) -> torch.Tensor:
+    return -s.final.abs()
+
+
+@register_criterion
+def large_init(s: ScoreInputs) -> torch.Tensor:
+    return s.init.abs()
+
+
+@register_criterion
+def small_init(s: ScoreInputs) -> torch.Tensor:
+    return -s.init.abs()
+
+
+def _quantile_ratio(s: ScoreInputs) -> float:
+    """α = q(|w_i|) / q(|w_f|) over the survivors, q at the fraction being pruned.
+
+    Scaling |w_f| by α puts both magnitudes on one scale, so that min/max of the two
+    compares like with like (the reference API's formulation).
+    """
+    wi, wf = s.init.abs()[s.mask], s.final.abs()[s.mask]
+    if wi.numel() == 0:
+        return 1.0
+    k = min(max(1, math.ceil(s.fraction * wi.numel())), wi.numel())
+    qi, qf = float(wi.kthvalue(k).values), float(wf.kthvalue(k).values)
+    return qi / qf if qf > 0 else 1.0
+
+
+@register_criterion
+def large_init_large_final(s: ScoreInputs) -> torch.Tensor:
+    return torch.minimum(_quantile_ratio(s) * s.final.abs(), s.init.abs())
+
+
+@register_criterion
+def small_init_small_final(s: ScoreInputs) -> torch.Tensor:
+    return -torch.maximum(_quantile_ratio(s) * s.final.abs(), s.init.abs())
+
+
+@register_criterion
+def magnitude_increase(s: ScoreInputs) -> torch.Tensor:
+    return s.final.abs() - s.init.abs()
+
+
+@register_criterion
+def movement(s: ScoreInputs) -> torch.Tensor:
+    return (s.final - s.init).abs()
+
+
+@register_criterion
+def large_final_same_sign(s: ScoreInputs) -> torch.Tensor:
+    # Weights that flipped sign score 0: kept only when too few kept their sign (ties -> seeded).
+    return torch.where(torch.sign(s.final) == torch.sign(s.init), s.final.abs(), 0.0)
+
+
+@register_criterion
+def large_final_diff_sign(s: ScoreInputs) -> torch.Tensor:
+    return torch.where(torch.sign(s.final) != torch.sign(s.init), s.final.abs(), 0.0)
+
+
+@register_criterion
+def random(s: ScoreInputs) -> torch.Tensor:
+    return torch.rand(s.final.shape, generator=s.generator)

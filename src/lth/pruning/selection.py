@@ -1,0 +1,48 @@
+"""Turn scores into masks that keep an exact number of weights.
+
+Counting rule: a group (one layer in layer-wise scope; all layers sharing a rate in global
+scope) of ``N`` prunable weights keeps exactly ``round_half_up(N * d)`` weights at a level
+whose scheduled density is ``d``. Only current survivors compete; ties in score are broken
+by a seeded random order, never by pruning every tied weight.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def kept_count(n: int, density: float) -> int:
+    """Number of weights a group of ``n`` keeps at ``density`` (round half up).
+
+    >>> kept_count(10, 0.25), kept_count(10, 0.35), kept_count(266200, 0.8)
+    (3, 4, 212960)
+    """
+    return min(n, max(0, math.floor(n * density + 0.5 + 1e-9)))
+
+
+def top_k_indices(scores: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices of the ``k`` highest scores; equal scores are ordered by a seeded shuffle."""
+    scores = torch.nan_to_num(scores.float(), nan=-math.inf)
+    perm = torch.randperm(scores.numel(), generator=generator)
+    order = torch.sort(scores[perm], descending=True, stable=True).indices
+    return perm[order[:k]]
+
+
+def select(scores: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], keep: int,
+           generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """New masks for one group: the ``keep`` best-scoring survivors across all its tensors."""
+    names = list(scores)
+    pools = [scores[n].flatten()[masks[n].flatten()] for n in names]
+    positions = [masks[n].flatten().nonzero().squeeze(1) for n in names]
+    chosen = top_k_indices(torch.cat(pools), keep, generator)
+    out: dict[str, torch.Tensor] = {}
+    start = 0
+    for n, pos in zip(names, positions, strict=True):
+        mine = chosen[(chosen >= start) & (chosen < start + pos.numel())] - start
+        flat = torch.zeros(masks[n].numel(), dtype=torch.bool)
+        flat[pos[mine]] = True
+        out[n] = flat.view_as(masks[n])
+        start += pos.numel()
+    return out

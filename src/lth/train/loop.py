@@ -1,0 +1,183 @@
+"""The one training loop: in-memory batches, masks enforced at every step, resumable.
+
+Data order is a pure function of (seed, epoch), the learning rate of the step, and the
+dropout RNG lives in a forked generator saved with each checkpoint, so a level resumed
+from a checkpoint continues bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import TrainConfig
+from ..data import Data
+from ..masks import Mask
+from ..seeding import derive_seed
+from ..state import get_state, set_state
+from .evaluate import evaluate
+from .optim import lr_function, make_optimizer
+
+Tensors = dict[str, torch.Tensor]
+
+
+class Checkpoints(Protocol):
+    """Where a level's mid-training checkpoint is kept (see :mod:`lth.store`)."""
+
+    def load(self) -> tuple[Tensors, dict[str, Any]] | None: ...
+    def save(self, tensors: Tensors, meta: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Span:
+    """Which steps a level trains, and how often it evaluates and checkpoints."""
+
+    start: int
+    end: int
+    steps_per_epoch: int
+    eval_every: int
+    checkpoint_every: int
+
+
+def batch_order(seed: int, epoch: int, n: int, device: torch.device) -> torch.Tensor:
+    """The example order of ``epoch``: same for every level, so rewinding replays it."""
+    g = torch.Generator().manual_seed(derive_seed(seed, "data", epoch))
+    return torch.randperm(n, generator=g).to(device)
+
+
+def _eval_row(model: nn.Module, data: Data, step: int, span: Span, lr: float,
+              bs: int, train_sums: tuple[torch.Tensor, torch.Tensor, int]) -> dict[str, float]:
+    loss_sum, correct, count = train_sums
+    val_loss, val_acc = evaluate(model, data.x_val, data.y_val, bs)
+    test_loss, test_acc = evaluate(model, data.x_test, data.y_test, bs)
+    return {
+        "step": step, "epoch": step / span.steps_per_epoch, "lr": lr,
+        "train_loss": float(loss_sum) / count if count else math.nan,
+        "train_acc": float(correct) / count if count else math.nan,
+        "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
+    }
+
+
+def _pack(model: nn.Module, opt: torch.optim.Optimizer, step: int,
+          history: list[dict], device: torch.device) -> tuple[Tensors, dict[str, Any]]:
+    tensors = {f"model.{k}": v for k, v in get_state(model).items()}
+    scalars: dict[str, Any] = {}
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{i}.{k}"] = v.detach().cpu()
+            else:
+                scalars[f"{i}.{k}"] = v
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return tensors, {"step": step, "history": history, "opt_scalars": scalars}
+
+
+def _unpack(model: nn.Module, opt: torch.optim.Optimizer, tensors: Tensors,
+            meta: dict[str, Any], device: torch.device) -> tuple[int, list[dict]]:
+    set_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, i, k = key.split(".", 2)
+            state.setdefault(int(i), {})[k] = v
+    for key, v in meta.get("opt_scalars", {}).items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    torch.set_rng_state(tensors["rng.cpu"])
+    if device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    return int(meta["step"]), list(meta["history"])
+
+
+def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span: Span, *,
+                seed: int, level: int, checkpoints: Checkpoints | None = None,
+                snapshot_step: int | None = None,
+                on_snapshot: Callable[[Tensors], None] | None = None,
+                progress: Callable[[int], None] | None = None) -> list[dict[str, float]]:
+    """Train ``model`` (on ``data``'s device) from ``span.start`` to ``span.end``.
+
+    Returns the evaluation history: one row per evaluation with step, lr, running train
+    loss/accuracy since the previous evaluation, and val/test loss and accuracy.
+    """
+    device = data.x_train.device
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(cfg, params)
+    lr_at = lr_function(cfg, span.end, span.steps_per_epoch)
+    masked = [(model.get_parameter(n), keep.to(device)) for n, keep in mask.items()]
+    mparams = [p for p, _ in masked]
+    # Multiplying by a float mask in the parameter's dtype is one fused foreach kernel.
+    mfloats = [keep.to(p.dtype) for p, keep in masked]
+    bs, n = cfg.batch_size, len(data.y_train)
+    ebs = cfg.eval_batch_size
+
+    forked = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked):
+        noise_seed = derive_seed(seed, "noise", level)
+        torch.default_generator.manual_seed(noise_seed)
+        if device.type == "cuda":
+            torch.cuda.manual_seed(noise_seed)
+        resumed = checkpoints.load() if checkpoints else None
+        if resumed:
+            step, history = _unpack(model, opt, *resumed, device)
+        else:
+            step, history = span.start, []
+        Mask.apply_(mask, model)
+        model.train()
+        last_ckpt = step
+        zero = torch.zeros((), device=device)
+        sums = (zero.clone(), zero.clone().long(), 0)
+        if not history:
+            history.append(_eval_row(model, data, step, span, lr_at(step), ebs, sums))
+        epoch, order = -1, None
+        while step < span.end:
+            if step == snapshot_step and on_snapshot is not None:
+                on_snapshot(get_state(model))
+            e, off = divmod(step, span.steps_per_epoch)
+            if e != epoch:
+                epoch, order = e, batch_order(seed, e, n, device)
+            idx = order[off * bs:(off + 1) * bs]  # type: ignore[index]
+            x, y = data.x_train[idx], data.y_train[idx]
+            lr = lr_at(step)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grads = [p.grad for p in mparams]
+            if all(g is not None for g in grads):
+                torch._foreach_mul_(grads, mfloats)
+            else:
+                for g, m in zip(grads, mfloats, strict=True):
+                    if g is not None:
+                        g.mul_(m)
+            opt.step()
+            # Masked gradients already keep pruned weights at 0 for SGD/Adam/AdamW;
+            # re-masking guards against any update rule that moves zero-gradient weights.
+            with torch.no_grad():
+                torch._foreach_mul_(mparams, mfloats)
+            # Accumulate on-device: no host sync per step.
+            ls, cs, cnt = sums
+            sums = (ls + loss.detach(), cs + (out.detach().argmax(1) == y).sum(), cnt + 1)
+            step += 1
+            if step % span.eval_every == 0 or step == span.end:
+                history.append(_eval_row(model, data, step, span, lr, ebs, sums))
+                sums = (zero.clone(), zero.clone().long(), 0)
+                if progress is not None:
+                    progress(step)
+                if (checkpoints is not None and step < span.end
+                        and step - last_ckpt >= span.checkpoint_every):
+                    checkpoints.save(*_pack(model, opt, step, history, device))
+                    last_ckpt = step
+        if snapshot_step == step and on_snapshot is not None:
+            on_snapshot(get_state(model))
+    return history
