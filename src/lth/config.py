@@ -304,6 +304,11 @@ class ModelConfig(_Section):
     initializer: str = "default"
     options: dict[str, Any] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        # Flat, like the TOML table: model options sit beside name and initializer.
+        return json.loads(json.dumps({"name": self.name, "initializer": self.initializer,
+                                      **self.options}))
+
     def problems(self) -> list[Problem]:
         from .models import MODELS, check_options
 
@@ -350,6 +355,10 @@ class ExperimentConfig(_Section):
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     reinit: ReinitConfig = field(default_factory=ReinitConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        top = {"name": self.name, "seed": self.seed, "n_levels": self.n_levels}
+        return {**top, **{key: getattr(self, key).to_dict() for key in _SECTIONS}}
 
     def problems(self) -> list[Problem]:
         p: list[Problem] = []

@@ -32,3 +32,9 @@ def set_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
                          f"unexpected {extra[:5]}; was the run made with another model?")
     for name, t in targets.items():
         t.copy_(state[name])
+
+
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    """The raw bytes of a tensor of any dtype and shape (for hashing)."""
+    t = t.detach().cpu().contiguous().reshape(-1)
+    return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""

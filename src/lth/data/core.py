@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..state import tensor_bytes
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,9 @@ class Data:
         """SHA-256 of every split's shape, dtype and bytes: what identifies the data in a run."""
         h = hashlib.sha256(f"{self.name}:{self.num_classes}".encode())
         for key in _SPLITS:
-            t = getattr(self, key).detach().cpu().contiguous()
+            t = getattr(self, key)
             h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
-            h.update(t.numpy().tobytes())
+            h.update(tensor_bytes(t))
         return h.hexdigest()
 
     def summary(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from ..models import create_model
 from ..pruning import Group, make_groups, next_mask, resolve_rates
 from ..reinit import reinitialize
 from ..seeding import derive_seed, generator
-from ..state import get_state, set_state
+from ..state import get_state, set_state, tensor_bytes
 from ..store import RunDir, load_tensors, read_json, save_tensors, write_json
 from ..train import Span, train_level
 from .result import Result, levels_frame, summarize
@@ -50,9 +50,9 @@ def _as(cls: type, value: Any, key: str) -> Any:
 def _state_sha(state: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for k in sorted(state):
-        t = state[k].contiguous()
+        t = state[k]
         h.update(f"{k}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(tensor_bytes(t))
     return h.hexdigest()
 
 

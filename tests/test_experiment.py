@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import lth
+from lth.store import load_tensors
+
+from .conftest import FAST_TRAIN, states_equal
+
+
+class Residual(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+
+class AnyNet(nn.Module):
+    """Conv2d, BatchNorm, a residual block, Dropout, Conv1d, Flatten and a tied weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.block = Residual(8)
+        self.drop = nn.Dropout(0.2)
+        self.seq = nn.Conv1d(8, 4, 3, padding=1)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(4 * 64, 32)
+        self.tied_a = nn.Linear(32, 32)
+        self.tied_b = nn.Linear(32, 32)
+        self.tied_b.weight = self.tied_a.weight
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.drop(self.block(self.stem(x)))
+        x = torch.relu(self.seq(x.flatten(2)))
+        x = torch.relu(self.fc(self.flat(x)))
+        x = torch.relu(self.tied_b(torch.relu(self.tied_a(x))))
+        return self.head(x)
+
+
+def run(model, data, tmp_path, **kw):
+    kw.setdefault("train", FAST_TRAIN)
+    kw.setdefault("levels", 2)
+    return lth.LotteryModel(model, data, **kw).run(store=tmp_path)
+
+
+def test_any_module(digits, tmp_path):
+    result = run(AnyNet(), digits, tmp_path, prune={"rate": 0.5, "output_rate": 0.2})
+    cfg = result.config()
+    assert list(cfg["prunable"]) == ["stem.0.weight", "block.conv1.weight",
+                                     "block.conv2.weight", "seq.weight", "fc.weight",
+                                     "tied_a.weight", "head.weight"]
+    assert cfg["output_layer"] == ["head.weight"]
+    table = result.table()
+    assert table["level"].tolist() == [0, 1, 2]
+    theta0 = load_tensors(result.path / "theta0.safetensors")[0]
+    for level in (1, 2):
+        mask, start = result.mask(level), result.weights(level, "start")
+        final = result.weights(level, "final")
+        for name, keep in mask.items():
+            assert bool((final[name][~keep] == 0).all()), "pruned weights are 0 on disk"
+            assert torch.equal(start[name][keep], theta0[name][keep]), "survivors rewound"
+        for name in theta0.keys() - set(mask):  # biases, BN affine and running stats
+            assert torch.equal(start[name], theta0[name]), name
+        assert mask.is_subset_of(result.mask(level - 1))
+    assert result.mask(2).densities()["head.weight"] == pytest.approx(0.64, abs=0.01)
+    assert result.mask(2).densities()["fc.weight"] == pytest.approx(0.25, abs=0.01)
+
+
+def test_same_seed_same_result_other_seed_differs(digits, small_mlp, tmp_path):
+    a = run(small_mlp, digits, tmp_path / "a")
+    b = run(small_mlp, digits, tmp_path / "b")
+    c = run(small_mlp, digits, tmp_path / "c", seed=1)
+    cols = ["best_test_acc", "final_test_acc", "early_stop_step", "weights_remaining"]
+    assert a.table()[cols].equals(b.table()[cols])
+    assert states_equal(a.weights(2), b.weights(2))
+    assert a.path.name == b.path.name and a.path.name != c.path.name
+    assert not states_equal(a.weights(0, "start"), c.weights(0, "start"))
+
+
+def test_user_model_is_not_modified(digits, small_mlp, tmp_path):
+    before = {k: v.clone() for k, v in small_mlp.state_dict().items()}
+    run(small_mlp, digits, tmp_path, levels=1)
+    assert states_equal(before, small_mlp.state_dict())
+
+
+def test_keep_initializer_uses_the_given_weights(digits, small_mlp, tmp_path):
+    result = run(small_mlp, digits, tmp_path, levels=0, initializer="keep")
+    assert states_equal(result.weights(0, "start"),
+                        {k: v for k, v in small_mlp.state_dict().items()})
+
+
+def test_late_rewinding_restores_the_step_k_weights(digits, small_mlp, tmp_path):
+    result = run(small_mlp, digits, tmp_path, reinit={"rewind_step": "20it"})
+    rewind = load_tensors(result.path / "rewind.safetensors")[0]
+    theta0 = result.weights(0, "start")
+    assert not states_equal(rewind, theta0)
+    start, mask = result.weights(1, "start"), result.mask(1)
+    for name, keep in mask.items():
+        assert torch.equal(start[name][keep], rewind[name][keep])
+    hist = result.history(1)
+    assert hist["step"].min() == 20 and hist["step"].max() == 60
+    assert result.table()["train_steps"].tolist() == [60, 40, 40]
+
+
+def test_one_shot_prunes_each_level_from_the_dense_net(digits, small_mlp, tmp_path):
+    result = run(small_mlp, digits, tmp_path, prune={"schedule": "one_shot", "rate": 0.5})
+    assert result.table()["pct_remaining"].round(0).tolist() == [100.0, 50.0, 25.0]
+
+
+def test_global_scope_in_a_real_run(digits, small_mlp, tmp_path):
+    result = run(small_mlp, digits, tmp_path,
+                 prune={"scope": "global", "rate": 0.3, "criterion": "magnitude_increase"})
+    kept = result.mask(2).kept()
+    assert sum(kept.values()) == round((64 * 32 + 32 * 16 + 16 * 10) * 0.49)
+
+
+def test_config_checked_against_data_before_training(digits, small_mlp, tmp_path):
+    with pytest.raises(lth.ConfigError, match="rewind_step"):
+        run(small_mlp, digits, tmp_path, reinit={"rewind_step": "1000it"})
+    with pytest.raises(lth.ConfigError, match="batch_size"):
+        run(small_mlp, digits, tmp_path, train={"batch_size": 5000})
+    with pytest.raises(lth.ConfigError, match="CUDA is not available"):
+        if torch.cuda.is_available():
+            pytest.skip("CUDA present")
+        run(small_mlp, digits, tmp_path, train={**FAST_TRAIN, "device": "cuda"})
+    assert not list(tmp_path.glob("*/level_000/summary.json"))
+
+
+def test_models_that_cannot_work_get_a_clear_error(digits, tmp_path):
+    with pytest.raises(lth.ModelError, match="shape"):
+        run(nn.Sequential(nn.Linear(3, 10)), digits, tmp_path)
+    with pytest.raises(lth.ModelError, match="expected"):
+        run(nn.Sequential(nn.Flatten(), nn.Linear(64, 4)), digits, tmp_path)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_result(digits, tmp_path):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Dropout(0.2), nn.ReLU(),
+                          nn.Linear(32, 10))
+    train = {**FAST_TRAIN, "duration": "90it", "eval_every": "10it",
+             "checkpoint_every": "20it"}
+    straight = run(model, digits, tmp_path / "a", train=train)
+
+    def bomb(level, step, end):
+        if level == 1 and step == 70:
+            raise Interrupt
+
+    exp = lth.LotteryModel(model, digits, train=train, levels=2)
+    with pytest.raises(Interrupt):
+        exp.run(store=tmp_path / "b", progress=bomb)
+    run_dir = next((tmp_path / "b").iterdir())
+    assert (run_dir / "level_001" / "checkpoint.safetensors").exists()
+    assert not (run_dir / "level_001" / "summary.json").exists()
+    resumed = run(model, digits, tmp_path / "b", train=train)
+    for level in (0, 1, 2):
+        assert states_equal(straight.weights(level), resumed.weights(level))
+    cols = [c for c in straight.table().columns if c != "wall_time_s"]
+    assert straight.table()[cols].equals(resumed.table()[cols])
+    assert straight.history().equals(resumed.history())
+    assert not (run_dir / "level_001" / "checkpoint.safetensors").exists()
+
+
+def test_corrupt_file_gives_a_clear_error(digits, small_mlp, tmp_path):
+    result = run(small_mlp, digits, tmp_path, levels=1)
+    (result.path / "level_001" / "summary.json").unlink()
+    (result.path / "level_001" / "mask.safetensors").write_bytes(b"garbage")
+    with pytest.raises(lth.StoreError, match="corrupt or truncated.*delete it"):
+        run(small_mlp, digits, tmp_path, levels=1)
