@@ -60,9 +60,10 @@ def levels_frame(summaries: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 class Result:
-    """Results of one run, read from its run directory.
+    """Results of one run, read from its run directory (``lth.LotteryModel.run`` returns one).
 
-    >>> result.table()          # doctest: +SKIP
+    ``table()`` gives one row per level, ``history()`` the evaluation curves, ``mask(level)``
+    and ``weights(level, "start" | "final")`` the saved tensors.
     """
 
     def __init__(self, run_dir: str | Path, *, _keepalive: Any = None):

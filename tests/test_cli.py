@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lth.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["--set", "train.duration='40it'", "--set", "train.eval_every='10it'",
+         "--set", "n_levels=2", "--set", "model.hidden=[32]"]
+
+
+def test_run_end_to_end_on_digits(tmp_path, capsys):
+    code = main(["run", str(ROOT / "configs" / "quickstart.toml"), "--store", str(tmp_path),
+                 "--quiet", *QUICK])
+    out = capsys.readouterr().out
+    assert code == 0
+    run_dir = next(tmp_path.iterdir())
+    table = pd.read_csv(run_dir / "levels.csv")
+    assert table["level"].tolist() == [0, 1, 2]
+    assert table["pct_remaining"].iloc[0] == 100.0
+    assert "early-stop it" in out and "% weights" in out
+    assert f"{table['best_test_acc'].iloc[2]:.4f}" in out
+    # A second invocation resumes: nothing to train, the same table.
+    assert main(["run", str(ROOT / "configs" / "quickstart.toml"), "--store", str(tmp_path),
+                 "--quiet", *QUICK]) == 0
+    assert pd.read_csv(run_dir / "levels.csv").equals(table)
+
+
+def test_bad_config_fails_before_training_with_one_message(tmp_path, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[train]\nlr = 1.5e-3\noptimiser = "adam"\n[prune]\nrate = 1.5\n'
+                   'criterion = "magnitude_incr"\n')
+    code = main(["run", str(cfg), "--store", str(tmp_path / "store"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "train.optimiser" in err and "did you mean 'optimizer'" in err
+    assert "prune.rate" in err and "1.5" in err
+    assert "did you mean 'magnitude_increase'" in err
+    assert not (tmp_path / "store").exists()
+
+
+def test_unknown_override_key(tmp_path, capsys):
+    code = main(["run", str(ROOT / "configs" / "quickstart.toml"), "--store", str(tmp_path),
+                 "--set", "train.lrr=0.1"])
+    assert code == 2 and "did you mean 'lr'" in capsys.readouterr().err
+
+
+def _lth(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lth", *args]
+
+
+def test_kill_9_mid_level_then_rerun_matches_uninterrupted(tmp_path):
+    args = ["run", str(ROOT / "configs" / "quickstart.toml"), "--quiet",
+            "--set", "train.duration='400it'", "--set", "train.eval_every='20it'",
+            "--set", "train.checkpoint_every='20it'", "--set", "n_levels=1",
+            "--set", "model.hidden=[32]"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_lth(*args, "--store", str(tmp_path / "killed")), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    checkpoint = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "killed").glob("*/level_001/checkpoint.safetensors"))
+        if found:
+            checkpoint = found[0]
+            break
+        time.sleep(0.01)
+    if proc.poll() is not None:
+        pytest.fail("the run finished before it could be killed; make it longer")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint is not None and not (checkpoint.parent / "summary.json").exists()
+    subprocess.run(_lth(*args, "--store", str(tmp_path / "killed")), check=True, env=env,
+                   capture_output=True)
+    subprocess.run(_lth(*args, "--store", str(tmp_path / "straight")), check=True, env=env,
+                   capture_output=True)
+    killed = next((tmp_path / "killed").iterdir())
+    straight = next((tmp_path / "straight").iterdir())
+    assert killed.name == straight.name
+    for name in ("level_001/final.safetensors", "level_001/history.json",
+                 "level_001/mask.safetensors", "level_000/final.safetensors"):
+        assert (killed / name).read_bytes() == (straight / name).read_bytes(), name
+    assert not list(killed.rglob("*.tmp")), "no half-written files left behind"
