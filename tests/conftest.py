@@ -13,8 +13,9 @@ def digits() -> lth.Data:
 
 @pytest.fixture
 def small_mlp(digits):
-    return lth.create_model("mlp", input_shape=digits.input_shape, num_classes=10,
-                            hidden=(32, 16))
+    model = lth.create_model("mlp", input_shape=digits.input_shape, num_classes=10,
+                             hidden=(32, 16))
+    return lth.initialize(model, "default", seed=0)  # independent of test order
 
 
 FAST_TRAIN = {"duration": "60it", "eval_every": "20it", "batch_size": 32}

@@ -48,7 +48,7 @@ def test_pruned_weights_stay_exactly_zero(digits, small_mlp, opt):
 
 
 def test_history_rows_and_early_values(digits, small_mlp):
-    cfg = TrainConfig(batch_size=32)
+    cfg = TrainConfig(batch_size=32, lr=5e-3)
     hist = train_level(small_mlp, digits, cfg, pruned(small_mlp, 0.0), Span(0, 50, 30, 20, 10**6),
                        seed=0, level=0)
     assert [r["step"] for r in hist] == [0, 20, 40, 50]
