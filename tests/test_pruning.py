@@ -7,8 +7,16 @@ from torch import nn
 import lth
 from lth.config import PruneConfig
 from lth.masks import Mask, layer_kinds, prunable_names
-from lth.pruning import (CRITERIA, ScoreInputs, kept_count, make_groups, next_mask,
-                         resolve_rates, scheduled_density, select)
+from lth.pruning import (
+    CRITERIA,
+    ScoreInputs,
+    kept_count,
+    make_groups,
+    next_mask,
+    resolve_rates,
+    scheduled_density,
+    select,
+)
 
 
 def net():
