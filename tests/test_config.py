@@ -93,3 +93,25 @@ def test_durations():
     assert to_steps("3ep", 50) == 150 and to_steps("70it", 50) == 70 and to_steps(9, 50) == 9
     with pytest.raises(ValueError):
         to_steps("3 weeks", 50)
+
+
+def test_python_api_type_errors_are_config_errors():
+    with pytest.raises(lth.ConfigError, match="lr: got 'x'; expected a number"):
+        TrainConfig(lr="x")
+    assert isinstance(TrainConfig(lr=1).lr, float)
+
+
+@pytest.mark.parametrize("data, match", [
+    ({"data": {"root": "/somewhere"}}, "data.root: dataset 'digits' is built in"),
+    ({"data": {"val_size": -5}}, "data.val_size"),
+    ({"data": {"val_size": 2.5}}, "data.val_size"),
+])
+def test_data_section_checks(data, match):
+    assert match in problems_of(data)
+
+
+def test_model_option_values_are_checked_when_built():
+    with pytest.raises(lth.ConfigError, match="model.hidden = 'abc'"):
+        lth.create_model("mlp", input_shape=(4,), num_classes=2, hidden="abc")
+    with pytest.raises(lth.ConfigError, match="positive layer widths"):
+        lth.create_model("mlp", input_shape=(4,), num_classes=2, hidden=[0])

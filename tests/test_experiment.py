@@ -128,6 +128,8 @@ def test_config_checked_against_data_before_training(digits, small_mlp, tmp_path
         run(small_mlp, digits, tmp_path, reinit={"rewind_step": "1000it"})
     with pytest.raises(lth.ConfigError, match="batch_size"):
         run(small_mlp, digits, tmp_path, train={"batch_size": 5000})
+    with pytest.raises(lth.ConfigError, match="warmup"):
+        run(small_mlp, digits, tmp_path, train={**FAST_TRAIN, "warmup": "50ep"})
     with pytest.raises(lth.ConfigError, match="CUDA is not available"):
         if torch.cuda.is_available():
             pytest.skip("CUDA present")
@@ -178,3 +180,78 @@ def test_corrupt_file_gives_a_clear_error(digits, small_mlp, tmp_path):
     (result.path / "level_001" / "mask.safetensors").write_bytes(b"garbage")
     with pytest.raises(lth.StoreError, match="corrupt or truncated.*delete it"):
         run(small_mlp, digits, tmp_path, levels=1)
+
+
+@pytest.mark.parametrize("mode", ["jitter", "reshuffle", "constant", "random"])
+def test_resume_between_mask_and_start_files_is_identical(digits, small_mlp, tmp_path, mode):
+    kw = {"reinit": {"mode": mode}, "levels": 2}
+    straight = run(small_mlp, digits, tmp_path / "a", **kw)
+    crashed = run(small_mlp, digits, tmp_path / "b", **kw)
+    for name in ("start.safetensors", "final.safetensors", "history.json", "summary.json"):
+        (crashed.path / "level_001" / name).unlink()  # as if killed after writing the mask
+    for f in (crashed.path / "level_002").iterdir():
+        f.unlink()
+    resumed = run(small_mlp, digits, tmp_path / "b", **kw)
+    for level in (1, 2):
+        assert states_equal(straight.weights(level, "start"), resumed.weights(level, "start"))
+        assert states_equal(straight.weights(level), resumed.weights(level))
+    if mode == "random":  # a fresh draw: neither θ0 nor the trained weights
+        mask, start = straight.mask(1), straight.weights(1, "start")
+        for name, keep in mask.items():
+            assert not torch.equal(start[name][keep], straight.weights(0, "start")[name][keep])
+            assert not torch.equal(start[name][keep], straight.weights(0)[name][keep])
+
+
+class CustomParam(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(64))  # no reset_parameters covers this
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1) * self.scale)
+
+
+def test_random_reinit_refuses_parameters_no_initializer_draws(digits, tmp_path):
+    with pytest.raises(lth.ConfigError, match="scale.*no initializer re-draws it"):
+        run(CustomParam(), digits, tmp_path, prune={"include": ["scale"]},
+            reinit={"mode": "random"})
+    run(CustomParam(), digits, tmp_path, prune={"include": ["scale"]}, levels=1)  # rewind ok
+
+
+def test_divergence_stops_with_a_clear_error(digits, small_mlp, tmp_path):
+    with pytest.raises(lth.LTHError, match="diverged at level 0"):
+        run(small_mlp, digits, tmp_path, train={**FAST_TRAIN, "optimizer": "sgd", "lr": 1e30})
+
+
+def test_schedules_that_empty_a_layer_are_refused(digits, small_mlp, tmp_path):
+    with pytest.raises(lth.ConfigError, match="remove every weight of 1.weight, 3.weight, 5.weight by level 5"):
+        run(small_mlp, digits, tmp_path, prune={"schedule": "linear", "rate": 0.25},
+            levels=5)
+    with pytest.raises(lth.ConfigError, match="remove every weight"):
+        run(small_mlp, digits, tmp_path, prune={"output_rate": 1.0})
+
+
+def test_target_sparsity_is_reached_overall_with_other_rates(digits, small_mlp, tmp_path):
+    result = run(small_mlp, digits, tmp_path, levels=3,
+                 prune={"schedule": "target", "target_sparsity": 0.9, "output_rate": 0.1})
+    assert result.table()["pct_remaining"].iloc[-1] == pytest.approx(10.0, abs=0.1)
+    assert result.mask(3).densities()["5.weight"] == pytest.approx(0.729, abs=0.01)
+
+
+def test_layer_rates_by_pattern(digits, small_mlp, tmp_path):
+    result = run(small_mlp, digits, tmp_path, prune={"layer_rates": {"3.*": 0.5}})
+    dens = result.mask(2).densities()
+    assert dens["3.weight"] == pytest.approx(0.25, abs=0.01)
+    assert dens["1.weight"] == pytest.approx(0.64, abs=0.01)
+    with pytest.raises(lth.ConfigError, match="matches no prunable"):
+        run(small_mlp, digits, tmp_path, prune={"layer_rates": {"fc1.*": 0.5}})
+    with pytest.raises(lth.ModelError, match="exclude pattern"):
+        run(small_mlp, digits, tmp_path, prune={"exclude": ["3.weigth"]})
+
+
+def test_speed_settings_do_not_change_the_run(digits, small_mlp, tmp_path):
+    a = run(small_mlp, digits, tmp_path, levels=1)
+    b = run(small_mlp, digits, tmp_path, levels=1,
+            train={**FAST_TRAIN, "threads": 2, "eval_batch_size": 7, "checkpoint_every": 5})
+    assert a.path == b.path

@@ -33,7 +33,7 @@ def run(mode, same_sign=False, **kw):
     model, theta0, mask, fresh = setup()
     cfg = ReinitConfig(mode=mode, same_sign=same_sign, **kw)
     out = reinitialize(cfg, mask, theta0, theta0, fresh=fresh,
-                       generator=torch.Generator().manual_seed(5))
+                       rng=lambda name: torch.Generator().manual_seed(5 + len(name)))
     return out, theta0, mask
 
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from lth.config import TrainConfig
+from lth.errors import TrainingError
 from lth.masks import Mask, prunable_names
 from lth.train import Span, batch_order, lr_function, train_level
 
@@ -77,7 +78,7 @@ def test_resume_from_checkpoint_is_bit_identical(digits, opt):
                          nn.Linear(32, 10))
     mask = pruned(base, 0.5)
     cfg = TrainConfig(batch_size=32, **opt)
-    span = Span(0, 90, 30, 15, 30)
+    span = Span(0, 90, 30, 20, 25)  # checkpoints (25, 50, 75) fall between evaluations
 
     straight = copy.deepcopy(base)
     h1 = train_level(straight, digits, cfg, mask, span, seed=3, level=2)
@@ -86,6 +87,7 @@ def test_resume_from_checkpoint_is_bit_identical(digits, opt):
     ckpt = Recorder(stop_after=45)
     with pytest.raises(KeyboardInterrupt):
         train_level(crashed, digits, cfg, mask, span, seed=3, level=2, checkpoints=ckpt)
+    assert ckpt.saved[1]["step"] == 50 and ckpt.saved[1]["sums.count"] == 10
     resumed = copy.deepcopy(base)  # a fresh process: nothing but the checkpoint survives
     ckpt.stop_after = None
     h2 = train_level(resumed, digits, cfg, mask, span, seed=3, level=2, checkpoints=ckpt)
@@ -116,3 +118,19 @@ def test_lr_schedules():
     assert [step(s) for s in (19, 20, 49, 50)] == pytest.approx([0.1, 0.01, 0.01, 0.001])
     warm = lr_function(TrainConfig(lr=0.1, warmup="1ep"), 100, 10)
     assert warm(0) == pytest.approx(0.01) and warm(9) == pytest.approx(0.1)
+
+
+def test_divergence_is_a_clear_error(digits, small_mlp):
+    cfg = TrainConfig(optimizer="sgd", lr=1e30, batch_size=32)
+    with pytest.raises(TrainingError, match="diverged at level 1.*lower train.lr"):
+        train_level(small_mlp, digits, cfg, pruned(small_mlp), Span(0, 40, 30, 10, 10**6),
+                    seed=0, level=1)
+
+
+def test_mask_apply_zeroes_nan_weights():
+    model = nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight.fill_(float("nan"))
+    mask = Mask({"weight": torch.tensor([[1, 0, 0], [0, 0, 1]], dtype=torch.bool)})
+    mask.apply_(model)
+    assert int((model.weight == 0).sum()) == 4

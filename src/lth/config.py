@@ -11,6 +11,7 @@ and, for names, the closest known one.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import tomllib
 import types
@@ -104,6 +105,10 @@ def _coerce(value: Any, tp: Any) -> Any:
         return {_coerce(k, kt): _coerce(v, vt) for k, v in value.items()}
     if tp is Any:
         return value
+    if isinstance(tp, type) and issubclass(tp, _Section):
+        if isinstance(value, tp):
+            return value
+        raise TypeError(f"expected a [{tp.__name__}] table")
     raise TypeError(f"unsupported type {tp}")
 
 
@@ -118,7 +123,17 @@ class _Section:
     _free_keys: ClassVar[bool] = False  # when True, unknown keys go to ``options``
 
     def __post_init__(self) -> None:
-        _raise(self.problems())
+        # Types first (also for the Python API: TrainConfig(lr="x") is a ConfigError),
+        # then value checks, which may assume well-typed fields.
+        hints = typing.get_type_hints(type(self))
+        problems: list[Problem] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            try:
+                object.__setattr__(self, f.name, _coerce(value, hints[f.name]))
+            except TypeError as exc:
+                problems.append((f.name, f"got {value!r}; {exc}"))
+        _raise(problems or self.problems())
 
     def problems(self) -> list[Problem]:  # overridden by sections with value checks
         return []
@@ -334,8 +349,13 @@ class DataConfig(_Section):
 
         p: list[Problem] = []
         _choice(p, "name", self.name, DATASETS)
-        if not (0 <= self.val_size < 1 or float(self.val_size).is_integer()):
-            p.append(("val_size", f"got {self.val_size!r}; a fraction in [0, 1) or a count"))
+        if not (0 <= self.val_size < 1 or (self.val_size >= 1 and self.val_size.is_integer())):
+            p.append(("val_size", f"got {self.val_size!r}; a fraction in [0, 1) or a whole "
+                                  "number of examples"))
+        if self.root is not None and self.name in DATASETS and "root" not in \
+                inspect.signature(DATASETS[self.name]).parameters:
+            p.append(("root", f"dataset {self.name!r} is built in and reads no files; "
+                              "remove data.root"))
         return p
 
 

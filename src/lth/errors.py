@@ -25,6 +25,10 @@ class DataError(LTHError, ValueError):
     """The data is missing, malformed or inconsistent."""
 
 
+class TrainingError(LTHError):
+    """Training went wrong in a way the configuration must fix (e.g. the loss diverged)."""
+
+
 class StoreError(LTHError):
     """A run directory cannot be used (conflicting config, corrupt file, ...)."""
 

@@ -56,7 +56,11 @@ def prunable_names(model: nn.Module, include: Sequence[str] = (),
                              f"parameters are: {', '.join(all_names[:20])}")
         chosen.update(hits)
     for pattern in exclude:
-        chosen.difference_update(fnmatch.filter(all_names, pattern))
+        hits = fnmatch.filter(all_names, pattern)
+        if not hits:
+            raise ModelError(f"prune.exclude pattern {pattern!r} matches no parameter; "
+                             f"parameters are: {', '.join(all_names[:20])}")
+        chosen.difference_update(hits)
     names = [n for n in all_names if n in chosen]
     if not names:
         raise ModelError(
@@ -100,8 +104,14 @@ class Mask:
     (1.0, {'weight': 6})
     """
 
-    def __init__(self, tensors: dict[str, torch.Tensor]):
-        self._t = {name: t.to(torch.bool) for name, t in tensors.items()}
+    def __init__(self, tensors: dict[str, torch.Tensor], order: Iterable[str] | None = None):
+        """``order``: key order to keep (files store keys sorted; the model's order is
+        the one every report and per-layer loop should follow)."""
+        names = list(order) if order is not None else list(tensors)
+        if set(names) != set(tensors):
+            raise ModelError(f"mask tensors {sorted(tensors)} do not match the prunable "
+                             f"parameters {sorted(names)}")
+        self._t = {name: tensors[name].to(torch.bool) for name in names}
 
     @classmethod
     def ones(cls, model: nn.Module, names: Iterable[str]) -> Mask:
@@ -152,10 +162,10 @@ class Mask:
 
     @torch.no_grad()
     def apply_(self, model: nn.Module) -> None:
-        """Zero every pruned weight of ``model`` in place."""
+        """Zero every pruned weight of ``model`` in place (NaN or inf included)."""
         for name, keep in self._t.items():
             p = model.get_parameter(name)
-            p.mul_(keep.to(p.device, p.dtype))
+            p.masked_fill_(~keep.to(p.device), 0)
 
     def check(self, model: nn.Module) -> None:
         """Raise if a pruned weight of ``model`` is not exactly zero."""

@@ -40,12 +40,17 @@ def _with_sign_of(w: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 
 def reinitialize(cfg: ReinitConfig, mask: Mask, rewind: State, theta0: State, *,
-                 fresh: Callable[[], State], generator: torch.Generator) -> State:
-    """Full model state for a pruned level (CPU tensors, same keys as ``rewind``)."""
+                 fresh: Callable[[], State], rng: Callable[[str], torch.Generator]) -> State:
+    """Full model state for a pruned level (CPU tensors, same keys as ``rewind``).
+
+    ``rng(name)`` gives the generator for one layer's noise: one stream per layer keeps
+    each layer's draw independent of the order layers are visited in.
+    """
     state = {k: v.clone() for k, v in rewind.items()}
     drawn: State | None = None
     for name, keep_mask in mask.items():
         keep = keep_mask.cpu()
+        generator = rng(name)
         base, w0 = rewind[name], theta0[name]
         if cfg.mode == "rewind":
             w = base.clone()

@@ -22,7 +22,7 @@ from ..errors import ConfigError, ModelError
 from ..init import initialize
 from ..masks import Mask, layer_kinds, output_layer, prunable_names
 from ..models import create_model
-from ..pruning import Group, make_groups, next_mask, resolve_rates
+from ..pruning import Group, check_final_counts, make_groups, next_mask, resolve_rates
 from ..reinit import reinitialize
 from ..seeding import derive_seed, generator
 from ..state import get_state, set_state, tensor_bytes
@@ -143,8 +143,12 @@ class LotteryModel:
             raise ModelError(f"model output has shape {tuple(logits.shape)}; expected "
                              f"(batch, {self.data.num_classes}) class scores for "
                              f"{self.data.num_classes} classes")
-        rates = resolve_rates(self.prune, names, layer_kinds(model), out, cfg.n_levels)
         sizes = {n: model.get_parameter(n).numel() for n in names}
+        rates = resolve_rates(self.prune, names, layer_kinds(model), out, cfg.n_levels, sizes)
+        groups = make_groups(self.prune.scope, rates, sizes)
+        check_final_counts(groups, self.prune.schedule, cfg.n_levels)
+        if self.reinit.mode == "random":
+            self._check_random_draw(names)
         n_train = len(self.data.y_train)
         spe = n_train // tr.batch_size
         if spe < 1:
@@ -155,18 +159,34 @@ class LotteryModel:
         if k >= total:
             raise ConfigError(f"reinit.rewind_step = {self.reinit.rewind_step!r} ({k} steps) "
                               f"must be before the end of training ({total} steps)")
-        for m in tr.milestones:
-            if to_steps(m, spe) > total:
-                raise ConfigError(f"train.milestones: {m!r} is after the end of training "
+        for key, value in [("milestones", m) for m in tr.milestones] + [("warmup", tr.warmup)]:
+            if to_steps(value, spe) > total:
+                raise ConfigError(f"train.{key}: {value!r} is after the end of training "
                                   f"({total} steps)")
         span = {"steps_per_epoch": spe, "eval_every": to_steps(tr.eval_every, spe),
                 "checkpoint_every": to_steps(tr.checkpoint_every, spe)}
-        return _Plan(self._device(), names, out, make_groups(self.prune.scope, rates, sizes),
-                     rates, total, k, span, theta0)
+        return _Plan(self._device(), names, out, groups, rates, total, k, span, theta0)
+
+    def _fresh_draw(self, seed: int) -> dict[str, torch.Tensor]:
+        """A new draw of every weight from the model's initialiser (for ``random`` reinit)."""
+        scheme = "default" if self.initializer == "keep" else self.initializer
+        return get_state(initialize(copy.deepcopy(self.model).cpu(), scheme, seed))
+
+    def _check_random_draw(self, names: list[str]) -> None:
+        a, b = self._fresh_draw(1), self._fresh_draw(2)
+        stuck = [n for n in names if torch.equal(a[n], b[n])]
+        if stuck:
+            raise ConfigError(
+                f"reinit.mode = 'random' needs a fresh draw of {', '.join(stuck)}, but no "
+                "initializer re-draws it (its module has no reset_parameters); give the "
+                "module a reset_parameters method, exclude it with prune.exclude, or use "
+                "another reinit mode")
 
     def identity(self, plan: _Plan, model: nn.Module) -> dict[str, Any]:
         """What names the run: settings, seed, model, data and library version."""
         c = self.config.to_dict()
+        for how_not_what in ("threads", "eval_batch_size", "checkpoint_every"):
+            del c["train"][how_not_what]  # change the speed or safety, not the results
         return {
             "lth": ".".join(__version__.split(".")[:2]),
             "settings": {k: c[k] for k in ("seed", "n_levels", "train", "prune", "reinit")},
@@ -240,13 +260,14 @@ class LotteryModel:
     def _mask_for(self, run: RunDir, plan: _Plan, model: nn.Module, level: int) -> Mask:
         path = run.file("mask.safetensors", level)
         if path.exists():
-            return Mask(load_tensors(path)[0])
+            return Mask(load_tensors(path)[0], order=plan.names)
         if level == 0:
             mask = Mask.ones(model, plan.names)
         else:
             source = 0 if self.prune.schedule == "one_shot" else level - 1
             prev = (Mask.ones(model, plan.names) if source == 0
-                    else Mask(load_tensors(run.file("mask.safetensors", source))[0]))
+                    else Mask(load_tensors(run.file("mask.safetensors", source))[0],
+                              order=plan.names))
             final = load_tensors(run.file("final.safetensors", source))[0]
             mask = next_mask(self.prune, plan.groups, level, prev,
                              self._criterion_init(run, plan, source), final,
@@ -263,15 +284,10 @@ class LotteryModel:
             start = plan.theta0
         else:
             seed = self.config.seed
-
-            def fresh() -> dict[str, torch.Tensor]:
-                scheme = "default" if self.initializer == "keep" else self.initializer
-                clone = initialize(copy.deepcopy(model).cpu(), scheme,
-                                   derive_seed(seed, "reinit-draw", level))
-                return get_state(clone)
-
-            start = reinitialize(self.reinit, mask, self._rewind_point(run, plan), plan.theta0,
-                                 fresh=fresh, generator=generator(seed, "reinit", level))
+            start = reinitialize(
+                self.reinit, mask, self._rewind_point(run, plan), plan.theta0,
+                fresh=lambda: self._fresh_draw(derive_seed(seed, "reinit-draw", level)),
+                rng=lambda name: generator(seed, "reinit", level, name))
         save_tensors(path, start)
         return start
 

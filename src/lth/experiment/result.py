@@ -96,7 +96,8 @@ class Result:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def mask(self, level: int) -> Mask:
-        return Mask(load_tensors(self.run.file("mask.safetensors", level))[0])
+        order = list(self.config().get("prunable", {})) or None
+        return Mask(load_tensors(self.run.file("mask.safetensors", level))[0], order=order)
 
     def weights(self, level: int, which: str = "final") -> dict[str, torch.Tensor]:
         """``which='start'``: the weights the level trained from; ``'final'``: after training."""

@@ -43,13 +43,23 @@ def create_model(name: str, *, input_shape: Sequence[int], num_classes: int,
     problems = check_options(name, options)
     if problems:
         raise ConfigError("; ".join(f"model.{k}: {m}" for k, m in problems))
-    return MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes, **options)
+    try:
+        return MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes, **options)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"model {name!r} could not be built with options {options}: {exc}; "
+                          f"see help(lth.models.{name})") from None
 
 
 @register_model
 def mlp(*, input_shape: Sequence[int], num_classes: int,
         hidden: Sequence[int] = (300, 100)) -> nn.Module:
     """Fully connected ReLU network on flattened inputs."""
+    if isinstance(hidden, int | str) or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
+        raise ConfigError(f"model.hidden = {hidden!r}; expected a list of positive layer "
+                          "widths, e.g. hidden = [300, 100]")
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)
     for h in hidden:

@@ -1,9 +1,16 @@
 """Pruning: criteria (scores), selection (exact counts), schedules and groups."""
 
 from .criteria import CRITERIA, ScoreInputs, register_criterion
-from .plan import Group, make_groups, next_mask, resolve_rates, scheduled_density
+from .plan import (
+                   Group,
+                   check_final_counts,
+                   make_groups,
+                   next_mask,
+                   resolve_rates,
+                   scheduled_density,
+)
 from .selection import kept_count, select, top_k_indices
 
-__all__ = ["CRITERIA", "Group", "ScoreInputs", "kept_count", "make_groups", "next_mask",
+__all__ = ["CRITERIA", "Group", "check_final_counts", "ScoreInputs", "kept_count", "make_groups", "next_mask",
            "register_criterion", "resolve_rates", "scheduled_density", "select",
            "top_k_indices"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import PruneConfig
+from ..errors import ConfigError
 from ..masks import Mask
 from .criteria import CRITERIA, ScoreInputs
 from .selection import kept_count, select
@@ -36,27 +37,63 @@ class Group:
 
 
 def resolve_rates(cfg: PruneConfig, names: Sequence[str], kinds: dict[str, str],
-                  output: Sequence[str], n_levels: int) -> dict[str, float]:
-    """Per-parameter pruning rate after output/pattern/type/default precedence."""
-    default = cfg.rate
-    if cfg.schedule == "target":
-        assert cfg.target_sparsity is not None  # checked by PruneConfig
-        default = 1.0 - (1.0 - cfg.target_sparsity) ** (1.0 / max(n_levels, 1))
-    rates: dict[str, float] = {}
+                  output: Sequence[str], n_levels: int,
+                  sizes: dict[str, int] | None = None) -> dict[str, float]:
+    """Per-parameter pruning rate after output/pattern/type/default precedence.
+
+    With ``schedule = 'target'`` the default rate is solved so that, with every other layer
+    on its own rate, all prunable weights together reach ``target_sparsity`` after
+    ``n_levels`` levels (up to each group's rounding).
+    """
+    for pattern in cfg.layer_rates:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise ConfigError(f"prune.layer_rates pattern {pattern!r} matches no prunable "
+                              f"parameter; prunable: {', '.join(names)}")
+    rates: dict[str, float | None] = {}
     for name in names:
+        pattern = next((p for p in cfg.layer_rates if fnmatch.fnmatchcase(name, p)), None)
         if name in output and cfg.output_rate is not None:
             rates[name] = cfg.output_rate
-            continue
-        pattern = next((p for p in cfg.layer_rates if fnmatch.fnmatchcase(name, p)), None)
-        if pattern is not None:
+        elif pattern is not None:
             rates[name] = cfg.layer_rates[pattern]
         elif kinds.get(name) == "conv" and cfg.conv_rate is not None:
             rates[name] = cfg.conv_rate
         elif kinds.get(name) == "linear" and cfg.linear_rate is not None:
             rates[name] = cfg.linear_rate
         else:
-            rates[name] = default
-    return rates
+            rates[name] = None  # the default rate
+    default = cfg.rate
+    if cfg.schedule == "target" and n_levels > 0:
+        default = _target_rate(cfg, rates, sizes or {n: 1 for n in names}, n_levels)
+    return {n: default if r is None else r for n, r in rates.items()}
+
+
+def _target_rate(cfg: PruneConfig, rates: dict[str, float | None], sizes: dict[str, int],
+                 n_levels: int) -> float:
+    assert cfg.target_sparsity is not None  # checked by PruneConfig
+    free = sum(sizes[n] for n, r in rates.items() if r is None)
+    fixed = sum(sizes[n] * (1 - r) ** n_levels for n, r in rates.items() if r is not None)
+    total = sum(sizes.values())
+    if free == 0:
+        raise ConfigError("prune.schedule = 'target' needs at least one layer on the default "
+                          "rate; every layer has its own rate (output/layer/type rates)")
+    density = ((1 - cfg.target_sparsity) * total - fixed) / free
+    if not 0 < density <= 1:
+        raise ConfigError(f"prune.target_sparsity = {cfg.target_sparsity} cannot be reached in "
+                          f"{n_levels} levels while the layers with their own rates keep "
+                          f"{fixed / total:.1%} of all weights; lower those rates or the target")
+    return 1.0 - density ** (1.0 / n_levels)
+
+
+def check_final_counts(groups: Sequence[Group], schedule: str, n_levels: int) -> None:
+    """Refuse a schedule under which some group keeps no weight at the last level."""
+    dead = [g for g in groups
+            if g.rate > 0 and kept_count(g.size, scheduled_density(schedule, g.rate, n_levels)) < 1]
+    if dead:
+        names = ", ".join(n for g in dead for n in g.names)
+        raise ConfigError(f"pruning would remove every weight of {names} by level {n_levels} "
+                          f"(schedule {schedule!r}, rate {dead[0].rate}); use fewer levels or "
+                          "a lower rate for those layers")
 
 
 def make_groups(scope: str, rates: dict[str, float], sizes: dict[str, int]) -> list[Group]:

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data import Data
+from ..errors import TrainingError
 from ..masks import Mask
 from ..seeding import derive_seed
 from ..state import get_state, set_state
@@ -52,8 +53,8 @@ def batch_order(seed: int, epoch: int, n: int, device: torch.device) -> torch.Te
 
 
 def _eval_row(model: nn.Module, data: Data, step: int, span: Span, lr: float,
-              bs: int, train_sums: tuple[torch.Tensor, torch.Tensor, int]) -> dict[str, float]:
-    loss_sum, correct, count = train_sums
+              bs: int, sums: list) -> dict[str, float]:
+    loss_sum, correct, count = sums
     val_loss, val_acc = evaluate(model, data.x_val, data.y_val, bs)
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test, bs)
     return {
@@ -64,8 +65,18 @@ def _eval_row(model: nn.Module, data: Data, step: int, span: Span, lr: float,
     }
 
 
-def _pack(model: nn.Module, opt: torch.optim.Optimizer, step: int,
-          history: list[dict], device: torch.device) -> tuple[Tensors, dict[str, Any]]:
+def _check_finite(row: dict[str, float], level: int, cfg: TrainConfig, data: Data) -> None:
+    watched = [row["train_loss"]] + ([row["test_loss"]] if len(data.y_test) else [])
+    if not all(math.isfinite(v) for v in watched):
+        raise TrainingError(
+            f"training diverged at level {level} by step {row['step']} (train loss "
+            f"{row['train_loss']}, test loss {row['test_loss']}); lower train.lr "
+            f"(now {cfg.lr}) or add warmup. Finished levels are kept; a changed config "
+            "is a new run")
+
+
+def _pack(model: nn.Module, opt: torch.optim.Optimizer, step: int, history: list[dict],
+          sums: list, device: torch.device) -> tuple[Tensors, dict[str, Any]]:
     tensors = {f"model.{k}": v for k, v in get_state(model).items()}
     scalars: dict[str, Any] = {}
     for i, st in opt.state_dict()["state"].items():
@@ -77,11 +88,13 @@ def _pack(model: nn.Module, opt: torch.optim.Optimizer, step: int,
     tensors["rng.cpu"] = torch.get_rng_state()
     if device.type == "cuda":
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
-    return tensors, {"step": step, "history": history, "opt_scalars": scalars}
+    tensors["sums.loss"], tensors["sums.correct"] = sums[0].detach().cpu(), sums[1].cpu()
+    meta = {"step": step, "history": history, "opt_scalars": scalars, "sums.count": sums[2]}
+    return tensors, meta
 
 
 def _unpack(model: nn.Module, opt: torch.optim.Optimizer, tensors: Tensors,
-            meta: dict[str, Any], device: torch.device) -> tuple[int, list[dict]]:
+            meta: dict[str, Any], device: torch.device) -> tuple[int, list[dict], list]:
     set_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict[str, Any]] = {}
     for key, v in tensors.items():
@@ -95,7 +108,9 @@ def _unpack(model: nn.Module, opt: torch.optim.Optimizer, tensors: Tensors,
     torch.set_rng_state(tensors["rng.cpu"])
     if device.type == "cuda" and "rng.cuda" in tensors:
         torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-    return int(meta["step"]), list(meta["history"])
+    sums = [tensors["sums.loss"].to(device), tensors["sums.correct"].to(device),
+            int(meta["sums.count"])]
+    return int(meta["step"]), list(meta["history"]), sums
 
 
 def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span: Span, *,
@@ -106,7 +121,8 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
     """Train ``model`` (on ``data``'s device) from ``span.start`` to ``span.end``.
 
     Returns the evaluation history: one row per evaluation with step, lr, running train
-    loss/accuracy since the previous evaluation, and val/test loss and accuracy.
+    loss/accuracy since the previous evaluation, and val/test loss and accuracy. Raises
+    :class:`~lth.errors.TrainingError` when the loss stops being finite.
     """
     device = data.x_train.device
     params = [p for p in model.parameters() if p.requires_grad]
@@ -119,22 +135,25 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
     bs, n = cfg.batch_size, len(data.y_train)
     ebs = cfg.eval_batch_size
 
+    def fresh_sums() -> list:
+        return [torch.zeros((), device=device), torch.zeros((), device=device,
+                                                            dtype=torch.long), 0]
+
     forked = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked):
         noise_seed = derive_seed(seed, "noise", level)
         torch.default_generator.manual_seed(noise_seed)
         if device.type == "cuda":
-            torch.cuda.manual_seed(noise_seed)
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(noise_seed)
         resumed = checkpoints.load() if checkpoints else None
         if resumed:
-            step, history = _unpack(model, opt, *resumed, device)
+            step, history, sums = _unpack(model, opt, *resumed, device)
         else:
-            step, history = span.start, []
+            step, history, sums = span.start, [], fresh_sums()
         Mask.apply_(mask, model)
         model.train()
         last_ckpt = step
-        zero = torch.zeros((), device=device)
-        sums = (zero.clone(), zero.clone().long(), 0)
         if not history:
             history.append(_eval_row(model, data, step, span, lr_at(step), ebs, sums))
         epoch, order = -1, None
@@ -166,18 +185,20 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
             with torch.no_grad():
                 torch._foreach_mul_(mparams, mfloats)
             # Accumulate on-device: no host sync per step.
-            ls, cs, cnt = sums
-            sums = (ls + loss.detach(), cs + (out.detach().argmax(1) == y).sum(), cnt + 1)
+            sums = [sums[0] + loss.detach(), sums[1] + (out.detach().argmax(1) == y).sum(),
+                    sums[2] + 1]
             step += 1
             if step % span.eval_every == 0 or step == span.end:
-                history.append(_eval_row(model, data, step, span, lr, ebs, sums))
-                sums = (zero.clone(), zero.clone().long(), 0)
+                row = _eval_row(model, data, step, span, lr, ebs, sums)
+                _check_finite(row, level, cfg, data)
+                history.append(row)
+                sums = fresh_sums()
                 if progress is not None:
                     progress(step)
-                if (checkpoints is not None and step < span.end
-                        and step - last_ckpt >= span.checkpoint_every):
-                    checkpoints.save(*_pack(model, opt, step, history, device))
-                    last_ckpt = step
+            if (checkpoints is not None and step < span.end
+                    and step - last_ckpt >= span.checkpoint_every):
+                checkpoints.save(*_pack(model, opt, step, history, sums, device))
+                last_ckpt = step
         if snapshot_step == step and on_snapshot is not None:
             on_snapshot(get_state(model))
     return history
