@@ -11,6 +11,6 @@ from .plan import (
 )
 from .selection import kept_count, select, top_k_indices
 
-__all__ = ["CRITERIA", "Group", "check_final_counts", "ScoreInputs", "kept_count", "make_groups", "next_mask",
-           "register_criterion", "resolve_rates", "scheduled_density", "select",
-           "top_k_indices"]
+__all__ = ["CRITERIA", "Group", "ScoreInputs", "check_final_counts", "kept_count",
+           "make_groups", "next_mask", "register_criterion", "resolve_rates",
+           "scheduled_density", "select", "top_k_indices"]
