@@ -343,12 +343,15 @@ class DataConfig(_Section):
     val_size: float = 0.1
     split_seed: int = 0
     root: str | None = None
+    download: bool = True
+    augment: str = "auto"
 
     def problems(self) -> list[Problem]:
-        from .data import DATASETS
+        from .data import AUGMENTATIONS, DATASETS
 
         p: list[Problem] = []
         _choice(p, "name", self.name, DATASETS)
+        _choice(p, "augment", self.augment, ("auto", *AUGMENTATIONS))
         if not (0 <= self.val_size < 1 or (self.val_size >= 1 and self.val_size.is_integer())):
             p.append(("val_size", f"got {self.val_size!r}; a fraction in [0, 1) or a whole "
                                   "number of examples"))

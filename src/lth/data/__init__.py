@@ -1,26 +1,43 @@
-"""Datasets: the embedded digits, user arrays, and a registry by name."""
+"""Datasets: the embedded digits, MNIST, Fashion-MNIST, CIFAR-10/100, user arrays."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from pathlib import Path
 
 from ..errors import ConfigError, unknown_name
-from .core import Data, from_arrays, split_validation
+from .core import AUGMENTATIONS, Data, from_arrays, split_validation
 from .digits import load_digits
+from .vision import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist
 
-DATASETS: dict[str, Callable[..., Data]] = {"digits": load_digits}
+DATASETS: dict[str, Callable[..., Data]] = {
+    "digits": load_digits, "mnist": load_mnist, "fashion_mnist": load_fashion_mnist,
+    "cifar10": load_cifar10, "cifar100": load_cifar100,
+}
 
 
 def load_dataset(name: str, *, val_size: float = 0.1, split_seed: int = 0,
-                 root: str | None = None) -> Data:
-    """A registered dataset by name (see :data:`DATASETS`)."""
+                 root: str | Path | None = None, download: bool = True,
+                 augment: str = "auto") -> Data:
+    """A registered dataset by name (see :data:`DATASETS`).
+
+    Settings a loader does not take (``root`` for the embedded digits) are errors.
+    """
     if name not in DATASETS:
         raise ConfigError(unknown_name("dataset", name, DATASETS))
-    kwargs = {"val_size": val_size, "split_seed": split_seed}
-    if root is not None:
-        kwargs["root"] = root
-    return DATASETS[name](**kwargs)
+    loader = DATASETS[name]
+    accepted = inspect.signature(loader).parameters
+    given = {"val_size": val_size, "split_seed": split_seed, "root": root,
+             "download": download, "augment": augment}
+    defaults = {"root": None, "download": True, "augment": "auto"}
+    unused = [k for k, v in given.items() if k not in accepted and defaults.get(k, v) != v]
+    if unused:
+        raise ConfigError(f"dataset {name!r} does not use data.{', data.'.join(unused)}; "
+                          "remove it")
+    return loader(**{k: v for k, v in given.items() if k in accepted})
 
 
-__all__ = ["DATASETS", "Data", "from_arrays", "load_dataset", "load_digits",
+__all__ = ["AUGMENTATIONS", "DATASETS", "Data", "from_arrays", "load_cifar10",
+           "load_cifar100", "load_dataset", "load_digits", "load_fashion_mnist", "load_mnist",
            "split_validation"]

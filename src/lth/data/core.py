@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -12,10 +12,18 @@ import torch
 from ..errors import DataError
 from ..state import tensor_bytes
 
+AUGMENTATIONS = ("none", "crop_flip")
+
 
 @dataclass(frozen=True)
 class Data:
-    """Train/validation/test tensors (``x`` float, ``y`` int64 class labels)."""
+    """Train/validation/test tensors and how a batch of them is prepared.
+
+    ``x`` is float, or uint8 (images kept at a quarter of the memory): a uint8 batch is
+    scaled to [0, 1] and normalised per channel by ``mean``/``std`` when it is used.
+    ``augment = "crop_flip"`` applies seeded random crops (4-pixel padding) and horizontal
+    flips to training batches. ``y`` holds int64 class labels.
+    """
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -25,6 +33,16 @@ class Data:
     y_test: torch.Tensor
     num_classes: int
     name: str = "data"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    augment: str = "none"
+    _stats: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.augment not in AUGMENTATIONS:
+            raise DataError(f"augment={self.augment!r}; allowed: {', '.join(AUGMENTATIONS)}")
+        if (self.mean is None) != (self.std is None):
+            raise DataError("give both mean and std for normalisation, or neither")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -33,9 +51,25 @@ class Data:
     def to(self, device: str | torch.device) -> Data:
         return replace(self, **{k: getattr(self, k).to(device) for k in _SPLITS})
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch as the model sees it: uint8 scaled to [0, 1], then normalised."""
+        if x.dtype != torch.uint8:
+            return x
+        x = x.float().div_(255.0)
+        if self.mean is None:
+            return x
+        key = (x.device, x.dim())
+        if key not in self._stats:  # per-channel constants, cached per device
+            shape = (-1,) + (1,) * (x.dim() - 2)
+            self._stats[key] = (torch.tensor(self.mean, device=x.device).view(shape),
+                                torch.tensor(self.std, device=x.device).view(shape))
+        mean, std = self._stats[key]
+        return x.sub_(mean).div_(std)
+
     def identity(self) -> str:
         """SHA-256 of every split's shape, dtype and bytes: what identifies the data in a run."""
-        h = hashlib.sha256(f"{self.name}:{self.num_classes}".encode())
+        h = hashlib.sha256(f"{self.name}:{self.num_classes}:{self.mean}:{self.std}:"
+                           f"{self.augment}".encode())
         for key in _SPLITS:
             t = getattr(self, key)
             h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
@@ -45,7 +79,9 @@ class Data:
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "num_classes": self.num_classes,
                 "input_shape": list(self.input_shape), "n_train": len(self.y_train),
-                "n_val": len(self.y_val), "n_test": len(self.y_test)}
+                "n_val": len(self.y_val), "n_test": len(self.y_test),
+                "dtype": str(self.x_train.dtype).replace("torch.", ""),
+                "mean": self.mean, "std": self.std, "augment": self.augment}
 
 
 _SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
@@ -64,6 +100,8 @@ def _as_tensor(value: Any, key: str, *, labels: bool) -> torch.Tensor:
             raise DataError(f"{key} has shape {tuple(t.shape)}; labels must be 1-D class "
                             "indices (not one-hot)")
         return t.long()
+    if t.dtype == torch.uint8:  # images: kept compact, scaled per batch by Data.prepare
+        return t
     t = t.float()
     if not bool(torch.isfinite(t).all()):
         raise DataError(f"{key} contains NaN or infinite values; clean or impute them first")
@@ -86,7 +124,8 @@ def split_validation(x: torch.Tensor, y: torch.Tensor, val_size: float, seed: in
 def from_arrays(x_train: Any, y_train: Any, x_test: Any, y_test: Any, *,
                 x_val: Any = None, y_val: Any = None, val_size: float = 0.1,
                 split_seed: int = 0, num_classes: int | None = None,
-                name: str = "arrays") -> Data:
+                name: str = "arrays", mean: tuple[float, ...] | None = None,
+                std: tuple[float, ...] | None = None, augment: str = "none") -> Data:
     """Build :class:`Data` from arrays/tensors; a validation split is held out of training
     data unless ``x_val``/``y_val`` are given.
 
@@ -122,4 +161,4 @@ def from_arrays(x_train: Any, y_train: Any, x_test: Any, y_test: Any, *,
     if labels.numel() and (int(labels.min()) < 0 or seen > num_classes):
         raise DataError(f"labels range over [{int(labels.min())}, {seen - 1}] but "
                         f"num_classes={num_classes}; labels must be 0..num_classes-1")
-    return Data(**t, num_classes=num_classes, name=name)
+    return Data(**t, num_classes=num_classes, name=name, mean=mean, std=std, augment=augment)

@@ -11,7 +11,7 @@ _TEST_SIZE = 360
 _TEST_SEED = 1234
 
 
-def load_digits(*, val_size: float = 0.1, split_seed: int = 0) -> Data:
+def load_digits(*, val_size: float = 0.1, split_seed: int = 0, augment: str = "auto") -> Data:
     """Digits as (N, 1, 8, 8) float images, standardised by the training set's mean/std."""
     from sklearn.datasets import load_digits as sk_load
 
@@ -23,4 +23,5 @@ def load_digits(*, val_size: float = 0.1, split_seed: int = 0) -> Data:
     mean, std = x[train].mean(), x[train].std()
     x = (x - mean) / std
     return from_arrays(x[train], y[train], x[test], y[test], val_size=val_size,
-                       split_seed=split_seed, num_classes=10, name="digits")
+                       split_seed=split_seed, num_classes=10, name="digits",
+                       augment="none" if augment == "auto" else augment)

@@ -105,7 +105,8 @@ class LotteryModel:
     def from_config(cls, cfg: ExperimentConfig) -> LotteryModel:
         """Build the model and data named in ``cfg`` (as ``lth run`` does)."""
         d = cfg.data
-        data = load_dataset(d.name, val_size=d.val_size, split_seed=d.split_seed, root=d.root)
+        data = load_dataset(d.name, val_size=d.val_size, split_seed=d.split_seed, root=d.root,
+                            download=d.download, augment=d.augment)
         model = create_model(cfg.model.name, input_shape=data.input_shape,
                              num_classes=data.num_classes, **cfg.model.options)
         return cls(model, data, train=cfg.train, prune=cfg.prune, reinit=cfg.reinit,
@@ -130,7 +131,7 @@ class LotteryModel:
         initialize(model, self.initializer, derive_seed(seed, "init"))
         theta0 = get_state(model)
         names = prunable_names(model, self.prune.include, self.prune.exclude)
-        example = self.data.x_train[:2]
+        example = self.data.prepare(self.data.x_train[:2])
         try:
             out = output_layer(model, names, example)
             with torch.no_grad():

@@ -18,9 +18,10 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data import Data
+from ..data.augment import crop_flip
 from ..errors import TrainingError
 from ..masks import Mask
-from ..seeding import derive_seed
+from ..seeding import derive_seed, generator
 from ..state import get_state, set_state
 from .evaluate import evaluate
 from .optim import lr_function, make_optimizer
@@ -55,8 +56,8 @@ def batch_order(seed: int, epoch: int, n: int, device: torch.device) -> torch.Te
 def _eval_row(model: nn.Module, data: Data, step: int, span: Span, lr: float,
               bs: int, sums: list) -> dict[str, float]:
     loss_sum, correct, count = sums
-    val_loss, val_acc = evaluate(model, data.x_val, data.y_val, bs)
-    test_loss, test_acc = evaluate(model, data.x_test, data.y_test, bs)
+    val_loss, val_acc = evaluate(model, data.x_val, data.y_val, bs, data.prepare)
+    test_loss, test_acc = evaluate(model, data.x_test, data.y_test, bs, data.prepare)
     return {
         "step": step, "epoch": step / span.steps_per_epoch, "lr": lr,
         "train_loss": float(loss_sum) / count if count else math.nan,
@@ -133,6 +134,7 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
     # Multiplying by a float mask in the parameter's dtype is one fused foreach kernel.
     mfloats = [keep.to(p.dtype) for p, keep in masked]
     bs, n = cfg.batch_size, len(data.y_train)
+    augment = data.augment == "crop_flip"
     ebs = cfg.eval_batch_size
 
     def fresh_sums() -> list:
@@ -165,6 +167,9 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
                 epoch, order = e, batch_order(seed, e, n, device)
             idx = order[off * bs:(off + 1) * bs]  # type: ignore[index]
             x, y = data.x_train[idx], data.y_train[idx]
+            if augment:
+                x = crop_flip(x, generator(seed, "augment", step))
+            x = data.prepare(x)
             lr = lr_at(step)
             for group in opt.param_groups:
                 group["lr"] = lr

@@ -1,0 +1,307 @@
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lth
+from lth.data import vision
+from lth.data.augment import crop_flip
+from lth.data.formats import read_cifar, read_idx
+from lth.data.sources import RemoteFile, Source
+
+# ---- fixtures in the real on-disk formats -------------------------------------------
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    code = {np.uint8: 0x08, np.int32: 0x0C}[array.dtype.type]
+    header = bytes([0, 0, code, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def mnist_files(n_train=120, n_test=30, seed=0) -> dict[str, bytes]:
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte.gz": rng.integers(0, 10, n_train).astype(np.uint8),
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, n_test).astype(np.uint8),
+    }
+    return {name: gzip.compress(idx_bytes(a)) for name, a in arrays.items()}
+
+
+def cifar_batch(n: int, seed: int, label_key=b"labels") -> bytes:
+    rng = np.random.default_rng(seed)
+    batch = {b"batch_label": b"fixture", b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+             label_key: rng.integers(0, 10, n).tolist(), b"filenames": [b"x.png"] * n}
+    return pickle.dumps(batch, protocol=2)
+
+
+def cifar10_archive(per_batch=8) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        for i, name in enumerate(names):
+            raw = cifar_batch(per_batch, i)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return buf.getvalue()
+
+
+class Server:
+    """A loopback HTTP server with Range support that can drop a response midway."""
+
+    def __init__(self, files: dict[str, bytes], drop_first: set[str] = frozenset()):
+        self.files, self.drop = dict(files), set(drop_first)
+        self.requests: list[tuple[str, str | None]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                name = self.path.rsplit("/", 1)[-1]
+                rng = self.headers.get("Range")
+                outer.requests.append((name, rng))
+                if name not in outer.files:
+                    self.send_error(404)
+                    return
+                body = outer.files[name]
+                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+                self.send_response(206 if rng else 200)
+                if rng:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                if name in outer.drop:  # promise everything, send half, hang up
+                    outer.drop.discard(name)
+                    self.wfile.write(body[start:start + (len(body) - start) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body[start:])
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/files/"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def isolated(monkeypatch, tmp_path):
+    monkeypatch.setenv("LTH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LTH_DATA", raising=False)
+    return tmp_path
+
+
+def serve_as(monkeypatch, key: str, files: dict[str, bytes], server: Server, *,
+             digest="sha256", wrong: str | None = None) -> None:
+    specs = tuple(RemoteFile(n, **{digest: "0" * 64 if n == wrong else
+                                   hashlib.new(digest, b).hexdigest()})
+                  for n, b in files.items())
+    monkeypatch.setitem(vision.SOURCES, key, Source(key, specs, (server.url,)))
+
+
+# ---- formats --------------------------------------------------------------------------
+
+
+def test_idx_gz_and_raw_parse_to_the_same_array(tmp_path):
+    a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    (tmp_path / "a.gz").write_bytes(gzip.compress(idx_bytes(a)))
+    (tmp_path / "a").write_bytes(idx_bytes(a))
+    assert np.array_equal(read_idx(tmp_path / "a.gz"), a)
+    assert np.array_equal(read_idx(tmp_path / "a"), a)
+
+
+@pytest.mark.parametrize("mangle, match", [
+    (lambda b: b[:-5], "truncated or corrupt"),
+    (lambda b: b"\x01\x02" + b[2:], "not an IDX file"),
+    (lambda b: b[:6], "truncated inside its header"),
+])
+def test_idx_corruption_is_named(tmp_path, mangle, match):
+    raw = idx_bytes(np.zeros((4, 5), dtype=np.uint8))
+    (tmp_path / "bad").write_bytes(mangle(raw))
+    with pytest.raises(lth.DataError, match=f"bad.*{match}.*delete it"):
+        read_idx(tmp_path / "bad")
+
+
+def test_cifar_archive_and_extracted_folder(tmp_path):
+    (tmp_path / "c.tar.gz").write_bytes(cifar10_archive(per_batch=4))
+    members = {"train": [f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)],
+               "test": ["cifar-10-batches-py/test_batch"]}
+    from_tar = read_cifar(tmp_path / "c.tar.gz", members, "labels")
+    assert from_tar["train"][0].shape == (20, 3, 32, 32)
+    with tarfile.open(tmp_path / "c.tar.gz") as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    from_dir = read_cifar(tmp_path / "x" / "cifar-10-batches-py", members, "labels")
+    assert np.array_equal(from_tar["test"][0], from_dir["test"][0])
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/lth-pwned-by-pickle",))
+
+
+def test_cifar_pickles_cannot_run_code(tmp_path):
+    marker = Path("/tmp/lth-pwned-by-pickle")
+    marker.unlink(missing_ok=True)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        raw = pickle.dumps({b"data": Evil(), b"labels": [0]}, protocol=2)
+        info = tarfile.TarInfo("cifar-10-batches-py/test_batch")
+        info.size = len(raw)
+        tar.addfile(info, io.BytesIO(raw))
+    (tmp_path / "evil.tar.gz").write_bytes(buf.getvalue())
+    with pytest.raises(lth.DataError, match="refusing to load"):
+        read_cifar(tmp_path / "evil.tar.gz", {"test": ["cifar-10-batches-py/test_batch"]},
+                   "labels")
+    assert not marker.exists()
+
+
+# ---- sources and downloads ------------------------------------------------------------
+
+
+def test_mnist_from_an_explicit_directory(isolated):
+    root = isolated / "mnist"
+    root.mkdir()
+    for name, raw in mnist_files().items():
+        (root / name[:-3]).write_bytes(gzip.decompress(raw))  # un-gzipped names work too
+    data = lth.load_dataset("mnist", root=str(root), val_size=20, download=False)
+    assert data.x_train.dtype == torch.uint8 and data.input_shape == (1, 28, 28)
+    assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (100, 20, 30)
+    assert data.augment == "none" and data.mean == (0.1307,)
+    x = data.prepare(data.x_train[:4])
+    expect = (data.x_train[:4].float() / 255 - 0.1307) / 0.3081
+    assert torch.allclose(x, expect)
+
+
+def test_download_verifies_and_caches(monkeypatch, isolated):
+    files = mnist_files()
+    server = Server(files)
+    try:
+        serve_as(monkeypatch, "mnist", files, server)
+        data = lth.load_dataset("mnist", val_size=10)
+        cached = isolated / "cache" / "mnist"
+        assert sorted(p.name for p in cached.iterdir()) == sorted(files)
+        n = len(server.requests)
+        lth.load_dataset("mnist", val_size=10)  # second load: no network
+        assert len(server.requests) == n and len(data.y_test) == 30
+    finally:
+        server.close()
+
+
+def test_checksum_mismatch_leaves_nothing_behind(monkeypatch, isolated):
+    files = mnist_files()
+    server = Server(files)
+    try:
+        serve_as(monkeypatch, "mnist", files, server, wrong="t10k-images-idx3-ubyte.gz")
+        with pytest.raises(lth.DataError, match="t10k-images.*sha256 is .*expected 0000.*deleted"):
+            lth.load_dataset("mnist")
+        left = {p.name for p in (isolated / "cache" / "mnist").iterdir()}
+        assert "t10k-images-idx3-ubyte.gz" not in left
+        assert not any(name.endswith(".part") for name in left)
+    finally:
+        server.close()
+
+
+def test_dropped_connection_resumes_with_a_range_request(monkeypatch, isolated):
+    files = mnist_files(n_train=400)
+    big = "train-images-idx3-ubyte.gz"
+    server = Server(files, drop_first={big})
+    try:
+        serve_as(monkeypatch, "mnist", files, server, digest="md5")
+        data = lth.load_dataset("mnist", val_size=10)
+        ranged = [r for name, r in server.requests if name == big]
+        assert ranged[0] is None and ranged[1].startswith("bytes=")
+        assert int(ranged[1].split("=")[1].rstrip("-")) == len(files[big]) // 2
+        assert len(data.y_train) == 390
+    finally:
+        server.close()
+
+
+def test_unreachable_source_says_what_to_do(monkeypatch, isolated):
+    files = mnist_files()
+    specs = tuple(RemoteFile(n, sha256="0" * 64) for n in files)
+    monkeypatch.setitem(vision.SOURCES, "mnist",
+                        Source("mnist", specs, ("http://127.0.0.1:9/nothing/",)))
+    with pytest.raises(lth.DataError, match="could not download.*place the file at"):
+        lth.load_dataset("mnist")
+    with pytest.raises(lth.DataError, match="downloads are off"):
+        lth.load_dataset("mnist", download=False)
+
+
+def test_explicit_root_wins_over_lth_data(monkeypatch, isolated):
+    for where, seed in (("root", 1), ("env", 2)):
+        (isolated / where).mkdir()
+        for name, raw in mnist_files(seed=seed).items():
+            (isolated / where / name).write_bytes(raw)
+    monkeypatch.setenv("LTH_DATA", str(isolated / "env"))
+    from_env = lth.load_dataset("mnist", download=False)
+    from_root = lth.load_dataset("mnist", root=str(isolated / "root"), download=False)
+    assert from_env.identity() != from_root.identity()
+    expect = read_idx(isolated / "root" / "t10k-images-idx3-ubyte.gz")
+    assert np.array_equal(from_root.x_test[:, 0].numpy(), expect)
+
+
+def test_cifar10_download_and_default_augmentation(monkeypatch, isolated):
+    files = {"cifar-10-python.tar.gz": cifar10_archive()}
+    server = Server(files)
+    try:
+        serve_as(monkeypatch, "cifar10", files, server)
+        data = lth.load_dataset("cifar10", val_size=4)
+    finally:
+        server.close()
+    assert data.input_shape == (3, 32, 32) and data.augment == "crop_flip"
+    assert len(data.y_train) == 36 and len(data.y_test) == 8 and data.num_classes == 10
+
+
+def test_root_for_embedded_digits_is_an_error():
+    with pytest.raises(lth.ConfigError, match="does not use data.root"):
+        lth.load_dataset("digits", root="/tmp")
+
+
+# ---- augmentation ---------------------------------------------------------------------
+
+
+def test_crop_flip_is_seeded_and_moves_whole_images():
+    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    a = crop_flip(x, torch.Generator().manual_seed(3))
+    b = crop_flip(x, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.dtype == torch.uint8 and a.shape == x.shape
+    assert not torch.equal(a, crop_flip(x, torch.Generator().manual_seed(4)))
+    # Every output image is a shifted (maybe mirrored) window of its own padded input.
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    for i in range(64):
+        windows = [padded[i, :, r:r + 8, c:c + 8] for r in range(9) for c in range(9)]
+        assert any(torch.equal(a[i], w) or torch.equal(a[i], w.flip(2)) for w in windows)
+    unchanged = sum(torch.equal(a[i], x[i]) for i in range(64))
+    assert unchanged < 10
+
+
+def test_training_on_uint8_with_augmentation(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (200, 3, 8, 8), dtype=np.uint8)
+    y = (x[:, 0].mean(axis=(1, 2)) > 127).astype(np.int64)
+    data = lth.from_arrays(x[:160], y[:160], x[160:], y[160:], mean=(0.5,) * 3,
+                           std=(0.25,) * 3, augment="crop_flip")
+    model = lth.create_model("mlp", input_shape=data.input_shape, num_classes=2, hidden=[16])
+    result = lth.LotteryModel(model, data, train={"duration": "40it", "batch_size": 16,
+                                                  "eval_every": "20it"}, levels=1
+                              ).run(store=tmp_path)
+    assert result.table()["final_test_acc"].between(0, 1).all()
