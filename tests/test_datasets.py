@@ -305,3 +305,60 @@ def test_training_on_uint8_with_augmentation(tmp_path):
                                                   "eval_every": "20it"}, levels=1
                               ).run(store=tmp_path)
     assert result.table()["final_test_acc"].between(0, 1).all()
+
+
+# ---- user torch Datasets ---------------------------------------------------------------
+
+
+class Squares(torch.utils.data.Dataset):
+    """Tiny 1×6×6 uint8 images: class 1 when the top-left pixel is bright."""
+
+    def __init__(self, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randint(0, 256, (n, 1, 6, 6), generator=g, dtype=torch.uint8)
+        self.loads = 0
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        self.loads += 1
+        return self.x[i], int(self.x[i, 0, 0, 0] > 127)
+
+
+def run_squares(tmp_path, stream):
+    train, test = Squares(120, 0), Squares(30, 1)
+    data = lth.from_dataset(train, test, val_size=20, stream=stream, num_classes=2)
+    streamed = isinstance(data.x_train, lth.data.StreamedSplit)
+    assert streamed == stream
+    assert len(data.y_train) == 100 and data.input_shape == (1, 6, 6)
+    batch = data.x_train[torch.tensor([0, 5])]
+    assert batch.dtype == torch.uint8 and batch.shape == (2, 1, 6, 6)
+    model = lth.create_model("mlp", input_shape=data.input_shape, num_classes=2, hidden=[8])
+    result = lth.LotteryModel(model, data, train={"duration": "20it", "batch_size": 10,
+                                                  "eval_every": "10it"}, levels=1
+                              ).run(store=tmp_path / str(stream))
+    assert len(result.table()) == 2
+    return result
+
+
+def test_torch_datasets_materialised_or_streamed_agree(tmp_path):
+    a = run_squares(tmp_path, stream=False)
+    b = run_squares(tmp_path, stream=True)
+    cols = ["best_test_acc", "final_test_acc", "early_stop_step"]
+    assert a.table()[cols].equals(b.table()[cols])
+
+
+def test_auto_streaming_follows_the_memory_budget():
+    train, test = Squares(50, 0), Squares(10, 1)
+    small = lth.from_dataset(train, test, max_bytes=10**9)
+    big = lth.from_dataset(train, test, max_bytes=100)
+    assert torch.is_tensor(small.x_train)
+    assert isinstance(big.x_train, lth.data.StreamedSplit)
+
+
+def test_bad_datasets_are_named():
+    with pytest.raises(lth.DataError, match="not map-style"):
+        lth.from_dataset(iter([]), Squares(3, 0))
+    with pytest.raises(lth.DataError, match="test dataset is empty"):
+        lth.from_dataset(Squares(3, 0), Squares(0, 0))

@@ -16,7 +16,7 @@ from .config import (  # noqa: E402
     TrainConfig,
     load_config,
 )
-from .data import Data, from_arrays, load_dataset, load_digits  # noqa: E402
+from .data import Data, from_arrays, from_dataset, load_dataset, load_digits  # noqa: E402
 from .errors import ConfigError, DataError, LTHError, ModelError, StoreError  # noqa: E402
 from .experiment import LotteryModel, Result  # noqa: E402
 from .init import initialize  # noqa: E402
@@ -29,6 +29,6 @@ __all__ = [
     "CRITERIA", "MODELS", "REINIT_MODES", "ConfigError", "Data", "DataConfig", "DataError",
     "ExperimentConfig", "LTHError", "LotteryModel", "Mask", "ModelConfig", "ModelError",
     "PruneConfig", "ReinitConfig", "Result", "StoreError", "TrainConfig", "__version__",
-    "create_model", "from_arrays", "initialize", "load_config", "load_dataset",
+    "create_model", "from_arrays", "from_dataset", "initialize", "load_config", "load_dataset",
     "load_digits", "prunable_names", "register_criterion", "register_model",
 ]

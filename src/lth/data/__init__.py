@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import ConfigError, unknown_name
 from .core import AUGMENTATIONS, Data, from_arrays, split_validation
 from .digits import load_digits
+from .streaming import StreamedSplit, from_dataset
 from .vision import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist
 
 DATASETS: dict[str, Callable[..., Data]] = {
@@ -38,6 +39,7 @@ def load_dataset(name: str, *, val_size: float = 0.1, split_seed: int = 0,
     return loader(**{k: v for k, v in given.items() if k in accepted})
 
 
-__all__ = ["AUGMENTATIONS", "DATASETS", "Data", "from_arrays", "load_cifar10",
+__all__ = ["AUGMENTATIONS", "DATASETS", "Data", "StreamedSplit", "from_arrays",
+           "from_dataset", "load_cifar10",
            "load_cifar100", "load_dataset", "load_digits", "load_fashion_mnist", "load_mnist",
            "split_validation"]

@@ -73,7 +73,7 @@ class Data:
         for key in _SPLITS:
             t = getattr(self, key)
             h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
-            h.update(tensor_bytes(t))
+            h.update(t.fingerprint() if _streamed(t) else tensor_bytes(t))
         return h.hexdigest()
 
     def summary(self) -> dict[str, Any]:
@@ -87,7 +87,15 @@ class Data:
 _SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 
+def _streamed(x: Any) -> bool:
+    from .streaming import StreamedSplit
+
+    return isinstance(x, StreamedSplit)
+
+
 def _as_tensor(value: Any, key: str, *, labels: bool) -> torch.Tensor:
+    if _streamed(value):
+        return value
     try:
         t = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value)
     except (TypeError, ValueError) as exc:
@@ -118,6 +126,8 @@ def split_validation(x: torch.Tensor, y: torch.Tensor, val_size: float, seed: in
                         "use a smaller fraction or count")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val, train = perm[:n_val].sort().values, perm[n_val:].sort().values
+    if _streamed(x):
+        return x.take(train), y[train], x.take(val), y[val]
     return x[train], y[train], x[val], y[val]
 
 
@@ -148,6 +158,9 @@ def from_arrays(x_train: Any, y_train: Any, x_test: Any, y_test: Any, *,
                             f"{len(t[f'y_{split}'])}; they must match")
     if len(t["y_train"]) == 0:
         raise DataError("y_train is empty; training needs at least one example")
+    if t["x_train"].dtype != t["x_test"].dtype:
+        raise DataError(f"x_train is {t['x_train'].dtype} but x_test is {t['x_test'].dtype}; "
+                        "give every split the same dtype (uint8 images or floats)")
     if t["x_train"].shape[1:] != t["x_test"].shape[1:]:
         raise DataError(f"x_train examples have shape {tuple(t['x_train'].shape[1:])} but "
                         f"x_test examples {tuple(t['x_test'].shape[1:])}; they must match")
