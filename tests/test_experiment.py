@@ -256,3 +256,27 @@ def test_speed_settings_do_not_change_the_run(digits, small_mlp, tmp_path):
     b = run(small_mlp, digits, tmp_path, levels=1,
             train={**FAST_TRAIN, "threads": 2, "eval_batch_size": 7, "checkpoint_every": 5})
     assert a.path == b.path
+
+
+def test_random_reinit_control_reuses_the_tickets_masks(digits, small_mlp, tmp_path):
+    ticket = run(small_mlp, digits, tmp_path)
+    control = run(small_mlp, digits, tmp_path, masks_from=ticket, reinit={"mode": "random"})
+    assert control.path != ticket.path
+    for level in (1, 2):
+        assert control.mask(level) == ticket.mask(level)
+        start, t_start = control.weights(level, "start"), ticket.weights(level, "start")
+        keep = ticket.mask(level)["1.weight"]
+        assert not torch.equal(start["1.weight"][keep], t_start["1.weight"][keep])
+    assert states_equal(control.weights(0), ticket.weights(0))  # same dense level
+
+
+def test_masks_from_must_fit(digits, small_mlp, tmp_path):
+    ticket = run(small_mlp, digits, tmp_path, levels=1)
+    with pytest.raises(lth.ConfigError, match="no masks for levels \\[2\\]"):
+        run(small_mlp, digits, tmp_path, masks_from=ticket, levels=2)
+    other = lth.create_model("mlp", input_shape=digits.input_shape, num_classes=10,
+                             hidden=(8,))
+    with pytest.raises(lth.ConfigError, match="other prunable parameters"):
+        run(other, digits, tmp_path, masks_from=ticket, levels=1)
+    with pytest.raises(lth.ConfigError, match="not a run directory"):
+        run(small_mlp, digits, tmp_path, masks_from=tmp_path / "nope", levels=1)

@@ -368,11 +368,16 @@ _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
 
 @dataclass(frozen=True)
 class ExperimentConfig(_Section):
-    """One IMP experiment: levels 0 (dense) .. ``n_levels``."""
+    """One IMP experiment: levels 0 (dense) .. ``n_levels``.
+
+    ``masks_from``: a finished run directory whose masks are used level by level instead
+    of pruning (e.g. the paper's control: the ticket's masks with ``reinit.mode='random'``).
+    """
 
     name: str = "experiment"
     seed: int = 0
     n_levels: int = 5
+    masks_from: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -380,7 +385,8 @@ class ExperimentConfig(_Section):
     reinit: ReinitConfig = field(default_factory=ReinitConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        top = {"name": self.name, "seed": self.seed, "n_levels": self.n_levels}
+        top = {"name": self.name, "seed": self.seed, "n_levels": self.n_levels,
+               "masks_from": self.masks_from}
         return {**top, **{key: getattr(self, key).to_dict() for key in _SECTIONS}}
 
     def problems(self) -> list[Problem]:

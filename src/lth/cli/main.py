@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -26,7 +27,10 @@ def _table(df: pd.DataFrame) -> str:
 def _cmd_run(args: argparse.Namespace) -> int:
     from ..experiment import LotteryModel
 
-    cfg = load_config(args.config, args.set)
+    overrides = list(args.set)
+    if args.masks_from:
+        overrides.append(f"masks_from={json.dumps(args.masks_from)}")
+    cfg = load_config(args.config, overrides)
     exp = LotteryModel.from_config(cfg)
     result = exp.run(store=args.store, progress=not args.quiet)
     print(f"run directory: {result.path}")
@@ -46,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a setting, e.g. --set train.lr=0.001 (repeatable)")
     run.add_argument("--store", default="runs", help="directory holding run directories "
                      "(default: runs)")
+    run.add_argument("--masks-from", metavar="RUN_DIR", help="use the masks of this finished "
+                     "run instead of pruning (e.g. the random-reinit control of a ticket)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_run)
     return parser

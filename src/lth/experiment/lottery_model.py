@@ -90,13 +90,17 @@ class LotteryModel:
                  prune: PruneConfig | dict | None = None,
                  reinit: ReinitConfig | dict | None = None,
                  levels: int = 5, seed: int = 0, initializer: str = "default",
-                 name: str = "experiment", info: dict[str, Any] | None = None):
+                 name: str = "experiment", masks_from: str | Path | Result | None = None,
+                 info: dict[str, Any] | None = None):
         self.model = model
         self.data = data
         self.train = _as(TrainConfig, train, "train")
         self.prune = _as(PruneConfig, prune, "prune")
         self.reinit = _as(ReinitConfig, reinit, "reinit")
+        if isinstance(masks_from, Result):
+            masks_from = masks_from.path
         self.config = ExperimentConfig(name=name, seed=seed, n_levels=levels,
+                                       masks_from=None if masks_from is None else str(masks_from),
                                        train=self.train, prune=self.prune, reinit=self.reinit)
         self.initializer = initializer
         self.info = info or {}
@@ -111,7 +115,8 @@ class LotteryModel:
                              num_classes=data.num_classes, **cfg.model.options)
         return cls(model, data, train=cfg.train, prune=cfg.prune, reinit=cfg.reinit,
                    levels=cfg.n_levels, seed=cfg.seed, initializer=cfg.model.initializer,
-                   name=cfg.name, info={"experiment": cfg.to_dict()})
+                   name=cfg.name, masks_from=cfg.masks_from,
+                   info={"experiment": cfg.to_dict()})
 
     # -- planning: every check happens here, before any training ----------------------
     def _device(self) -> torch.device:
@@ -147,7 +152,10 @@ class LotteryModel:
         sizes = {n: model.get_parameter(n).numel() for n in names}
         rates = resolve_rates(self.prune, names, layer_kinds(model), out, cfg.n_levels, sizes)
         groups = make_groups(self.prune.scope, rates, sizes)
-        check_final_counts(groups, self.prune.schedule, cfg.n_levels)
+        if cfg.masks_from is None:
+            check_final_counts(groups, self.prune.schedule, cfg.n_levels)
+        else:
+            self._check_masks_source(Path(cfg.masks_from), names, sizes)
         if self.reinit.mode == "random":
             self._check_random_draw(names)
         n_train = len(self.data.y_train)
@@ -167,6 +175,31 @@ class LotteryModel:
         span = {"steps_per_epoch": spe, "eval_every": to_steps(tr.eval_every, spe),
                 "checkpoint_every": to_steps(tr.checkpoint_every, spe)}
         return _Plan(self._device(), names, out, groups, rates, total, k, span, theta0)
+
+    def _check_masks_source(self, source: Path, names: list[str], sizes: dict[str, int]
+                            ) -> None:
+        src = RunDir(source)
+        if not (source / "config.json").is_file():
+            raise ConfigError(f"masks_from = {str(source)!r} is not a run directory (no "
+                              "config.json); give the directory printed by `lth run`")
+        theirs = src.config().get("prunable", {})
+        if list(theirs) != names or any(theirs[n] != sizes[n] for n in names):
+            raise ConfigError(f"masks_from = {str(source)!r} was made with other prunable "
+                              f"parameters ({list(theirs)[:4]}...) than this model "
+                              f"({names[:4]}...); use a run of the same architecture")
+        missing = [lv for lv in range(1, self.config.n_levels + 1)
+                   if not src.file("mask.safetensors", lv).exists()]
+        if missing:
+            raise ConfigError(f"masks_from = {str(source)!r} has no masks for levels {missing}; "
+                              "finish that run first or lower n_levels")
+
+    def _masks_identity(self) -> dict[str, str] | None:
+        if self.config.masks_from is None:
+            return None
+        src = RunDir(self.config.masks_from)
+        return {str(lv): hashlib.sha256(src.file("mask.safetensors", lv).read_bytes()
+                                        ).hexdigest()
+                for lv in range(1, self.config.n_levels + 1)}
 
     def _fresh_draw(self, seed: int) -> dict[str, torch.Tensor]:
         """A new draw of every weight from the model's initialiser (for ``random`` reinit)."""
@@ -188,6 +221,7 @@ class LotteryModel:
         c = self.config.to_dict()
         for how_not_what in ("threads", "eval_batch_size", "checkpoint_every"):
             del c["train"][how_not_what]  # change the speed or safety, not the results
+        del c["masks_from"]  # its masks' content is identified below, not its path
         return {
             "lth": ".".join(__version__.split(".")[:2]),
             "settings": {k: c[k] for k in ("seed", "n_levels", "train", "prune", "reinit")},
@@ -196,6 +230,7 @@ class LotteryModel:
                       "structure_sha256": hashlib.sha256(repr(model).encode()).hexdigest(),
                       "theta0_sha256": _state_sha(plan.theta0)},
             "data": self.data.identity(),
+            **({"masks_from": masks} if (masks := self._masks_identity()) else {}),
         }
 
     # -- running ----------------------------------------------------------------------
@@ -264,6 +299,9 @@ class LotteryModel:
             return Mask(load_tensors(path)[0], order=plan.names)
         if level == 0:
             mask = Mask.ones(model, plan.names)
+        elif self.config.masks_from is not None:
+            source = RunDir(self.config.masks_from).file("mask.safetensors", level)
+            mask = Mask(load_tensors(source)[0], order=plan.names)
         else:
             source = 0 if self.prune.schedule == "one_shot" else level - 1
             prev = (Mask.ones(model, plan.names) if source == 0
