@@ -89,3 +89,24 @@ def test_kill_9_mid_level_then_rerun_matches_uninterrupted(tmp_path):
                  "level_001/mask.safetensors", "level_000/final.safetensors"):
         assert (killed / name).read_bytes() == (straight / name).read_bytes(), name
     assert not list(killed.rglob("*.tmp")), "no half-written files left behind"
+
+
+def test_compare_ticket_and_control(tmp_path, capsys):
+    cfg = str(ROOT / "configs" / "quickstart.toml")
+    assert main(["run", cfg, "--store", str(tmp_path), "--quiet", *QUICK]) == 0
+    ticket = next(tmp_path.iterdir())
+    assert main(["run", cfg, "--store", str(tmp_path), "--quiet", *QUICK,
+                 "--set", "reinit.mode='random'", "--set", "name='control'",
+                 "--masks-from", str(ticket)]) == 0
+    control = next(p for p in tmp_path.iterdir() if p.name.startswith("control-"))
+    capsys.readouterr()
+    out_csv = tmp_path / "cmp.csv"
+    assert main(["compare", str(ticket), str(control), "--labels", "ticket,control",
+                 "--csv", str(out_csv)]) == 0
+    out = capsys.readouterr().out
+    assert "ticket acc@es" in out and "control es it" in out
+    table = pd.read_csv(out_csv)
+    assert table["level"].tolist() == [0, 1, 2]
+    ticket_table = pd.read_csv(ticket / "levels.csv")
+    assert table["ticket final acc"].tolist() == ticket_table["final_test_acc"].tolist()
+    assert main(["compare", str(ticket), "--labels", "a,b"]) == 2

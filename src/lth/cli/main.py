@@ -11,7 +11,7 @@ import pandas as pd
 
 from .. import __version__
 from ..config import load_config
-from ..errors import LTHError
+from ..errors import ConfigError, LTHError, StoreError
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -39,6 +39,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from ..experiment import Result, compare
+    from ..store import RunDir
+
+    for path in args.runs:
+        if not RunDir(path).file("config.json").exists():
+            raise StoreError(f"{path} is not a run directory (no config.json)")
+    labels = args.labels.split(",") if args.labels else None
+    if labels is not None and len(labels) != len(args.runs):
+        raise ConfigError(f"--labels has {len(labels)} names for {len(args.runs)} runs")
+    table = compare([Result(p) for p in args.runs], labels)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}",
+                          formatters={"% weights": "{:.1f}".format}))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lth", description="Lottery Ticket Hypothesis "
                                      "experiments: iterative magnitude pruning on PyTorch.")
@@ -54,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "run instead of pruning (e.g. the random-reinit control of a ticket)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_run)
+    cmp = sub.add_parser("compare", help="per-level table of several runs side by side")
+    cmp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
+    cmp.add_argument("--labels", help="comma-separated column labels, one per run")
+    cmp.add_argument("--csv", help="also write the table to this CSV file")
+    cmp.set_defaults(func=_cmd_compare)
     return parser
 
 

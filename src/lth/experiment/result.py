@@ -107,3 +107,26 @@ class Result:
 
     def __repr__(self) -> str:
         return f"Result({str(self.path)!r}, levels={self.levels})"
+
+
+COMPARE_COLUMNS = {"early_stop_test_acc": "acc@es", "early_stop_step": "es it",
+                   "final_test_acc": "final acc"}
+
+
+def compare(results: list[Result], labels: list[str] | None = None) -> pd.DataFrame:
+    """Side-by-side per-level table of several runs: % weights, then per run the test
+    accuracy at early stop, the early-stop iteration and the final test accuracy.
+    Levels missing from a run are NaN."""
+    labels = labels or [r.path.name for r in results]
+    if len(labels) != len(results):
+        raise ValueError(f"{len(labels)} labels for {len(results)} runs")
+    merged: pd.DataFrame | None = None
+    for result, label in zip(results, labels, strict=True):
+        t = result.table()[["level", "pct_remaining", *COMPARE_COLUMNS]]
+        t = t.rename(columns={c: f"{label} {short}" for c, short in COMPARE_COLUMNS.items()})
+        if merged is None:
+            merged = t
+        else:
+            merged = merged.merge(t.drop(columns="pct_remaining"), on="level", how="outer")
+    assert merged is not None
+    return merged.rename(columns={"pct_remaining": "% weights"}).sort_values("level")
