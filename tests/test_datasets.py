@@ -362,3 +362,23 @@ def test_bad_datasets_are_named():
         lth.from_dataset(iter([]), Squares(3, 0))
     with pytest.raises(lth.DataError, match="test dataset is empty"):
         lth.from_dataset(Squares(3, 0), Squares(0, 0))
+
+
+def test_cifar100_fine_labels_from_a_local_archive(isolated):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for i, name in enumerate(["train", "test"]):
+            rng = np.random.default_rng(i)
+            batch = {b"data": rng.integers(0, 256, (12, 3072), dtype=np.uint8),
+                     b"fine_labels": rng.integers(0, 100, 12).tolist(),
+                     b"coarse_labels": rng.integers(0, 20, 12).tolist()}
+            raw = pickle.dumps(batch, protocol=2)
+            info = tarfile.TarInfo(f"cifar-100-python/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    root = isolated / "c100"
+    root.mkdir()
+    (root / "cifar-100-python.tar.gz").write_bytes(buf.getvalue())
+    data = lth.load_dataset("cifar100", root=str(root), val_size=2, download=False)
+    assert data.num_classes == 100 and len(data.y_train) == 10 and len(data.y_test) == 12
+    assert int(torch.cat([data.y_train, data.y_val]).max()) < 100
