@@ -6,6 +6,7 @@ Every message says what was received, what is allowed, and how to fix it.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 
 
@@ -35,8 +36,14 @@ class StoreError(LTHError):
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """Return ``"; did you mean 'x'?"`` for the closest known name, or ``""``."""
-    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    name = str(name)
+    close = difflib.get_close_matches(name, list(known), n=5, cutoff=0.6)
+    if not close:
+        return ""
+    # Equally similar names (resnet21 vs resnet20/resnet32): prefer the longest shared prefix.
+    best = max(close, key=lambda k: (difflib.SequenceMatcher(None, name, k).ratio(),
+                                     len(os.path.commonprefix([name, k]))))
+    return f"; did you mean '{best}'?"
 
 
 def unknown_name(kind: str, name: object, known: Iterable[str]) -> str:

@@ -76,3 +76,5 @@ def lenet_300_100(*, input_shape: Sequence[int], num_classes: int) -> nn.Module:
 
 
 __all__ = ["MODELS", "check_options", "create_model", "register_model", "unknown_name"]
+
+from . import paper  # noqa: E402,F401
