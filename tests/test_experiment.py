@@ -280,3 +280,20 @@ def test_masks_from_must_fit(digits, small_mlp, tmp_path):
         run(other, digits, tmp_path, masks_from=ticket, levels=1)
     with pytest.raises(lth.ConfigError, match="not a run directory"):
         run(small_mlp, digits, tmp_path, masks_from=tmp_path / "nope", levels=1)
+
+
+@pytest.mark.parametrize("mode", ["random_layer", "random_global"])
+def test_random_pruning_control_keeps_the_tickets_counts(digits, small_mlp, tmp_path, mode):
+    ticket = run(small_mlp, digits, tmp_path, prune={"scope": "global", "rate": 0.4})
+    control = run(small_mlp, digits, tmp_path, masks_from=ticket, masks_from_mode=mode)
+    for level in (1, 2):
+        t, c = ticket.mask(level), control.mask(level)
+        assert c != t and c.is_subset_of(control.mask(level - 1))
+        if mode == "random_layer":
+            assert c.kept() == t.kept()
+        else:
+            assert sum(c.kept().values()) == sum(t.kept().values())
+            assert c.kept() != t.kept()
+    start = control.weights(1, "start")  # rewound survivors: the random-pruning control
+    for name, keep in control.mask(1).items():
+        assert torch.equal(start[name][keep], control.weights(0, "start")[name][keep])

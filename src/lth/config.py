@@ -29,6 +29,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "step", "cosine")
 SCOPES = ("layer", "global")
 SCHEDULES = ("geometric", "target", "linear", "one_shot")
+MASK_SOURCE_MODES = ("same", "random_layer", "random_global")
 INITIALIZERS = ("default", "keep", "xavier_normal", "xavier_uniform", "kaiming_normal",
                 "kaiming_uniform")
 
@@ -372,12 +373,16 @@ class ExperimentConfig(_Section):
 
     ``masks_from``: a finished run directory whose masks are used level by level instead
     of pruning (e.g. the paper's control: the ticket's masks with ``reinit.mode='random'``).
+    ``masks_from_mode``: ``same`` (its masks as they are), ``random_layer`` / ``random_global``
+    (random masks keeping as many weights per layer / in total as it does: the
+    random-pruning control; each level prunes at random among the previous survivors).
     """
 
     name: str = "experiment"
     seed: int = 0
     n_levels: int = 5
     masks_from: str | None = None
+    masks_from_mode: str = "same"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -386,11 +391,14 @@ class ExperimentConfig(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         top = {"name": self.name, "seed": self.seed, "n_levels": self.n_levels,
-               "masks_from": self.masks_from}
+               "masks_from": self.masks_from, "masks_from_mode": self.masks_from_mode}
         return {**top, **{key: getattr(self, key).to_dict() for key in _SECTIONS}}
 
     def problems(self) -> list[Problem]:
         p: list[Problem] = []
+        _choice(p, "masks_from_mode", self.masks_from_mode, MASK_SOURCE_MODES)
+        if self.masks_from_mode != "same" and self.masks_from is None:
+            p.append(("masks_from_mode", "needs masks_from (the run whose counts to copy)"))
         if self.n_levels < 0:
             p.append(("n_levels", f"got {self.n_levels!r}; must be >= 0"))
         if self.seed < 0:

@@ -21,6 +21,7 @@ from ..durations import to_steps
 from ..errors import ConfigError, ModelError
 from ..init import initialize
 from ..masks import Mask, layer_kinds, output_layer, prunable_names
+from ..pruning import random_like
 from ..models import create_model
 from ..pruning import Group, check_final_counts, make_groups, next_mask, resolve_rates
 from ..reinit import reinitialize
@@ -91,7 +92,7 @@ class LotteryModel:
                  reinit: ReinitConfig | dict | None = None,
                  levels: int = 5, seed: int = 0, initializer: str = "default",
                  name: str = "experiment", masks_from: str | Path | Result | None = None,
-                 info: dict[str, Any] | None = None):
+                 masks_from_mode: str = "same", info: dict[str, Any] | None = None):
         self.model = model
         self.data = data
         self.train = _as(TrainConfig, train, "train")
@@ -101,6 +102,7 @@ class LotteryModel:
             masks_from = masks_from.path
         self.config = ExperimentConfig(name=name, seed=seed, n_levels=levels,
                                        masks_from=None if masks_from is None else str(masks_from),
+                                       masks_from_mode=masks_from_mode,
                                        train=self.train, prune=self.prune, reinit=self.reinit)
         self.initializer = initializer
         self.info = info or {}
@@ -116,6 +118,7 @@ class LotteryModel:
         return cls(model, data, train=cfg.train, prune=cfg.prune, reinit=cfg.reinit,
                    levels=cfg.n_levels, seed=cfg.seed, initializer=cfg.model.initializer,
                    name=cfg.name, masks_from=cfg.masks_from,
+                   masks_from_mode=cfg.masks_from_mode,
                    info={"experiment": cfg.to_dict()})
 
     # -- planning: every check happens here, before any training ----------------------
@@ -302,6 +305,11 @@ class LotteryModel:
         elif self.config.masks_from is not None:
             source = RunDir(self.config.masks_from).file("mask.safetensors", level)
             mask = Mask(load_tensors(source)[0], order=plan.names)
+            if self.config.masks_from_mode != "same":
+                prev = self._mask_for(run, plan, model, level - 1)
+                mask = random_like(mask, prev, per_layer=self.config.masks_from_mode ==
+                                   "random_layer",
+                                   generator=generator(self.config.seed, "random-prune", level))
         else:
             source = 0 if self.prune.schedule == "one_shot" else level - 1
             prev = (Mask.ones(model, plan.names) if source == 0

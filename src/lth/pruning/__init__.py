@@ -9,8 +9,8 @@ from .plan import (
                    resolve_rates,
                    scheduled_density,
 )
-from .selection import kept_count, select, top_k_indices
+from .selection import kept_count, random_like, select, top_k_indices
 
 __all__ = ["CRITERIA", "Group", "ScoreInputs", "check_final_counts", "kept_count",
-           "make_groups", "next_mask", "register_criterion", "resolve_rates",
+           "make_groups", "next_mask", "random_like", "register_criterion", "resolve_rates",
            "scheduled_density", "select", "top_k_indices"]

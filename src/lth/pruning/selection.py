@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from ..masks import Mask
+
 
 def kept_count(n: int, density: float) -> int:
     """Number of weights a group of ``n`` keeps at ``density`` (round half up).
@@ -46,3 +48,19 @@ def select(scores: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], keep
         out[n] = flat.view_as(masks[n])
         start += pos.numel()
     return out
+
+
+def random_like(source: Mask, within: Mask, *, per_layer: bool,
+                generator: torch.Generator) -> Mask:
+    """A random mask keeping as many weights as ``source`` — per layer, or in total — chosen
+    uniformly among the survivors of ``within`` (so masks still only shrink)."""
+    alive = {n: t.cpu() for n, t in within.items()}
+    kept = source.kept()
+    groups = [[n] for n in alive] if per_layer else [list(alive)]
+    out = dict(alive)
+    for names in groups:
+        scores = {n: torch.rand(alive[n].shape, generator=generator) for n in names}
+        out.update(select(scores, {n: alive[n] for n in names},
+                          min(sum(kept[n] for n in names),
+                              sum(int(alive[n].sum()) for n in names)), generator))
+    return Mask(out, order=list(alive))
