@@ -21,9 +21,8 @@ from ..durations import to_steps
 from ..errors import ConfigError, ModelError
 from ..init import initialize
 from ..masks import Mask, layer_kinds, output_layer, prunable_names
-from ..pruning import random_like
 from ..models import create_model
-from ..pruning import Group, check_final_counts, make_groups, next_mask, resolve_rates
+from ..pruning import Group, check_final_counts, make_groups, next_mask, random_like, resolve_rates
 from ..reinit import reinitialize
 from ..seeding import derive_seed, generator
 from ..state import get_state, set_state, tensor_bytes
