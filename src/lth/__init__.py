@@ -18,7 +18,13 @@ from .config import (  # noqa: E402
 )
 from .data import Data, from_arrays, from_dataset, load_dataset, load_digits  # noqa: E402
 from .errors import ConfigError, DataError, LTHError, ModelError, StoreError  # noqa: E402
-from .experiment import LotteryModel, Result  # noqa: E402
+from .experiment import (  # noqa: E402
+    GroupResult,
+    LotteryModel,
+    LotteryRobust,
+    LotterySession,
+    Result,
+)
 from .init import initialize  # noqa: E402
 from .masks import Mask, prunable_names  # noqa: E402
 from .models import MODELS, create_model, register_model  # noqa: E402
@@ -27,7 +33,8 @@ from .reinit import REINIT_MODES  # noqa: E402
 
 __all__ = [
     "CRITERIA", "MODELS", "REINIT_MODES", "ConfigError", "Data", "DataConfig", "DataError",
-    "ExperimentConfig", "LTHError", "LotteryModel", "Mask", "ModelConfig", "ModelError",
+    "ExperimentConfig", "GroupResult", "LTHError", "LotteryModel", "LotteryRobust",
+    "LotterySession", "Mask", "ModelConfig", "ModelError",
     "PruneConfig", "ReinitConfig", "Result", "StoreError", "TrainConfig", "__version__",
     "create_model", "from_arrays", "from_dataset", "initialize", "load_config", "load_dataset",
     "load_digits", "prunable_names", "register_criterion", "register_model",

@@ -397,8 +397,6 @@ class ExperimentConfig(_Section):
     def problems(self) -> list[Problem]:
         p: list[Problem] = []
         _choice(p, "masks_from_mode", self.masks_from_mode, MASK_SOURCE_MODES)
-        if self.masks_from_mode != "same" and self.masks_from is None:
-            p.append(("masks_from_mode", "needs masks_from (the run whose counts to copy)"))
         if self.n_levels < 0:
             p.append(("n_levels", f"got {self.n_levels!r}; must be >= 0"))
         if self.seed < 0:

@@ -57,6 +57,76 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _group_table(result) -> str:
+    stats = result.stats()
+    if stats.empty:
+        return "(no finished trials)"
+    rows = []
+    for (exp, level), part in stats.groupby(["experiment", "level"], sort=False):
+        m = part.set_index("metric")
+
+        def cell(metric: str, fmt: str) -> str:
+            r = m.loc[metric]
+            sd = "" if r["n"] < 2 else f" ± {r['sd']:{fmt}}"
+            return f"{r['mean']:{fmt}}{sd}"
+
+        rows.append({"experiment": exp, "level": level,
+                     "% weights": f"{m.loc['pct_remaining', 'mean']:.1f}",
+                     "n": int(m.loc["final_test_acc", "n"]),
+                     "acc @ early stop": cell("early_stop_test_acc", ".4f"),
+                     "final test acc": cell("final_test_acc", ".4f"),
+                     "early-stop it": cell("early_stop_step", ".0f")})
+    return pd.DataFrame(rows).to_string(index=False)
+
+
+def _run_group(group, args: argparse.Namespace) -> int:
+    result = group.run(store=args.store, executor=args.executor, workers=args.workers,
+                       retry_failed=args.retry_failed, progress=not args.quiet)
+    print(f"{group.kind} directory: {result.path}")
+    print(_group_table(result))
+    print(f"trials: {result.summary_line()}; tables: {result.path}/stats.csv, table.csv")
+    failed = result.trials().query("status == 'failed'")
+    for _, row in failed.iterrows():
+        print(f"failed: {row['key']}: {row['error']} (traceback in "
+              f"{result.path}/failures/{row['key']}.txt; --retry-failed re-runs it)")
+    return 1 if len(failed) else 0
+
+
+def _cmd_session(args: argparse.Namespace) -> int:
+    from ..experiment import LotterySession, parse_seeds
+
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    return _run_group(LotterySession.from_config(args.config, args.set, seeds), args)
+
+
+def _cmd_robust(args: argparse.Namespace) -> int:
+    from ..experiment import LotteryRobust, parse_seeds
+
+    return _run_group(LotteryRobust.from_config(args.config, args.set,
+                                                parse_seeds(args.seeds)), args)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ..status import store_status
+
+    print(store_status(args.store))
+    return 0
+
+
+def _group_args(p: argparse.ArgumentParser) -> None:
+    from ..execution import EXECUTORS
+
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting of the base experiment (repeatable)")
+    p.add_argument("--store", default="runs", help="directory of runs (default: runs)")
+    p.add_argument("--executor", default="local", choices=EXECUTORS,
+                   help="where trials run: local processes (default), ray (RAY_ADDRESS or a "
+                        "local Ray), or sequential in this process")
+    p.add_argument("--workers", type=int, help="parallel trials (default: CPU count)")
+    p.add_argument("--retry-failed", action="store_true", help="re-run trials that failed")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lth", description="Lottery Ticket Hypothesis "
                                      "experiments: iterative magnitude pruning on PyTorch.")
@@ -77,6 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--labels", help="comma-separated column labels, one per run")
     cmp.add_argument("--csv", help="also write the table to this CSV file")
     cmp.set_defaults(func=_cmd_compare)
+    ses = sub.add_parser("session", help="variants of an experiment from the same initial "
+                         "weights (criteria, reinit modes, controls), optionally over seeds")
+    ses.add_argument("config", help="session TOML: [base], [variants.NAME], [grid]")
+    ses.add_argument("--seeds", help="e.g. 0-4 or 0,3,7 (default: the file's seeds)")
+    _group_args(ses)
+    ses.set_defaults(func=_cmd_session)
+    rob = sub.add_parser("robust", help="one experiment repeated over seeds, with statistics")
+    rob.add_argument("config", help="experiment TOML, as for `lth run`")
+    rob.add_argument("--seeds", required=True, help="e.g. 0-4 or 0,3,7")
+    _group_args(rob)
+    rob.set_defaults(func=_cmd_robust)
+    st = sub.add_parser("status", help="what is finished, running and failed in a store")
+    st.add_argument("store", nargs="?", default="runs", help="store directory (default: runs)")
+    st.set_defaults(func=_cmd_status)
     return parser
 
 

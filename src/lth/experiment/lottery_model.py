@@ -106,6 +106,21 @@ class LotteryModel:
         self.initializer = initializer
         self.info = info or {}
 
+    def replace(self, **changes: Any) -> LotteryModel:
+        """A copy with some top-level settings changed (``seed``, ``masks_from``, ``name``,
+        ``masks_from_mode``, ``levels``, ``train``, ``prune``, ``reinit``, ``initializer``)."""
+        c = self.config
+        kwargs: dict[str, Any] = {
+            "train": self.train, "prune": self.prune, "reinit": self.reinit,
+            "levels": c.n_levels, "seed": c.seed, "initializer": self.initializer,
+            "name": c.name, "masks_from": c.masks_from, "masks_from_mode": c.masks_from_mode,
+            "info": self.info}
+        unknown = set(changes) - set(kwargs)
+        if unknown:
+            raise ConfigError(f"cannot replace {sorted(unknown)}; allowed: {sorted(kwargs)}")
+        kwargs.update(changes)
+        return LotteryModel(self.model, self.data, **kwargs)
+
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> LotteryModel:
         """Build the model and data named in ``cfg`` (as ``lth run`` does)."""
@@ -155,6 +170,9 @@ class LotteryModel:
         rates = resolve_rates(self.prune, names, layer_kinds(model), out, cfg.n_levels, sizes)
         groups = make_groups(self.prune.scope, rates, sizes)
         if cfg.masks_from is None:
+            if cfg.masks_from_mode != "same":
+                raise ConfigError(f"masks_from_mode = {cfg.masks_from_mode!r} needs masks_from "
+                                  "(the run whose mask counts to copy)")
             check_final_counts(groups, self.prune.schedule, cfg.n_levels)
         else:
             self._check_masks_source(Path(cfg.masks_from), names, sizes)
@@ -217,6 +235,25 @@ class LotteryModel:
                 "initializer re-draws it (its module has no reset_parameters); give the "
                 "module a reset_parameters method, exclude it with prune.exclude, or use "
                 "another reinit mode")
+
+    def check(self) -> None:
+        """Every check a run makes before training (config against model and data)."""
+        self._plan(copy.deepcopy(self.model).cpu())
+
+    def recipe(self) -> dict[str, Any]:
+        """What this experiment is, apart from its seed: settings, model structure, data."""
+        c = self.config.to_dict()
+        for key in ("seed", "masks_from", "name"):
+            del c[key]
+        for how_not_what in ("threads", "eval_batch_size", "checkpoint_every"):
+            del c["train"][how_not_what]
+        model = self.model
+        return {"settings": {k: c[k] for k in ("n_levels", "masks_from_mode", "train", "prune",
+                                               "reinit")},
+                "initializer": self.initializer,
+                "model": {"class": f"{type(model).__module__}.{type(model).__qualname__}",
+                          "structure_sha256": hashlib.sha256(repr(model).encode()).hexdigest()},
+                "data": self.data.identity()}
 
     def identity(self, plan: _Plan, model: nn.Module) -> dict[str, Any]:
         """What names the run: settings, seed, model, data and library version."""

@@ -1,0 +1,143 @@
+"""Executors: where trials run. Sequential (in this process), a local process pool, Ray.
+
+Each executor submits ``run_trial`` calls and reports finished ones; the scheduling
+(dependencies, retries, progress) lives in :mod:`lth.experiment.group`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import ConfigError, LTHError
+from ..experiment.trials import Outcome
+
+EXECUTORS = ("sequential", "local", "ray")
+
+
+class WorkerLost(LTHError):
+    """A worker process died while running a trial (killed, out of memory, ...)."""
+
+
+class Sequential:
+    """Runs each trial in this process, when it is submitted."""
+
+    capacity = 1
+
+    def __init__(self) -> None:
+        self._done: dict[int, Outcome] = {}
+        self._next = 0
+
+    def submit(self, fn: Callable[..., Outcome], *args: Any) -> int:
+        self._next += 1
+        self._done[self._next] = fn(*args)
+        return self._next
+
+    def wait(self, handles: list, timeout: float) -> list:
+        return list(handles)
+
+    def result(self, handle: int) -> Outcome:
+        return self._done.pop(handle)
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _init_worker() -> None:
+    import torch
+
+    # One intra-op thread per worker: on a shared box more threads only contend.
+    torch.set_num_threads(1)
+
+
+class Local:
+    """A pool of spawned worker processes (one thread each); rebuilt if a worker dies."""
+
+    def __init__(self, workers: int | None = None):
+        self.capacity = workers or os.cpu_count() or 1
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(self.capacity, mp_context=mp.get_context("spawn"),
+                                      initializer=_init_worker)
+
+    def submit(self, fn: Callable[..., Outcome], *args: Any) -> cf.Future:
+        try:
+            return self._pool.submit(fn, *args)
+        except cf.process.BrokenProcessPool:
+            self._pool = self._new_pool()
+            return self._pool.submit(fn, *args)
+
+    def wait(self, handles: list, timeout: float) -> list:
+        done, _ = cf.wait(handles, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        return list(done)
+
+    def result(self, handle: cf.Future) -> Outcome:
+        try:
+            return handle.result()
+        except cf.process.BrokenProcessPool as exc:
+            raise WorkerLost(f"a worker process died ({exc})") from None
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Ray:
+    """Ray tasks of one CPU each, on the cluster at ``$RAY_ADDRESS`` or a local Ray."""
+
+    def __init__(self, workers: int | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("executor 'ray' needs Ray: pip install 'lth[ray]'") from None
+        self._ray = ray
+        self._started = not ray.is_initialized()
+        if self._started:
+            address = os.environ.get("RAY_ADDRESS")
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.capacity = min(workers, cpus) if workers else cpus
+        self._task = ray.remote(num_cpus=1, max_retries=0)(_ray_trial)
+
+    def submit(self, fn: Callable[..., Outcome], *args: Any) -> Any:
+        return self._task.remote(fn, *args)
+
+    def wait(self, handles: list, timeout: float) -> list:
+        done, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
+        return done
+
+    def result(self, handle: Any) -> Outcome:
+        try:
+            return self._ray.get(handle)
+        except self._ray.exceptions.RayError as exc:
+            raise WorkerLost(f"the Ray task died ({type(exc).__name__})") from None
+
+    def shutdown(self) -> None:
+        if self._started:
+            self._ray.shutdown()
+
+
+def _ray_trial(fn: Callable[..., Outcome], *args: Any) -> Outcome:
+    _init_worker()
+    return fn(*args)
+
+
+def make_executor(name: str, workers: int | None = None) -> Sequential | Local | Ray:
+    if name == "sequential":
+        return Sequential()
+    if name == "local":
+        return Local(workers)
+    if name == "ray":
+        return Ray(workers)
+    from ..errors import unknown_name
+    raise ConfigError(unknown_name("executor", name, EXECUTORS))
+
+
+__all__ = ["EXECUTORS", "Local", "Ray", "Sequential", "WorkerLost", "make_executor"]
