@@ -61,21 +61,20 @@ def _group_table(result) -> str:
     stats = result.stats()
     if stats.empty:
         return "(no finished trials)"
+    def cell(m: pd.DataFrame, metric: str, fmt: str) -> str:
+        r = m.loc[metric]
+        sd = "" if r["n"] < 2 else f" ± {r['sd']:{fmt}}"
+        return f"{r['mean']:{fmt}}{sd}"
+
     rows = []
     for (exp, level), part in stats.groupby(["experiment", "level"], sort=False):
         m = part.set_index("metric")
-
-        def cell(metric: str, fmt: str) -> str:
-            r = m.loc[metric]
-            sd = "" if r["n"] < 2 else f" ± {r['sd']:{fmt}}"
-            return f"{r['mean']:{fmt}}{sd}"
-
         rows.append({"experiment": exp, "level": level,
                      "% weights": f"{m.loc['pct_remaining', 'mean']:.1f}",
                      "n": int(m.loc["final_test_acc", "n"]),
-                     "acc @ early stop": cell("early_stop_test_acc", ".4f"),
-                     "final test acc": cell("final_test_acc", ".4f"),
-                     "early-stop it": cell("early_stop_step", ".0f")})
+                     "acc @ early stop": cell(m, "early_stop_test_acc", ".4f"),
+                     "final test acc": cell(m, "final_test_acc", ".4f"),
+                     "early-stop it": cell(m, "early_stop_step", ".0f")})
     return pd.DataFrame(rows).to_string(index=False)
 
 
