@@ -10,7 +10,9 @@ import lth
 from lth.config import load_config
 from lth.masks import prunable_names
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
+ROOT = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(p for p in ROOT.glob("*.toml") if not p.name.startswith("session_"))
+SESSIONS = sorted(ROOT.glob("session_*.toml"))
 SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),
           "fashion_mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
           "cifar100": ((3, 32, 32), 100)}
@@ -43,3 +45,11 @@ def test_paper_hyperparameters_are_in_the_presets():
     res = by_name["resnet20_cifar10"]
     assert (res.train.lr, res.train.warmup, res.train.batch_size, res.prune.output_rate) == (
         0.03, "20000it", 128, 0.0)
+
+
+@pytest.mark.parametrize("path", SESSIONS, ids=lambda p: p.stem)
+def test_session_presets_parse(path):
+    session = lth.LotterySession.from_config(path, seeds=[0, 1])
+    assert len({t.variant for t in session.trials}) >= 2
+    assert all(t.masks_of is None or t.masks_of.rsplit("-", 1)[1] == t.key.rsplit("-", 1)[1]
+               for t in session.trials)  # a control uses the masks of its own seed
