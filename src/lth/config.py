@@ -453,15 +453,19 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Parse a TOML file; a missing or malformed file is a :class:`ConfigError`."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {str(path)!r} not found; check the path") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not valid TOML: {exc}") from None
+
+
 def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
     """Read a TOML experiment file, apply ``key=value`` overrides, validate everything."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} not found; check the path") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    data = read_toml(path)
     for text in overrides:
         _set_dotted(data, *parse_override(text))
     return ExperimentConfig.from_dict(data)

@@ -14,12 +14,11 @@ import copy
 import dataclasses
 import itertools
 import re
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig, _raise, _set_dotted, parse_override
+from ..config import ExperimentConfig, _raise, _set_dotted, parse_override, read_toml
 from ..data import Data
 from ..errors import ConfigError, did_you_mean
 from .group import TrialGroup
@@ -130,12 +129,7 @@ class LotterySession(TrialGroup):
         """Read a session TOML: ``name``, ``seeds``, ``[base]`` (an experiment config, or
         ``base = "file.toml"``), ``[variants.NAME]`` overrides and/or a ``[grid]``."""
         path = Path(path)
-        try:
-            doc = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"session file {str(path)!r} not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        doc = read_toml(path, "session file")
         known = ("name", "seeds", "base", "variants", "grid")
         for key in doc:
             if key not in known:
@@ -143,7 +137,7 @@ class LotterySession(TrialGroup):
                                   f"known: {', '.join(known)}")
         base = doc.get("base", {})
         if isinstance(base, str):
-            base = tomllib.loads((path.parent / base).read_text())
+            base = read_toml(path.parent / base, "session base file")
         for text in overrides:
             _set_dotted(base, *parse_override(text))
         name = doc.get("name", path.stem)
