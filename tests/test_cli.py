@@ -110,3 +110,22 @@ def test_compare_ticket_and_control(tmp_path, capsys):
     ticket_table = pd.read_csv(ticket / "levels.csv")
     assert table["ticket final acc"].tolist() == ticket_table["final_test_acc"].tolist()
     assert main(["compare", str(ticket), "--labels", "a,b"]) == 2
+
+
+def test_compare_shows_each_runs_own_density(tmp_path, capsys):
+    cfg = str(ROOT / "configs" / "quickstart.toml")
+    main(["run", cfg, "--store", str(tmp_path), "--quiet", *QUICK])
+    main(["run", cfg, "--store", str(tmp_path), "--quiet", *QUICK, "--set", "prune.rate=0.5",
+          "--set", "name='half'"])
+    a = next(p for p in tmp_path.iterdir() if p.name.startswith("quickstart-"))
+    b = next(p for p in tmp_path.iterdir() if p.name.startswith("half-"))
+    capsys.readouterr()
+    assert main(["compare", str(a), str(b), "--labels", "a,b", "--csv",
+                 str(tmp_path / "c.csv")]) == 0
+    table = pd.read_csv(tmp_path / "c.csv")
+    for label, run in (("a", a), ("b", b)):
+        own = pd.read_csv(run / "levels.csv")["pct_remaining"]
+        assert table[f"{label} % weights"].tolist() == own.tolist()
+    assert table["b % weights"][1] < table["a % weights"][1]
+    assert main(["compare", str(a), str(b), "--labels", "x,x"]) == 2
+    assert "labels repeat" in capsys.readouterr().err

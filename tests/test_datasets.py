@@ -198,7 +198,7 @@ def test_download_verifies_and_caches(monkeypatch, isolated):
         serve_as(monkeypatch, "mnist", files, server)
         data = lth.load_dataset("mnist", val_size=10)
         cached = isolated / "cache" / "mnist"
-        assert sorted(p.name for p in cached.iterdir()) == sorted(files)
+        assert sorted(p.name for p in cached.iterdir() if p.suffix != ".lock") == sorted(files)
         n = len(server.requests)
         lth.load_dataset("mnist", val_size=10)  # second load: no network
         assert len(server.requests) == n and len(data.y_test) == 30
@@ -240,7 +240,8 @@ def test_unreachable_source_says_what_to_do(monkeypatch, isolated):
     specs = tuple(RemoteFile(n, sha256="0" * 64) for n in files)
     monkeypatch.setitem(vision.SOURCES, "mnist",
                         Source("mnist", specs, ("http://127.0.0.1:9/nothing/",)))
-    with pytest.raises(lth.DataError, match="could not download.*place the file at"):
+    monkeypatch.setattr("lth.data.download.time.sleep", lambda s: None)  # no backoff waits
+    with pytest.raises(lth.DataError, match="could not download.*place a verified copy at"):
         lth.load_dataset("mnist")
     with pytest.raises(lth.DataError, match="downloads are off"):
         lth.load_dataset("mnist", download=False)
@@ -252,8 +253,9 @@ def test_explicit_root_wins_over_lth_data(monkeypatch, isolated):
         for name, raw in mnist_files(seed=seed).items():
             (isolated / where / name).write_bytes(raw)
     monkeypatch.setenv("LTH_DATA", str(isolated / "env"))
-    from_env = lth.load_dataset("mnist", download=False)
-    from_root = lth.load_dataset("mnist", root=str(isolated / "root"), download=False)
+    from_env = lth.load_dataset("mnist", download=False, val_size=10)
+    from_root = lth.load_dataset("mnist", root=str(isolated / "root"), download=False,
+                                 val_size=10)
     assert from_env.identity() != from_root.identity()
     expect = read_idx(isolated / "root" / "t10k-images-idx3-ubyte.gz")
     assert np.array_equal(from_root.x_test[:, 0].numpy(), expect)
@@ -382,3 +384,139 @@ def test_cifar100_fine_labels_from_a_local_archive(isolated):
     data = lth.load_dataset("cifar100", root=str(root), val_size=2, download=False)
     assert data.num_classes == 100 and len(data.y_train) == 10 and len(data.y_test) == 12
     assert int(torch.cat([data.y_train, data.y_val]).max()) < 100
+
+
+# ---- review fixes -----------------------------------------------------------------------
+
+
+def test_bad_checksum_falls_through_to_the_next_mirror(monkeypatch, isolated):
+    files = mnist_files()
+    good, bad = Server(files), Server({n: b"x" + b[1:] for n, b in files.items()})
+    try:
+        specs = tuple(RemoteFile(n, sha256=hashlib.sha256(b).hexdigest())
+                      for n, b in files.items())
+        monkeypatch.setitem(vision.SOURCES, "mnist", Source("mnist", specs, (bad.url, good.url)))
+        assert len(lth.load_dataset("mnist", val_size=10).y_test) == 30
+    finally:
+        good.close()
+        bad.close()
+
+
+def test_concurrent_downloads_of_one_file_take_turns(isolated):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lth.data.download import download
+
+    body = os.urandom(300_000)
+    server = Server({"f.bin": body})
+    try:
+        dest = isolated / "cache" / "f.bin"
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda _: download([server.url + "f.bin"], dest,
+                                                   sha256=hashlib.sha256(body).hexdigest()),
+                                range(4)))
+        assert all(p == dest for p in got) and dest.read_bytes() == body
+        assert len(server.requests) == 1  # the others found the verified file
+    finally:
+        server.close()
+
+
+def test_unwritable_cache_is_a_clear_error(monkeypatch, isolated):
+    monkeypatch.setenv("LTH_CACHE", "/proc/no-such-dir/cache")
+    monkeypatch.setitem(vision.SOURCES, "mnist", Source(
+        "mnist", (RemoteFile("a.gz", sha256="0" * 64),), ("http://127.0.0.1:9/",)))
+    with pytest.raises(lth.DataError, match="cannot write to the download cache.*LTH_CACHE"):
+        lth.load_dataset("mnist")
+
+
+def test_a_datasets_own_subfolder_wins(monkeypatch, isolated):
+    shared = isolated / "shared"
+    (shared / "mnist").mkdir(parents=True)
+    for name, raw in mnist_files(seed=1).items():
+        (shared / name).write_bytes(raw)  # some other IDX dataset at the top level
+    for name, raw in mnist_files(seed=2).items():
+        (shared / "mnist" / name).write_bytes(raw)
+    monkeypatch.setenv("LTH_DATA", str(shared))
+    data = lth.load_dataset("mnist", download=False, val_size=10)
+    expect = read_idx(shared / "mnist" / "t10k-images-idx3-ubyte.gz")
+    assert np.array_equal(data.x_test[:, 0].numpy(), expect)
+
+
+def test_normalisation_is_checked_and_not_stale_after_replace():
+    import dataclasses
+
+    x = np.full((10, 3, 4, 4), 255, dtype=np.uint8)
+    y = np.arange(10) % 2
+    d = lth.from_arrays(x, y, x[:2], y[:2], mean=np.array([0.5, 0.5, 0.5]), std=(0.25,) * 3)
+    assert d.mean == (0.5, 0.5, 0.5)
+    assert float(d.prepare(d.x_test).max()) == 2.0
+    other = dataclasses.replace(d, mean=(0.0,), std=(1.0,))
+    assert float(other.prepare(other.x_test).max()) == 1.0
+    for kwargs, match in [({"mean": (0.5, 0.5), "std": (1.0, 1.0)}, "one per channel"),
+                          ({"mean": (0.5,), "std": (0.0,)}, "must be > 0")]:
+        with pytest.raises(lth.DataError, match=match):
+            lth.from_arrays(x, y, x[:2], y[:2], **kwargs)
+    with pytest.raises(lth.DataError, match="normalise uint8 images"):
+        lth.from_arrays(x.astype(np.float32), y, x[:2].astype(np.float32), y[:2],
+                        mean=(0.5,), std=(0.5,))
+
+
+def test_inconsistent_splits_and_augmentation_are_refused():
+    x, y = np.zeros((10, 3), dtype=np.float32), np.arange(10) % 2
+    with pytest.raises(lth.DataError, match="x_val is .* but x_train"):
+        lth.from_arrays(x, y, x, y, x_val=np.zeros((4, 5), dtype=np.float32), y_val=y[:4])
+    with pytest.raises(lth.DataError, match="crop_flip' needs images"):
+        lth.from_arrays(x, y, x, y, augment="crop_flip")
+
+
+class Relabelled(Squares):
+    targets = None
+
+    def __init__(self, n, seed):
+        super().__init__(n, seed)
+        self.targets = [0] * n  # stale: the transform below decides the labels
+        self.target_transform = lambda t: t
+
+    def __getitem__(self, i):
+        return self.x[i], 1
+
+
+def test_from_dataset_uses_item_labels_and_names_bad_items():
+    data = lth.from_dataset(Relabelled(20, 0), Relabelled(5, 1), val_size=0, num_classes=2)
+    assert data.y_train.tolist() == [1] * 20
+    streamed = lth.from_dataset(Relabelled(20, 0), Relabelled(5, 1), val_size=0,
+                                num_classes=2, stream=True)
+    assert streamed.y_train.tolist() == [1] * 20
+
+    class Ragged(Squares):
+        def __getitem__(self, i):
+            return self.x[i, :, : 6 - i % 2], 0
+
+    with pytest.raises(lth.DataError, match="item 1 .* every input must have one shape"):
+        lth.from_dataset(Ragged(4, 0), Squares(2, 0))
+
+    class VectorLabels(Squares):
+        def __getitem__(self, i):
+            return self.x[i], [0, 1]
+
+    with pytest.raises(lth.DataError, match="single class indices"):
+        lth.from_dataset(VectorLabels(4, 0), Squares(2, 0))
+
+
+def test_streamed_split_takes_indices_from_any_device():
+    split = lth.data.StreamedSplit(Squares(10, 0))
+    idx = torch.tensor([3, 1])
+    assert torch.equal(split[idx], split.dataset.x[[3, 1]])
+
+
+def test_cifar_batches_with_numpy_scalar_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    batch = {"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8),
+             "labels": [np.int64(1), np.int64(2), np.int64(0)]}
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(batch, protocol=4))
+    out = read_cifar(tmp_path, {"test": ["cifar-10-batches-py/test_batch"]}, "labels")
+    assert out["test"][1].tolist() == [1, 2, 0]
+
+
+def test_default_validation_size_is_the_datasets_own():
+    assert len(lth.load_dataset("digits").y_val) == len(lth.load_digits().y_val) == 144

@@ -341,7 +341,7 @@ class DataConfig(_Section):
     """A registered dataset by name, with the validation split held out of training data."""
 
     name: str = "digits"
-    val_size: float = 0.1
+    val_size: float | None = None  # None: the dataset's own (5,000 for MNIST/CIFAR, 10% digits)
     split_seed: int = 0
     root: str | None = None
     download: bool = True
@@ -353,7 +353,8 @@ class DataConfig(_Section):
         p: list[Problem] = []
         _choice(p, "name", self.name, DATASETS)
         _choice(p, "augment", self.augment, ("auto", *AUGMENTATIONS))
-        if not (0 <= self.val_size < 1 or (self.val_size >= 1 and self.val_size.is_integer())):
+        if self.val_size is not None and not (
+                0 <= self.val_size < 1 or (self.val_size >= 1 and self.val_size.is_integer())):
             p.append(("val_size", f"got {self.val_size!r}; a fraction in [0, 1) or a whole "
                                   "number of examples"))
         if self.root is not None and self.name in DATASETS and "root" not in \

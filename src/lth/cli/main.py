@@ -49,11 +49,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     labels = args.labels.split(",") if args.labels else None
     if labels is not None and len(labels) != len(args.runs):
         raise ConfigError(f"--labels has {len(labels)} names for {len(args.runs)} runs")
-    table = compare([Result(p) for p in args.runs], labels)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}",
-                          formatters={"% weights": "{:.1f}".format}))
+    try:
+        table = compare([Result(p) for p in args.runs], labels)
+    except ValueError as exc:
+        raise ConfigError(f"--labels: {exc}") from None
+    pct = {c: "{:.1f}".format for c in table.columns if c.endswith("% weights")}
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", formatters=pct))
     if args.csv:
-        table.to_csv(args.csv, index=False)
+        try:
+            table.to_csv(args.csv, index=False)
+        except OSError as exc:
+            raise StoreError(f"cannot write --csv {args.csv} ({exc}); give a writable path") \
+                from None
     return 0
 
 

@@ -18,12 +18,13 @@ DATASETS: dict[str, Callable[..., Data]] = {
 }
 
 
-def load_dataset(name: str, *, val_size: float = 0.1, split_seed: int = 0,
+def load_dataset(name: str, *, val_size: float | None = None, split_seed: int = 0,
                  root: str | Path | None = None, download: bool = True,
                  augment: str = "auto") -> Data:
     """A registered dataset by name (see :data:`DATASETS`).
 
-    Settings a loader does not take (``root`` for the embedded digits) are errors.
+    ``val_size=None`` keeps the dataset's own default. Settings a loader does not take
+    (``root`` for the embedded digits) are errors.
     """
     if name not in DATASETS:
         raise ConfigError(unknown_name("dataset", name, DATASETS))
@@ -36,7 +37,8 @@ def load_dataset(name: str, *, val_size: float = 0.1, split_seed: int = 0,
     if unused:
         raise ConfigError(f"dataset {name!r} does not use data.{', data.'.join(unused)}; "
                           "remove it")
-    return loader(**{k: v for k, v in given.items() if k in accepted})
+    return loader(**{k: v for k, v in given.items()
+                     if k in accepted and not (k == "val_size" and v is None)})
 
 
 __all__ = ["AUGMENTATIONS", "DATASETS", "Data", "StreamedSplit", "from_arrays",

@@ -41,8 +41,32 @@ class Data:
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTATIONS:
             raise DataError(f"augment={self.augment!r}; allowed: {', '.join(AUGMENTATIONS)}")
+        if self.augment == "crop_flip" and len(self.x_train.shape) != 4:
+            raise DataError(f"augment='crop_flip' needs images (N, C, H, W); x_train has shape "
+                            f"{tuple(self.x_train.shape)}")
         if (self.mean is None) != (self.std is None):
             raise DataError("give both mean and std for normalisation, or neither")
+        if self.mean is not None:
+            self._check_normalisation()
+
+    def _check_normalisation(self) -> None:
+        try:
+            mean = tuple(float(v) for v in np.ravel(self.mean))
+            std = tuple(float(v) for v in np.ravel(self.std))
+        except (TypeError, ValueError):
+            raise DataError(f"mean={self.mean!r}, std={self.std!r}: give sequences of "
+                            "numbers, one per channel") from None
+        if self.x_train.dtype != torch.uint8:
+            raise DataError("mean/std normalise uint8 images (scaled to [0, 1] first); your "
+                            f"x is {self.x_train.dtype}: normalise it yourself, or pass uint8")
+        channels = self.x_train.shape[1] if len(self.x_train.shape) > 1 else 1
+        if len(mean) != len(std) or len(mean) not in (1, channels):
+            raise DataError(f"mean has {len(mean)} values and std {len(std)}; give 1 or one "
+                            f"per channel ({channels})")
+        if any(v <= 0 for v in std):
+            raise DataError(f"std={std}: every value must be > 0")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -58,7 +82,7 @@ class Data:
         x = x.float().div_(255.0)
         if self.mean is None:
             return x
-        key = (x.device, x.dim())
+        key = (x.device, x.dim(), self.mean, self.std)  # a replace() shares this cache
         if key not in self._stats:  # per-channel constants, cached per device
             shape = (-1,) + (1,) * (x.dim() - 2)
             self._stats[key] = (torch.tensor(self.mean, device=x.device).view(shape),
@@ -164,6 +188,11 @@ def from_arrays(x_train: Any, y_train: Any, x_test: Any, y_test: Any, *,
     if t["x_train"].shape[1:] != t["x_test"].shape[1:]:
         raise DataError(f"x_train examples have shape {tuple(t['x_train'].shape[1:])} but "
                         f"x_test examples {tuple(t['x_test'].shape[1:])}; they must match")
+    if "x_val" in t and (t["x_val"].dtype != t["x_train"].dtype
+                         or t["x_val"].shape[1:] != t["x_train"].shape[1:]):
+        raise DataError(f"x_val is {t['x_val'].dtype} {tuple(t['x_val'].shape[1:])} per example "
+                        f"but x_train is {t['x_train'].dtype} {tuple(t['x_train'].shape[1:])}; "
+                        "they must match")
     if "x_val" not in t:
         t["x_train"], t["y_train"], t["x_val"], t["y_val"] = split_validation(
             t["x_train"], t["y_train"], val_size, split_seed)

@@ -8,6 +8,7 @@ and verified.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.client
 import os
@@ -61,15 +62,36 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
 def download(urls: Sequence[str], dest: str | Path, *, sha256: str | None = None,
              md5: str | None = None, attempts: int = 3, timeout: float = 60.0,
              backoff: float = 1.0) -> Path:
-    """Download the first of ``urls`` that works to ``dest``, verified; returns ``dest``."""
+    """Download the first of ``urls`` that serves a verified copy to ``dest``.
+
+    Processes downloading the same file take turns (a lock beside it): the second finds
+    the first's verified file and returns it.
+    """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(dest.with_name(dest.name + ".lock"), "a")  # noqa: SIM115
+    except OSError as exc:
+        raise DataError(f"cannot write to the download cache {dest.parent} ({exc}); set "
+                        "$LTH_CACHE to a writable directory, or data.root to where the files "
+                        "are") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if dest.exists():
+            return dest
+        return _download_locked(urls, dest, sha256, md5, attempts, timeout, backoff)
+
+
+def _download_locked(urls: Sequence[str], dest: Path, sha256: str | None, md5: str | None,
+                     attempts: int, timeout: float, backoff: float) -> Path:
     part = dest.with_name(dest.name + ".part")
     algorithm, expected = ("sha256", sha256) if sha256 else ("md5", md5)
     errors: list[str] = []
     for url in urls:
         restarted = False
-        for attempt in range(attempts):
+        tries = 0
+        while tries < attempts + restarted:
+            tries += 1
             resumed = part.exists() and part.stat().st_size > 0
             try:
                 _fetch_once(url, part, timeout)
@@ -77,7 +99,7 @@ def download(urls: Sequence[str], dest: str | Path, *, sha256: str | None = None
                 errors.append(f"{url}: {exc}")
                 if isinstance(exc, urllib.error.HTTPError) and exc.code in (403, 404, 410):
                     break  # this mirror does not have it
-                time.sleep(backoff * attempt)
+                time.sleep(backoff * tries)
                 continue
             got = file_digest(part, algorithm) if expected else None
             if got == expected:
@@ -87,12 +109,12 @@ def download(urls: Sequence[str], dest: str | Path, *, sha256: str | None = None
             if resumed and not restarted:  # the kept prefix may be what is wrong
                 restarted = True
                 continue
-            raise DataError(
-                f"downloaded {dest.name} from {url} but its {algorithm} is {got}, expected "
-                f"{expected}; the file was deleted. Put a verified copy at {dest} (or in a "
-                "directory given by data.root / $LTH_DATA)")
+            errors.append(f"{url}: served a file whose {algorithm} is {got}, expected "
+                          f"{expected} (deleted)")
+            break  # try the next mirror
     kept = f" ({part.stat().st_size} bytes kept in {part}; re-run to resume)" \
         if part.exists() else ""
-    raise DataError(f"could not download {dest.name}{kept}: {'; '.join(errors[-3:])}. "
-                    f"Without network access, place the file at {dest} or in a directory "
-                    "given by data.root / $LTH_DATA")
+    raise DataError(f"could not download a verified {dest.name}{kept}: "
+                    f"{'; '.join(errors[-3:]) or 'no source answered'}. Without network "
+                    f"access, place a verified copy at {dest} or in a directory given by "
+                    "data.root / $LTH_DATA")

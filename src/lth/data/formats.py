@@ -56,6 +56,7 @@ class _ArraysOnly(pickle.Unpickler):
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray",
                "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
                ("_codecs", "encode")}  # protocol-2 pickles spell bytes via codecs.encode
 
     def find_class(self, module: str, name: str):  # noqa: D401
@@ -82,6 +83,9 @@ def _batch_arrays(batch: dict, label_key: str, where: str) -> tuple[np.ndarray, 
         labels = np.asarray(batch[label_key], dtype=np.int64)
     except KeyError as exc:
         raise DataError(f"{where} lacks the key {exc}; is it the right CIFAR version?") from None
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{where} holds data that are not uint8 pixels and integer labels "
+                        f"({exc}); delete it so that it is downloaded again") from None
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
         raise DataError(f"{where}: data shape {data.shape} with {len(labels)} labels; expected "
                         "(N, 3072) with N labels")

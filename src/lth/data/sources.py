@@ -1,7 +1,10 @@
 """Where dataset files come from, in order: an explicit directory (``data.root``),
 ``$LTH_DATA``, known system locations, then a cache directory (``$LTH_CACHE``, else
 ``$XDG_CACHE_HOME/lth`` or ``~/.cache/lth``) filled by verified downloads.
-In each directory the files may sit directly or in a subfolder named after the dataset.
+In each directory the files may sit in a subfolder named after the dataset (looked at
+first) or directly in it — where a folder holds several datasets, use the subfolders:
+files found locally are parsed strictly but not checksummed (Debian's copies, for one,
+are recompressed), while downloaded files are always verified.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ def search_dirs(source: Source, root: str | Path | None) -> list[Path]:
     bases += [Path(d) for d in source.system_dirs]
     bases.append(cache_dir())
     dirs = []
-    for base in bases:
-        dirs += [base, base / source.key]
+    for base in bases:  # a dataset's own subfolder first: a shared folder may hold others
+        dirs += [base / source.key, base]
     return dirs
 
 

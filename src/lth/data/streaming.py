@@ -40,7 +40,27 @@ def _item(dataset: Any, i: int) -> tuple[torch.Tensor, int]:
     item = dataset[i]
     if not isinstance(item, tuple | list) or len(item) < 2:
         raise DataError(f"item {i} of {type(dataset).__name__} is not an (input, label) pair")
-    return _to_tensor(item[0], f"input of item {i}"), int(item[1])
+    try:
+        label = int(np.asarray(item[1]).item())
+    except (TypeError, ValueError):
+        raise DataError(f"item {i} of {type(dataset).__name__} has label {item[1]!r}; labels "
+                        "must be single class indices") from None
+    return _to_tensor(item[0], f"input of item {i}"), label
+
+
+def _materialise(dataset: Any, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for i in range(len(dataset)):
+        x, y = _item(dataset, i)
+        if x.shape != sample.shape or x.dtype != sample.dtype:
+            raise DataError(f"item {i} of {type(dataset).__name__} is {x.dtype} "
+                            f"{tuple(x.shape)} but item 0 is {sample.dtype} "
+                            f"{tuple(sample.shape)}; every input must have one shape")
+        xs.append(x)
+        ys.append(y)
+    if not xs:
+        return torch.empty(0, *sample.shape, dtype=sample.dtype), torch.empty(0, dtype=torch.long)
+    return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
 
 
 class StreamedSplit:
@@ -65,6 +85,8 @@ class StreamedSplit:
         return StreamedSplit(self.dataset, self.indices, device)
 
     def __getitem__(self, idx: torch.Tensor | slice) -> torch.Tensor:
+        if torch.is_tensor(idx):
+            idx = idx.cpu()  # batch indices may live on the training device
         chosen = self.indices[idx].tolist()
         return torch.stack([_item(self.dataset, i)[0] for i in chosen]).to(self.device)
 
@@ -79,7 +101,9 @@ class StreamedSplit:
 
 def _labels(dataset: Any) -> torch.Tensor:
     targets = getattr(dataset, "targets", None)
-    if targets is not None and len(targets) == len(dataset):
+    # ``targets`` skips loading every item, unless a target_transform would change labels.
+    if (targets is not None and len(targets) == len(dataset)
+            and getattr(dataset, "target_transform", None) is None):
         return torch.as_tensor(np.asarray(targets), dtype=torch.long)
     return torch.tensor([_item(dataset, i)[1] for i in range(len(dataset))], dtype=torch.long)
 
@@ -113,12 +137,13 @@ def from_dataset(train: Any, test: Any, *, val: Any = None, val_size: float = 0.
     if stream is None:
         stream = est > (max_bytes if max_bytes is not None else _memory_budget())
     kwargs = {"val_size": val_size, "split_seed": split_seed, "num_classes": num_classes,
-              "name": name or type(train).__name__, "mean": tuple(mean) if mean else None,
-              "std": tuple(std) if std else None, "augment": augment}
+              "name": name or type(train).__name__,
+              "mean": None if mean is None else tuple(np.ravel(mean)),
+              "std": None if std is None else tuple(np.ravel(std)), "augment": augment}
     if not stream:
-        xs = {k: torch.stack([_item(ds, i)[0] for i in range(len(ds))]) if len(ds) else
-              torch.empty(0, *sample.shape, dtype=sample.dtype) for k, ds in splits.items()}
-        ys = {k: _labels(ds) for k, ds in splits.items()}
+        pairs = {k: _materialise(ds, sample) for k, ds in splits.items()}
+        xs = {k: v[0] for k, v in pairs.items()}
+        ys = {k: v[1] for k, v in pairs.items()}
         return from_arrays(xs["train"], ys["train"], xs["test"], ys["test"],
                            x_val=xs.get("val"), y_val=ys.get("val"), **kwargs)
     xs = {k: StreamedSplit(ds) for k, ds in splits.items()}

@@ -109,24 +109,27 @@ class Result:
         return f"Result({str(self.path)!r}, levels={self.levels})"
 
 
-COMPARE_COLUMNS = {"early_stop_test_acc": "acc@es", "early_stop_step": "es it",
-                   "final_test_acc": "final acc"}
+COMPARE_COLUMNS = {"pct_remaining": "% weights", "early_stop_test_acc": "acc@es",
+                   "early_stop_step": "es it", "final_test_acc": "final acc"}
 
 
 def compare(results: list[Result], labels: list[str] | None = None) -> pd.DataFrame:
-    """Side-by-side per-level table of several runs: % weights, then per run the test
-    accuracy at early stop, the early-stop iteration and the final test accuracy.
-    Levels missing from a run are NaN."""
+    """Side-by-side per-level table of several runs: per run the % of weights remaining,
+    the test accuracy at early stop, the early-stop iteration and the final test accuracy.
+    The % column is shared when every run has the same densities. Missing levels are NaN."""
     labels = labels or [r.path.name for r in results]
     if len(labels) != len(results):
         raise ValueError(f"{len(labels)} labels for {len(results)} runs")
-    merged: pd.DataFrame | None = None
-    for result, label in zip(results, labels, strict=True):
-        t = result.table()[["level", "pct_remaining", *COMPARE_COLUMNS]]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels repeat: {labels}; give each run its own")
+    tables = [r.table()[["level", *COMPARE_COLUMNS]] for r in results]
+    shared = all(t[["level", "pct_remaining"]].equals(tables[0][["level", "pct_remaining"]])
+                 for t in tables)
+    merged = tables[0][["level", "pct_remaining"]].rename(
+        columns={"pct_remaining": "% weights"}) if shared else None
+    for t, label in zip(tables, labels, strict=True):
+        t = t.drop(columns="pct_remaining") if shared else t
         t = t.rename(columns={c: f"{label} {short}" for c, short in COMPARE_COLUMNS.items()})
-        if merged is None:
-            merged = t
-        else:
-            merged = merged.merge(t.drop(columns="pct_remaining"), on="level", how="outer")
+        merged = t if merged is None else merged.merge(t, on="level", how="outer")
     assert merged is not None
-    return merged.rename(columns={"pct_remaining": "% weights"}).sort_values("level")
+    return merged.sort_values("level").reset_index(drop=True)
