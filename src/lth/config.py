@@ -14,16 +14,14 @@ import dataclasses
 import inspect
 import json
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .config_schema import Problem, _choice, _fraction, _raise, _Section  # noqa: F401
 from .durations import Duration, check_duration
-from .errors import ConfigError, did_you_mean
-
-Problem = tuple[str, str]  # (dotted key, what is wrong and what is allowed)
+from .errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "step", "cosine")
@@ -32,151 +30,6 @@ SCHEDULES = ("geometric", "target", "linear", "one_shot")
 MASK_SOURCE_MODES = ("same", "random_layer", "random_global")
 INITIALIZERS = ("default", "keep", "xavier_normal", "xavier_uniform", "kaiming_normal",
                 "kaiming_uniform")
-
-
-def _raise(problems: list[Problem]) -> None:
-    if problems:
-        lines = "\n".join(f"  - {key}: {msg}" for key, msg in problems)
-        err = ConfigError(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
-        err.problems = problems  # type: ignore[attr-defined]
-        raise err
-
-
-def _choice(problems: list[Problem], key: str, value: str, allowed: typing.Iterable[str]) -> None:
-    allowed = list(allowed)
-    if value not in allowed:
-        problems.append((key, f"got {value!r}{did_you_mean(value, allowed)}; "
-                              f"allowed: {', '.join(allowed)}"))
-
-
-def _fraction(problems: list[Problem], key: str, value: float | None, *, open_hi=False) -> None:
-    if value is None:
-        return
-    ok = 0.0 <= value < 1.0 if open_hi else 0.0 <= value <= 1.0
-    if not ok:
-        hi = "1)" if open_hi else "1]"
-        problems.append((key, f"got {value!r}; must be a fraction in [0, {hi}"))
-
-
-def _coerce(value: Any, tp: Any) -> Any:
-    """Coerce ``value`` to the annotated type ``tp`` or raise TypeError with what's expected."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option)
-            except TypeError:
-                pass
-        names = " or ".join(_type_name(o) for o in options if o is not type(None))
-        raise TypeError(f"expected {names}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise TypeError("expected true or false")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise TypeError("expected an integer")
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise TypeError("expected a number")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise TypeError("expected a string")
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, list | tuple):
-            raise TypeError("expected a list")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0]) for v in value)
-        if len(value) != len(args):
-            raise TypeError(f"expected a list of {len(args)} items")
-        return tuple(_coerce(v, a) for v, a in zip(value, args, strict=True))
-    if origin is dict:
-        kt, vt = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise TypeError("expected a table/dict")
-        return {_coerce(k, kt): _coerce(v, vt) for k, v in value.items()}
-    if tp is Any:
-        return value
-    if isinstance(tp, type) and issubclass(tp, _Section):
-        if isinstance(value, tp):
-            return value
-        raise TypeError(f"expected a [{tp.__name__}] table")
-    raise TypeError(f"unsupported type {tp}")
-
-
-def _type_name(tp: Any) -> str:
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
-        tp, "a list" if typing.get_origin(tp) is tuple else str(tp))
-
-
-class _Section:
-    """Mixin: build from a dict with unknown-key and type checks; dump to JSON-able dicts."""
-
-    _free_keys: ClassVar[bool] = False  # when True, unknown keys go to ``options``
-
-    def __post_init__(self) -> None:
-        # Types first (also for the Python API: TrainConfig(lr="x") is a ConfigError),
-        # then value checks, which may assume well-typed fields.
-        hints = typing.get_type_hints(type(self))
-        problems: list[Problem] = []
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            try:
-                object.__setattr__(self, f.name, _coerce(value, hints[f.name]))
-            except TypeError as exc:
-                problems.append((f.name, f"got {value!r}; {exc}"))
-        _raise(problems or self.problems())
-
-    def problems(self) -> list[Problem]:  # overridden by sections with value checks
-        return []
-
-    @classmethod
-    def parse(cls, data: dict, prefix: str) -> tuple[Any, list[Problem]]:
-        """Return (instance or None, problems), keys in problems prefixed with ``prefix``."""
-        problems: list[Problem] = []
-        if not isinstance(data, dict):
-            return None, [(prefix.rstrip("."), "expected a table/dict of settings")]
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls) if f.init]
-        kwargs: dict[str, Any] = {}
-        options: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in names or (cls._free_keys and key == "options"):
-                if cls._free_keys:
-                    options[key] = value
-                    continue
-                problems.append((prefix + key, f"unknown key{did_you_mean(key, names)}; "
-                                               f"known keys: {', '.join(names)}"))
-                continue
-            try:
-                kwargs[key] = _coerce(value, hints[key])
-            except TypeError as exc:
-                problems.append((prefix + key, f"got {value!r}; {exc}"))
-        if options:
-            kwargs["options"] = options
-        try:
-            return cls(**kwargs), problems
-        except ConfigError as exc:
-            got = [(prefix + k, m) for k, m in getattr(exc, "problems", [("", str(exc))])]
-            return None, problems + got
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Any:
-        instance, problems = cls.parse(data, "")
-        _raise(problems)
-        return instance
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples -> lists
 
 
 @dataclass(frozen=True)

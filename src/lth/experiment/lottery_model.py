@@ -6,7 +6,6 @@ import copy
 import hashlib
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,11 @@ from ..seeding import derive_seed, generator
 from ..state import get_state, set_state, tensor_bytes
 from ..store import RunDir, load_tensors, read_json, save_tensors, write_json
 from ..train import Span, train_level
+from .progress import (
+    Progress,  # noqa: E402
+    progress_bar,
+)
 from .result import Result, levels_frame, summarize
-
-Progress = Callable[[int, int, int], None]  # (level, step, end_step)
 
 
 def _as(cls: type, value: Any, key: str) -> Any:
@@ -307,7 +308,7 @@ class LotteryModel:
             save_tensors(run.file("theta0.safetensors"), plan.theta0)
         model = model.to(plan.device)
         data = self.data.to(plan.device)
-        report = _progress_bar(progress, self.config.n_levels, plan.total_steps,
+        report = progress_bar(progress, self.config.n_levels, plan.total_steps,
                                plan.rewind_step)
         try:
             for level in range(self.config.n_levels + 1):
@@ -398,26 +399,3 @@ class LotteryModel:
         csv = levels_frame(summaries).to_csv(index=False)
         from ..store import atomic_write_bytes
         atomic_write_bytes(run.file("levels.csv"), csv.encode())
-
-
-def _progress_bar(progress: bool | Progress, n_levels: int, total: int, rewind: int
-                  ) -> Progress | None:
-    if callable(progress):
-        return progress
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    per_level = [total] + [total - rewind] * n_levels
-    bar = tqdm(total=sum(per_level), unit="it", dynamic_ncols=True)
-    done: dict[int, int] = {}
-
-    def report(level: int, step: int, end: int) -> None:
-        begin = 0 if level == 0 else rewind
-        prev = done.get(level, begin)
-        bar.set_description(f"level {level}/{n_levels}")
-        bar.update(max(0, step - prev))
-        done[level] = step
-
-    report.close = bar.close  # type: ignore[attr-defined]
-    return report
