@@ -7,6 +7,7 @@
 
 __version__ = "0.1.0"
 
+from .analysis import Results, load  # noqa: E402
 from .config import (  # noqa: E402
     DataConfig,
     ExperimentConfig,
@@ -35,7 +36,7 @@ __all__ = [
     "CRITERIA", "MODELS", "REINIT_MODES", "ConfigError", "Data", "DataConfig", "DataError",
     "ExperimentConfig", "GroupResult", "LTHError", "LotteryModel", "LotteryRobust",
     "LotterySession", "Mask", "ModelConfig", "ModelError",
-    "PruneConfig", "ReinitConfig", "Result", "StoreError", "TrainConfig", "__version__",
+    "PruneConfig", "ReinitConfig", "Result", "Results", "StoreError", "TrainConfig", "__version__",
     "create_model", "from_arrays", "from_dataset", "initialize", "load_config", "load_dataset",
-    "load_digits", "prunable_names", "register_criterion", "register_model",
+    "load", "load_digits", "prunable_names", "register_criterion", "register_model",
 ]
