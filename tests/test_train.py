@@ -55,6 +55,8 @@ def test_history_rows_and_early_values(digits, small_mlp):
     assert [r["step"] for r in hist] == [0, 20, 40, 50]
     assert all(0 <= r["test_acc"] <= 1 for r in hist)
     assert hist[-1]["test_acc"] > hist[0]["test_acc"] + 0.2  # it learns
+    assert all(0 <= r["train_acc"] <= 1 for r in hist[1:])  # a fraction of examples
+    assert hist[-1]["train_acc"] > 0.5
 
 
 class Recorder:

@@ -7,6 +7,7 @@
 
 __version__ = "0.1.0"
 
+from . import report  # noqa: E402
 from .analysis import Results, load  # noqa: E402
 from .config import (  # noqa: E402
     DataConfig,
@@ -38,5 +39,5 @@ __all__ = [
     "LotterySession", "Mask", "ModelConfig", "ModelError",
     "PruneConfig", "ReinitConfig", "Result", "Results", "StoreError", "TrainConfig", "__version__",
     "create_model", "from_arrays", "from_dataset", "initialize", "load_config", "load_dataset",
-    "load", "load_digits", "prunable_names", "register_criterion", "register_model",
+    "load", "load_digits", "prunable_names", "register_criterion", "register_model", "report",
 ]

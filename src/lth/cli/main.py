@@ -119,6 +119,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ..report import build_report
+
+    index = build_report(args.path, args.out, title=args.title)
+    print(f"report: {index}")
+    return 0
+
+
 def _group_args(p: argparse.ArgumentParser) -> None:
     from ..execution import EXECUTORS
 
@@ -167,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="what is finished, running and failed in a store")
     st.add_argument("store", nargs="?", default="runs", help="store directory (default: runs)")
     st.set_defaults(func=_cmd_status)
+    rep = sub.add_parser("report", help="HTML report with figures, tables and configs")
+    rep.add_argument("path", help="a run, session/robust or store directory")
+    rep.add_argument("--out", required=True, help="directory for index.html, PNG/SVG, CSV")
+    rep.add_argument("--title", help="page title")
+    rep.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -54,14 +54,14 @@ def batch_order(seed: int, epoch: int, n: int, device: torch.device) -> torch.Te
 
 
 def _eval_row(model: nn.Module, data: Data, step: int, span: Span, lr: float,
-              bs: int, sums: list) -> dict[str, float]:
-    loss_sum, correct, count = sums
+              bs: int, sums: list, train_bs: int) -> dict[str, float]:
+    loss_sum, correct, count = sums  # count = batches, each exactly train_bs examples
     val_loss, val_acc = evaluate(model, data.x_val, data.y_val, bs, data.prepare)
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test, bs, data.prepare)
     return {
         "step": step, "epoch": step / span.steps_per_epoch, "lr": lr,
         "train_loss": float(loss_sum) / count if count else math.nan,
-        "train_acc": float(correct) / count if count else math.nan,
+        "train_acc": float(correct) / (count * train_bs) if count else math.nan,
         "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
     }
 
@@ -157,7 +157,7 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
         model.train()
         last_ckpt = step
         if not history:
-            history.append(_eval_row(model, data, step, span, lr_at(step), ebs, sums))
+            history.append(_eval_row(model, data, step, span, lr_at(step), ebs, sums, bs))
         epoch, order = -1, None
         while step < span.end:
             if step == snapshot_step and on_snapshot is not None:
@@ -194,7 +194,7 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
                     sums[2] + 1]
             step += 1
             if step % span.eval_every == 0 or step == span.end:
-                row = _eval_row(model, data, step, span, lr, ebs, sums)
+                row = _eval_row(model, data, step, span, lr, ebs, sums, bs)
                 _check_finite(row, level, cfg, data)
                 history.append(row)
                 sums = fresh_sums()
