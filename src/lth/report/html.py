@@ -55,7 +55,9 @@ def _level_table(levels: pd.DataFrame) -> pd.DataFrame:
             "final_test_acc": "final test acc", "early_stop_step": "early-stop it",
             "early_stop_test_acc": "acc @ early stop"}
     if levels["seed"].nunique() <= 1:
-        return levels[["experiment", "level", *cols]].rename(columns=cols)
+        table = levels[["experiment", "level", *cols]].rename(columns=cols)
+        table["% weights"] = table["% weights"].map("{:.1f}".format)
+        return table
     g = levels.groupby(["experiment", "level"], sort=False)
     out = g[list(cols)].agg(["mean", "std"])
     flat = pd.DataFrame({"experiment": [k[0] for k in out.index],
