@@ -103,11 +103,8 @@ def _finished(run: Path, cfg: dict) -> bool:
 
 
 def load(path: str | Path) -> Results:
-    """Tidy tables of everything under ``path`` (see :class:`Results`).
-
-    >>> import lth, tempfile                                          # doctest: +SKIP
-    >>> lth.load("runs").levels.groupby("experiment").best_test_acc.max()  # doctest: +SKIP
-    """
+    """Tidy tables of everything under ``path`` (see :class:`Results`), e.g.
+    ``lth.load("runs").levels.groupby("experiment").best_test_acc.max()``."""
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path} does not exist; give a run, group or store directory")
