@@ -32,7 +32,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides.append(f"masks_from={json.dumps(args.masks_from)}")
     cfg = load_config(args.config, overrides)
     exp = LotteryModel.from_config(cfg)
-    result = exp.run(store=args.store, progress=not args.quiet)
+    from ..tracking import MLflow, TensorBoard
+
+    trackers = ([TensorBoard(args.tensorboard)] if args.tensorboard else []) + (
+        [MLflow(args.mlflow, args.mlflow_experiment)] if args.mlflow else [])
+    result = exp.run(store=args.store, progress=not args.quiet, trackers=trackers)
     print(f"run directory: {result.path}")
     print(_table(result.table()))
     print(f"per-level table: {result.path / 'levels.csv'}")
@@ -155,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--masks-from", metavar="RUN_DIR", help="use the masks of this finished "
                      "run instead of pruning (e.g. the random-reinit control of a ticket)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--tensorboard", metavar="LOGDIR", help="also log levels to TensorBoard")
+    run.add_argument("--mlflow", metavar="URI", help="also log to MLflow, e.g. "
+                     "sqlite:///mlflow.db")
+    run.add_argument("--mlflow-experiment", default="lth", help="MLflow experiment name")
     run.set_defaults(func=_cmd_run)
     cmp = sub.add_parser("compare", help="per-level table of several runs side by side")
     cmp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")

@@ -6,6 +6,7 @@ import copy
 import hashlib
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,10 +276,11 @@ class LotteryModel:
 
     # -- running ----------------------------------------------------------------------
     def run(self, store: str | Path | None = "runs", *,
-            progress: bool | Progress = False) -> Result:
+            progress: bool | Progress = False, trackers: Sequence[Any] = ()) -> Result:
         """Run (or resume) every level; returns the :class:`Result`.
 
         ``store=None`` runs in a temporary directory that lives as long as the result.
+        ``trackers`` (:mod:`lth.tracking`) log each level as it finishes.
         Re-running with the same store skips finished levels and resumes a level from its
         last checkpoint, giving the same numbers as an uninterrupted run.
         """
@@ -290,12 +292,12 @@ class LotteryModel:
         try:
             if self.train.threads:
                 torch.set_num_threads(self.train.threads)
-            run = self._run(Path(store), progress)
+            run = self._run(Path(store), progress, list(trackers))
         finally:
             torch.set_num_threads(threads)
         return Result(run.path, _keepalive=keepalive)
 
-    def _run(self, store: Path, progress: bool | Progress) -> RunDir:
+    def _run(self, store: Path, progress: bool | Progress, trackers: list[Any]) -> RunDir:
         model = copy.deepcopy(self.model).cpu()
         plan = self._plan(model)
         info = {**self.info, "name": self.config.name, "lth_version": __version__,
@@ -310,15 +312,26 @@ class LotteryModel:
         data = self.data.to(plan.device)
         report = progress_bar(progress, self.config.n_levels, plan.total_steps,
                                plan.rewind_step)
+        if trackers:
+            saved = run.config()
+            shown = {"settings": saved["identity"]["settings"],
+                     **{k: v for k, v in saved.items() if k not in ("identity", "experiment")}}
+            for tracker in trackers:
+                tracker.start(run.path, shown)
         try:
             for level in range(self.config.n_levels + 1):
                 if not run.is_done(level):
                     self._run_level(run, plan, model, data, level, report)
+                    for tracker in trackers:
+                        tracker.log_level(level, read_json(run.file("summary.json", level)),
+                                          read_json(run.file("history.json", level)))
                 elif report is not None:
                     report(level, plan.total_steps, plan.total_steps)
         finally:
             if hasattr(report, "close"):
                 report.close()  # type: ignore[union-attr]
+            for tracker in trackers:
+                tracker.close()
         return run
 
     def _rewind_point(self, run: RunDir, plan: _Plan) -> dict[str, torch.Tensor]:
