@@ -28,6 +28,7 @@ from ..seeding import derive_seed, generator
 from ..state import get_state, set_state, tensor_bytes
 from ..store import RunDir, load_tensors, read_json, save_tensors, write_json
 from ..train import Span, train_level
+from .mask_source import check_masks_source, masks_identity
 from .progress import (
     Progress,  # noqa: E402
     progress_bar,
@@ -177,7 +178,7 @@ class LotteryModel:
                                   "(the run whose mask counts to copy)")
             check_final_counts(groups, self.prune.schedule, cfg.n_levels)
         else:
-            self._check_masks_source(Path(cfg.masks_from), names, sizes)
+            check_masks_source(Path(cfg.masks_from), names, sizes, cfg.n_levels)
         if self.reinit.mode == "random":
             self._check_random_draw(names)
         n_train = len(self.data.y_train)
@@ -197,31 +198,6 @@ class LotteryModel:
         span = {"steps_per_epoch": spe, "eval_every": to_steps(tr.eval_every, spe),
                 "checkpoint_every": to_steps(tr.checkpoint_every, spe)}
         return _Plan(self._device(), names, out, groups, rates, total, k, span, theta0)
-
-    def _check_masks_source(self, source: Path, names: list[str], sizes: dict[str, int]
-                            ) -> None:
-        src = RunDir(source)
-        if not (source / "config.json").is_file():
-            raise ConfigError(f"masks_from = {str(source)!r} is not a run directory (no "
-                              "config.json); give the directory printed by `lth run`")
-        theirs = src.config().get("prunable", {})
-        if list(theirs) != names or any(theirs[n] != sizes[n] for n in names):
-            raise ConfigError(f"masks_from = {str(source)!r} was made with other prunable "
-                              f"parameters ({list(theirs)[:4]}...) than this model "
-                              f"({names[:4]}...); use a run of the same architecture")
-        missing = [lv for lv in range(1, self.config.n_levels + 1)
-                   if not src.file("mask.safetensors", lv).exists()]
-        if missing:
-            raise ConfigError(f"masks_from = {str(source)!r} has no masks for levels {missing}; "
-                              "finish that run first or lower n_levels")
-
-    def _masks_identity(self) -> dict[str, str] | None:
-        if self.config.masks_from is None:
-            return None
-        src = RunDir(self.config.masks_from)
-        return {str(lv): hashlib.sha256(src.file("mask.safetensors", lv).read_bytes()
-                                        ).hexdigest()
-                for lv in range(1, self.config.n_levels + 1)}
 
     def _fresh_draw(self, seed: int) -> dict[str, torch.Tensor]:
         """A new draw of every weight from the model's initialiser (for ``random`` reinit)."""
@@ -271,7 +247,8 @@ class LotteryModel:
                       "structure_sha256": hashlib.sha256(repr(model).encode()).hexdigest(),
                       "theta0_sha256": _state_sha(plan.theta0)},
             "data": self.data.identity(),
-            **({"masks_from": masks} if (masks := self._masks_identity()) else {}),
+            **({"masks_from": masks_identity(Path(src), self.config.n_levels)}
+               if (src := self.config.masks_from) else {}),
         }
 
     # -- running ----------------------------------------------------------------------
