@@ -35,7 +35,8 @@ def test_report_files_tables_and_escaping(store, tmp_path):
     page = index.read_text()
     for name in ("levels.csv", "layers.csv", "curves.csv", "runs.csv",
                  "accuracy_vs_weights.png", "accuracy_vs_weights.svg",
-                 "learning_curves_ticket.png", "mask_overlap.png"):
+                 "learning_curves_ticket.png", "mask_overlap.png",
+                 "mask_overlap_experiments.png"):
         assert (tmp_path / "out" / name).exists(), name
     png = matplotlib.image.imread(tmp_path / "out" / "accuracy_vs_weights.png")
     assert png.shape[0] > 100 and png.shape[1] > 100

@@ -89,6 +89,19 @@ def _figures(res: Results) -> list[tuple[str, str, Callable[[], Any]]]:
         ("weight_histograms", f"|weight| at initialisation (θ0): kept vs pruned by level {last}",
          lambda: f.weight_histograms(first, last)),
     ]
+    seed0 = res.levels.seed.min()
+    per_exp = res.runs[res.runs.seed == seed0].drop_duplicates("experiment")
+    if len(per_exp) > 1:  # a session: do the variants' masks agree at their last level?
+        def across() -> Any:
+            masks = {}
+            for row in per_exp.itertuples():
+                r = Result(row.run_dir)
+                if r.levels and max(r.levels) > 0:
+                    masks[str(row.experiment)] = r.mask(max(r.levels))
+            return f.mask_overlap(masks)
+
+        items.append(("mask_overlap_experiments", f"Mask overlap (Jaccard) between "
+                      f"experiments at their last level (seed {seed0})", across))
     if layer0 is not None:
         items.append(("init_vs_final", f"Surviving weights of {layer0}, level {last}: start "
                       "vs end of training", lambda: f.init_vs_final(first, last, layer0)))
