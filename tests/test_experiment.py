@@ -297,3 +297,25 @@ def test_random_pruning_control_keeps_the_tickets_counts(digits, small_mlp, tmp_
     start = control.weights(1, "start")  # rewound survivors: the random-pruning control
     for name, keep in control.mask(1).items():
         assert torch.equal(start[name][keep], control.weights(0, "start")[name][keep])
+
+
+def test_retraining_variants_start_from_the_right_weights_and_lr(digits, small_mlp, tmp_path):
+    train = {**FAST_TRAIN, "optimizer": "sgd", "momentum": 0.9, "lr": 0.05,
+             "lr_schedule": "step", "milestones": ("30it",), "gamma": 0.1}
+    runs = {mode: run(small_mlp, digits, tmp_path / mode, train=train, levels=1,
+                      reinit={"mode": mode, "rewind_step": "10it"})
+            for mode in ("rewind", "lr_rewind", "finetune")}
+    dense_final = runs["rewind"].weights(0)
+    for mode in ("lr_rewind", "finetune"):
+        start, mask = runs[mode].weights(1, "start"), runs[mode].mask(1)
+        assert states_equal(runs[mode].weights(0), dense_final)  # same dense level
+        for name, t in start.items():
+            expect = dense_final[name] * mask[name] if name in set(mask) else dense_final[name]
+            assert torch.equal(t, expect), name  # the trained weights, pruned
+    rewound = runs["rewind"].weights(1, "start")
+    assert not torch.equal(rewound["1.weight"], runs["lr_rewind"].weights(1, "start")["1.weight"])
+    lr = {mode: runs[mode].history(1).set_index("step").lr for mode in runs}
+    assert lr["rewind"][10] == pytest.approx(0.05) and lr["lr_rewind"][10] == pytest.approx(0.05)
+    assert lr["lr_rewind"][60] == pytest.approx(0.005)  # the schedule replays from step k
+    assert lr["finetune"].tolist() == pytest.approx([0.005] * len(lr["finetune"]))
+    assert runs["finetune"].table().train_steps.tolist() == [60, 50]  # the same budget

@@ -8,7 +8,9 @@ Modes (each optionally ``same_sign``: the result takes θ0's sign wherever θ0 i
 - ``reshuffle``: the kept rewind-point values permuted among the kept positions of the
   layer (with ``same_sign``: within the positive and within the negative slots of θ0);
 - ``constant``: ±c with c the layer's own θ0 std (or a given value), sign from θ0 with
-  ``same_sign``, else a seeded random sign.
+  ``same_sign``, else a seeded random sign;
+- ``lr_rewind`` / ``finetune`` (Renda et al. 2020): not a reinitialisation — the pruned
+  network keeps the previous level's trained weights (see :data:`KEEP_TRAINED`).
 
 Every parameter and buffer that is not masked (biases, BatchNorm statistics) goes back
 to its rewind-point value; pruned weights are exactly zero.
@@ -23,7 +25,12 @@ import torch
 from .config import ReinitConfig
 from .masks import Mask
 
-REINIT_MODES = ("rewind", "jitter", "random", "reshuffle", "constant")
+REINIT_MODES = ("rewind", "jitter", "random", "reshuffle", "constant", "lr_rewind",
+                "finetune")
+# Retraining variants (Renda et al. 2020): keep the previous level's trained weights.
+# ``lr_rewind`` replays the learning-rate schedule from ``rewind_step``; ``finetune``
+# trains the same number of steps at the schedule's final learning rate.
+KEEP_TRAINED = ("lr_rewind", "finetune")
 
 State = dict[str, torch.Tensor]
 
@@ -47,6 +54,11 @@ def reinitialize(cfg: ReinitConfig, mask: Mask, rewind: State, theta0: State, *,
     each layer's draw independent of the order layers are visited in.
     """
     state = {k: v.clone() for k, v in rewind.items()}
+    if cfg.mode in KEEP_TRAINED:  # ``rewind`` holds the previous level's final weights
+        for name, keep in mask.items():
+            state[name] = torch.where(keep.cpu(), state[name], torch.zeros((), dtype=
+                                      state[name].dtype))
+        return state
     drawn: State | None = None
     for name, keep_mask in mask.items():
         keep = keep_mask.cpu()

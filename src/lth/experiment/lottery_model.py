@@ -23,11 +23,11 @@ from ..init import initialize
 from ..masks import Mask, layer_kinds, output_layer, prunable_names
 from ..models import create_model
 from ..pruning import Group, check_final_counts, make_groups, next_mask, random_like, resolve_rates
-from ..reinit import reinitialize
+from ..reinit import KEEP_TRAINED, reinitialize
 from ..seeding import derive_seed, generator
 from ..state import get_state, set_state, tensor_bytes
 from ..store import RunDir, load_tensors, read_json, save_tensors, write_json
-from ..train import Span, train_level
+from ..train import Span, lr_function, train_level
 from .mask_source import check_masks_source, masks_identity
 from .progress import (
     Progress,  # noqa: E402
@@ -358,12 +358,18 @@ class LotteryModel:
             start = plan.theta0
         else:
             seed = self.config.seed
+            base = (load_tensors(run.file("final.safetensors", level - 1))[0]
+                    if self.reinit.mode in KEEP_TRAINED else self._rewind_point(run, plan))
             start = reinitialize(
-                self.reinit, mask, self._rewind_point(run, plan), plan.theta0,
+                self.reinit, mask, base, plan.theta0,
                 fresh=lambda: self._fresh_draw(derive_seed(seed, "reinit-draw", level)),
                 rng=lambda name: generator(seed, "reinit", level, name))
         save_tensors(path, start)
         return start
+
+    def _finetune_lr(self, plan: _Plan) -> float:
+        schedule = lr_function(self.train, plan.total_steps, plan.span["steps_per_epoch"])
+        return schedule(plan.total_steps - 1)
 
     def _run_level(self, run: RunDir, plan: _Plan, model: nn.Module, data: Data,
                    level: int, report: Progress | None) -> None:
@@ -378,7 +384,9 @@ class LotteryModel:
             checkpoints=run.checkpoints(level),
             snapshot_step=plan.rewind_step if late else None,
             on_snapshot=lambda s: save_tensors(run.file("rewind.safetensors"), s),
-            progress=None if report is None else (lambda s: report(level, s, span.end)))
+            progress=None if report is None else (lambda s: report(level, s, span.end)),
+            fixed_lr=self._finetune_lr(plan) if level and self.reinit.mode == "finetune"
+            else None)
         mask.check(model)
         save_tensors(run.file("final.safetensors", level), get_state(model))
         write_json(run.file("history.json", level), history)

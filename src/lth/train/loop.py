@@ -118,7 +118,8 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
                 seed: int, level: int, checkpoints: Checkpoints | None = None,
                 snapshot_step: int | None = None,
                 on_snapshot: Callable[[Tensors], None] | None = None,
-                progress: Callable[[int], None] | None = None) -> list[dict[str, float]]:
+                progress: Callable[[int], None] | None = None,
+                fixed_lr: float | None = None) -> list[dict[str, float]]:
     """Train ``model`` (on ``data``'s device) from ``span.start`` to ``span.end``.
 
     Returns the evaluation history: one row per evaluation with step, lr, running train
@@ -128,7 +129,9 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
     device = data.x_train.device
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(cfg, params)
-    lr_at = lr_function(cfg, span.end, span.steps_per_epoch)
+    schedule = lr_function(cfg, span.end, span.steps_per_epoch)
+    # Fine-tuning trains at one learning rate (the schedule's last) instead of the schedule.
+    lr_at = schedule if fixed_lr is None else (lambda step: fixed_lr)
     masked = [(model.get_parameter(n), keep.to(device)) for n, keep in mask.items()]
     mparams = [p for p, _ in masked]
     # Multiplying by a float mask in the parameter's dtype is one fused foreach kernel.
