@@ -67,3 +67,28 @@ def test_export_csv_and_errors(digits, small_mlp, tmp_path):
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(lth.StoreError, match="not a run, session/robust or store"):
         lth.load(tmp_path / "file.txt")
+
+
+def test_interrupted_trial_is_matched_to_its_own_variant(tmp_path, digits, small_mlp):
+    import json
+
+    from lth.experiment import LotterySession
+
+    res = LotterySession(small_mlp, digits, train=FAST_TRAIN, levels=1,
+                         variants={"a": {}, "a-b": {}}).run(store=tmp_path)
+    status = json.loads((res.path / "trials.json").read_text())
+    a_dir = status["a-s0"].pop("run_dir")
+    status["a-s0"]["status"] = "pending"
+    (res.path / "trials.json").write_text(json.dumps(status))
+    runs = lth.load(res.path).runs.set_index("experiment")
+    assert runs.loc["a", "run_dir"] == a_dir
+
+
+def test_status_of_an_interrupted_python_run(digits, small_mlp, tmp_path, capsys):
+    from lth.cli import main
+
+    result = lth.LotteryModel(small_mlp, digits, train=FAST_TRAIN, levels=2).run(
+        store=tmp_path)
+    (result.path / "level_002" / "summary.json").unlink()
+    assert main(["status", str(tmp_path)]) == 0
+    assert "2 levels done, interrupted" in capsys.readouterr().out

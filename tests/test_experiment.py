@@ -319,3 +319,13 @@ def test_retraining_variants_start_from_the_right_weights_and_lr(digits, small_m
     assert lr["lr_rewind"][60] == pytest.approx(0.005)  # the schedule replays from step k
     assert lr["finetune"].tolist() == pytest.approx([0.005] * len(lr["finetune"]))
     assert runs["finetune"].table().train_steps.tolist() == [60, 50]  # the same budget
+
+
+def test_keep_trained_modes_with_one_shot_restart_from_the_dense_net(digits, small_mlp,
+                                                                     tmp_path):
+    r = run(small_mlp, digits, tmp_path, prune={"schedule": "one_shot"},
+            reinit={"mode": "lr_rewind"})
+    for level in (1, 2):
+        start, mask = r.weights(level, "start"), r.mask(level)
+        for name, keep in mask.items():
+            assert torch.equal(start[name], r.weights(0)[name] * keep)

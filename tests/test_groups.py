@@ -209,3 +209,65 @@ def test_python_api_session_with_user_model(digits, small_mlp, tmp_path):
     assert isinstance(result.table(), pd.DataFrame) and len(result.table()) == 2 * 2 * 2
     with pytest.raises(lth.ConfigError, match="variants.x.prun: unknown"):
         LotterySession(small_mlp, digits, variants={"x": {"prun": {}}})
+
+
+# ---- review fixes -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body, match", [
+    ("seeds = 3\n[variants.a]\n", "seeds = 3; give a list"),
+    ('base = 5\n', None),
+    ("variants = 3\n", "variants must be tables"),
+    ('[variants."lr=0.01"]\n[grid]\n"train.lr" = [0.01, 0.1]\n', "repeats a grid value or"),
+    ('[grid]\n"train.lr" = [1e-3, 0.001]\n', "repeats a grid value"),
+])
+def test_session_file_type_errors_are_clear(tmp_path, base_toml, body, match):
+    path = tmp_path / "s.toml"
+    if body.startswith("base = 5"):
+        path.write_text(body)
+        match = "base = 5; give a \\[base\\] table"
+    else:
+        path.write_text(f'base = "base.toml"\n{body}')
+    with pytest.raises(lth.ConfigError, match=match):
+        LotterySession.from_config(path)
+
+
+def test_session_seeds_as_a_range_string(tmp_path, base_toml):
+    path = session_toml(tmp_path, "[variants.a]\n", seeds='"0-2"')
+    assert [t.seed for t in LotterySession.from_config(path).trials] == [0, 1, 2]
+
+
+def test_control_with_more_levels_than_its_source_is_refused(tmp_path, base_toml):
+    path = session_toml(tmp_path, '[variants.t]\nn_levels = 1\n[variants.c]\n'
+                        'control = "random_reinit"\nof = "t"\nn_levels = 2\n')
+    with pytest.raises(lth.ConfigError, match="has 2 levels but reuses the masks of 't'"):
+        LotterySession.from_config(path)
+
+
+def test_bad_worker_counts(tmp_path, base_toml, capsys):
+    assert main(["robust", str(base_toml), "--seeds", "0", "--workers", "0",
+                 "--store", str(tmp_path), "--quiet"]) == 2
+    assert "workers = 0; give 1 or more" in capsys.readouterr().err
+
+
+def test_counts_cover_failed_variants_and_dependency_failures_leave_a_file(tmp_path,
+                                                                            base_toml):
+    path = session_toml(tmp_path, '[variants.bad]\ntrain.optimizer = "sgd"\ntrain.lr = 1e30\n'
+                        '[variants.ctl]\ncontrol = "random_reinit"\nof = "bad"\n')
+    result = LotterySession.from_config(path).run(store=tmp_path / "st")
+    counts = result.counts().set_index("experiment")
+    assert counts.loc["bad", "n_failed"] == 1 and counts.loc["ctl", "n_failed"] == 1
+    assert "needs the masks of bad-s0" in (result.path / "failures" / "ctl-s0.txt").read_text()
+    assert (result.path / "counts.csv").exists()
+
+
+def test_a_group_cannot_be_run_twice_at_once(tmp_path, base_toml):
+    import fcntl
+
+    robust = LotteryRobust.from_config(base_toml, seeds=[0])
+    first = robust.run(store=tmp_path)  # creates the directory
+    with open(first.path / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(lth.StoreError, match="being run by another process"):
+            robust.run(store=tmp_path)
+    robust.run(store=tmp_path)  # free again

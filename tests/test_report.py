@@ -72,3 +72,19 @@ def test_report_renders_in_a_real_browser(store, tmp_path):
     for value in loaded.levels.query("seed == 0").early_stop_step.unique():
         assert f"{value:.0f}" in dom
     assert "<table" in dom and "Resolved configurations" in dom
+
+
+def test_report_when_the_first_run_never_finished_a_level(digits, tmp_path):
+    model = lth.create_model("mlp", input_shape=digits.input_shape, num_classes=10,
+                             hidden=(8,))
+
+    def bomb(level, step, end):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        lth.LotteryModel(model, digits, train=FAST_TRAIN, levels=1, name="aaa").run(
+            store=tmp_path / "st", progress=bomb)
+    lth.LotteryModel(model, digits, train=FAST_TRAIN, levels=1, name="zzz").run(
+        store=tmp_path / "st")
+    page = lth.report.build_report(tmp_path / "st", tmp_path / "out").read_text()
+    assert "zzz" in page and page.count("data:image/png;base64,") >= 4

@@ -81,8 +81,7 @@ def _discover(path: Path) -> list[dict]:
             run_dirs = [t["run_dir"]] if t.get("run_dir") else []
             if not run_dirs:  # interrupted: find its run directory by name and seed
                 run_dirs = [str(d) for d in (path / "trials").glob(f"{t['variant']}-*")
-                            if _is_run(d) and read_json(d / "config.json")["identity"]
-                            ["settings"]["seed"] == t["seed"]]
+                            if _is_run(d) and _trial_of(d, t)]
             for rd in run_dirs:
                 out.append({"run_dir": rd, "experiment": t["variant"], "seed": t["seed"],
                             "group": path.name, "kind": kind, "status": t["status"]})
@@ -94,6 +93,12 @@ def _discover(path: Path) -> list[dict]:
                 found += _discover(d)
         return found
     raise StoreError(f"{path} is not a run, session/robust or store directory")
+
+
+def _trial_of(run: Path, trial: dict) -> bool:
+    cfg = read_json(run / "config.json")
+    return (cfg.get("name") == trial["variant"]
+            and cfg["identity"]["settings"]["seed"] == trial["seed"])
 
 
 def _finished(run: Path, cfg: dict) -> bool:

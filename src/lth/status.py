@@ -21,10 +21,8 @@ def _alive(pid: int) -> bool:
 
 def _run_line(run: Path) -> str:
     cfg = read_json(run / "config.json")
-    total = cfg.get("experiment", {}).get("n_levels")
+    total = cfg.get("identity", {}).get("settings", {}).get("n_levels", 0)
     done = len(list(run.glob("level_*/summary.json")))
-    if total is None:  # Python-API runs: count levels from the plan saved beside them
-        total = max(done - 1, 0)
     ckpt = list(run.glob("level_*/checkpoint.safetensors"))
     state = "finished" if done >= total + 1 else ("interrupted" if ckpt or done else "started")
     return f"{run.name}: {done} levels done, {state}"

@@ -130,6 +130,9 @@ def _ray_trial(fn: Callable[..., Outcome], *args: Any) -> Outcome:
 
 
 def make_executor(name: str, workers: int | None = None) -> Sequential | Local | Ray:
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers = {workers}; give 1 or more (or leave it out: one per "
+                          "CPU core)")
     if name == "sequential":
         return Sequential()
     if name == "local":

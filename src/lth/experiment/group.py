@@ -11,6 +11,7 @@ checkpoint; one that failed is skipped (and counted) unless ``retry_failed``.
 
 from __future__ import annotations
 
+import fcntl
 import tempfile
 import time
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from .. import __version__
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreError
 from ..execution import WorkerLost, make_executor
 from ..store import RunDir, atomic_write_bytes, read_json, write_json
 from .result import Result
@@ -42,10 +43,17 @@ class TrialGroup:
         keys = [t.key for t in trials]
         if len(set(keys)) != len(keys):
             raise ConfigError(f"trial keys repeat: {keys}")
+        by_key = {t.key: t for t in trials}
         for t in trials:
-            if t.masks_of is not None and t.masks_of not in keys:
+            if t.masks_of is None:
+                continue
+            if t.masks_of not in keys:
                 raise ConfigError(f"trial {t.key!r} reuses the masks of {t.masks_of!r}, which "
                                   f"is not in this {self.kind}; known: {', '.join(keys)}")
+            if _levels(t) > _levels(by_key[t.masks_of]):
+                raise ConfigError(f"variant {t.variant!r} has {_levels(t)} levels but reuses "
+                                  f"the masks of {by_key[t.masks_of].variant!r}, which has "
+                                  f"{_levels(by_key[t.masks_of])}; give it at most as many")
         self.name, self.trials, self.identity = name, list(trials), identity
         self.info = info or {}
 
@@ -85,14 +93,28 @@ class TrialGroup:
             if entry["status"] == "failed" and retry_failed:
                 entry["status"] = "pending"
         write_json(gdir / "trials.json", status)
-        pool = make_executor(executor, workers)
+        lock = open(gdir / ".lock", "a")  # noqa: SIM115 - held for the whole run
         try:
-            _Driver(self.trials, gdir, status, pool, progress).loop()
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise StoreError(f"{gdir} is being run by another process; wait for it to finish "
+                             "(`lth status` shows its trials) or stop it") from None
+        try:
+            pool = make_executor(executor, workers)
+            try:
+                _Driver(self.trials, gdir, status, pool, progress).loop()
+            finally:
+                pool.shutdown()
         finally:
-            pool.shutdown()
+            lock.close()  # the kernel drops the lock with the process, even on kill -9
         result = GroupResult(gdir, _keepalive=keepalive)
         result.write_tables()
         return result
+
+
+def _levels(t: Trial) -> int:
+    return t.config.n_levels if t.config is not None else t.experiment.config.n_levels  # type: ignore[union-attr]
 
 
 class _Driver:
@@ -118,8 +140,9 @@ class _Driver:
                 continue
             dep = self.status.get(t.masks_of, {}) if t.masks_of else {"status": "done"}
             if dep["status"] == "failed":
-                self.record(key, status="failed", error=f"needs the masks of {t.masks_of}, "
-                            "which failed")
+                error = f"needs the masks of {t.masks_of}, which failed"
+                atomic_write_bytes(self.gdir / "failures" / f"{key}.txt", error.encode())
+                self.record(key, status="failed", error=error)
             elif dep["status"] == "done":
                 out.append(t)
         return out
@@ -234,6 +257,17 @@ class GroupResult:
         out["n_failed"] = out["experiment"].map(bad).fillna(0).astype(int)
         return out
 
+    def counts(self) -> pd.DataFrame:
+        """Per experiment: trials finished, failed and not finished (every variant, even one
+        with no finished trial)."""
+        t = self.trials()
+        if t.empty:
+            return pd.DataFrame(columns=["experiment", "n_ok", "n_failed", "n_unfinished"])
+        return (t.assign(n_ok=t.status == "done", n_failed=t.status == "failed",
+                         n_unfinished=~t.status.isin(["done", "failed"]))
+                .groupby("variant", sort=False)[["n_ok", "n_failed", "n_unfinished"]].sum()
+                .reset_index().rename(columns={"variant": "experiment"}))
+
     def curve_stats(self) -> pd.DataFrame:
         """Per experiment, level, evaluation step and metric: statistics across seeds."""
         curves = self.curves()
@@ -258,7 +292,8 @@ class GroupResult:
                 [["weights", "kept", "pct_pruned"]].mean().reset_index())
 
     def write_tables(self) -> None:
-        for name, frame in (("trials", self.trials()), ("table", self.table()),
+        for name, frame in (("trials", self.trials()), ("counts", self.counts()),
+                            ("table", self.table()),
                             ("stats", self.stats()), ("curve_stats", self.curve_stats())):
             atomic_write_bytes(self.path / f"{name}.csv", frame.to_csv(index=False).encode())
 

@@ -358,7 +358,8 @@ class LotteryModel:
             start = plan.theta0
         else:
             seed = self.config.seed
-            base = (load_tensors(run.file("final.safetensors", level - 1))[0]
+            source = 0 if self.prune.schedule == "one_shot" else level - 1  # as the mask's
+            base = (load_tensors(run.file("final.safetensors", source))[0]
                     if self.reinit.mode in KEEP_TRAINED else self._rewind_point(run, plan))
             start = reinitialize(
                 self.reinit, mask, base, plan.theta0,

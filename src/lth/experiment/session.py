@@ -62,6 +62,11 @@ def _control(name: str, spec: dict, variants: Mapping) -> tuple[dict, str | None
 def expand_variants(variants: Mapping[str, Mapping] | None, grid: Mapping[str, Sequence] | None
                     ) -> dict[str, dict]:
     """Named variants plus the cartesian product of ``grid`` (dotted key -> values)."""
+    if variants is not None and (not isinstance(variants, Mapping) or not all(
+            isinstance(v, Mapping) for v in variants.values())):
+        raise ConfigError("variants must be tables: [variants.NAME] with overrides inside")
+    if grid is not None and not isinstance(grid, Mapping):
+        raise ConfigError('grid must be a table of "section.key" = [values]')
     out = {k: dict(v) for k, v in (variants or {}).items()}
     if grid:
         keys = list(grid)
@@ -74,6 +79,9 @@ def expand_variants(variants: Mapping[str, Mapping] | None, grid: Mapping[str, S
             tree: dict = {}
             for k, v in zip(keys, combo, strict=True):
                 _set_dotted(tree, k, v)
+            if name in out:
+                raise ConfigError(f"grid variant {name!r} repeats a grid value or a named "
+                                  "variant; make the values (and names) distinct")
             out[name] = tree
     if not out:
         raise ConfigError("a session needs [variants.NAME] tables or a [grid]; e.g. "
@@ -138,13 +146,23 @@ class LotterySession(TrialGroup):
         base = doc.get("base", {})
         if isinstance(base, str):
             base = read_toml(path.parent / base, "session base file")
+        elif not isinstance(base, dict):
+            raise ConfigError(f"{path}: base = {base!r}; give a [base] table or the path of an "
+                              "experiment TOML, e.g. base = \"lenet.toml\"")
+        file_seeds = doc.get("seeds")
+        if isinstance(file_seeds, str):
+            file_seeds = parse_seeds(file_seeds)
+        elif file_seeds is not None and (not isinstance(file_seeds, list) or not all(
+                isinstance(x, int) and not isinstance(x, bool) for x in file_seeds)):
+            raise ConfigError(f"{path}: seeds = {file_seeds!r}; give a list like [0, 1, 2] or "
+                              'a string like "0-4"')
         for text in overrides:
             _set_dotted(base, *parse_override(text))
         name = doc.get("name", path.stem)
         base_cfg = ExperimentConfig.from_dict({**base, "name": name})
         specs = expand_variants(doc.get("variants"), doc.get("grid"))
         trials, identity, problems = [], {}, []
-        seed_list = _seed_list(seeds if seeds is not None else doc.get("seeds", [base_cfg.seed]))
+        seed_list = _seed_list(seeds if seeds is not None else file_seeds or [base_cfg.seed])
         for vname, spec in specs.items():
             over, of, mode = _control(vname, spec, specs)
             merged = _merge(base_cfg.to_dict(), over)

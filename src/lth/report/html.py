@@ -73,7 +73,7 @@ def _level_table(levels: pd.DataFrame) -> pd.DataFrame:
 def _figures(res: Results) -> list[tuple[str, str, Callable[[], Any]]]:
     from . import figures as f
 
-    first = Result(res.runs.run_dir.iloc[0])
+    first = Result(res.levels.run_dir.iloc[0])  # a run with at least one finished level
     last = max(first.levels)
     exp0 = res.levels.experiment.iloc[0]
     layer0 = next(iter(first.config().get("prunable", {})), None)
