@@ -11,6 +11,7 @@ from . import report  # noqa: E402
 from .analysis import Results, load  # noqa: E402
 from .config import (  # noqa: E402
     DataConfig,
+    EarlyBirdConfig,
     ExperimentConfig,
     ModelConfig,
     PruneConfig,
@@ -35,8 +36,8 @@ from .reinit import REINIT_MODES  # noqa: E402
 
 __all__ = [
     "CRITERIA", "MODELS", "REINIT_MODES", "ConfigError", "Data", "DataConfig", "DataError",
-    "ExperimentConfig", "GroupResult", "LTHError", "LotteryModel", "LotteryRobust",
-    "LotterySession", "Mask", "ModelConfig", "ModelError",
+    "EarlyBirdConfig", "ExperimentConfig", "GroupResult", "LTHError", "LotteryModel",
+    "LotteryRobust", "LotterySession", "Mask", "ModelConfig", "ModelError",
     "PruneConfig", "ReinitConfig", "Result", "Results", "StoreError", "TrainConfig", "__version__",
     "create_model", "from_arrays", "from_dataset", "initialize", "load_config", "load_dataset",
     "load", "load_digits", "prunable_names", "register_criterion", "register_model", "report",

@@ -121,7 +121,7 @@ def load(path: str | Path) -> Results:
         sizes = r.config().get("prunable", {})
         for lv in r.levels:
             s = r.summary(lv)
-            row = {**ids, **{c: s[c] for c in TABLE_COLUMNS}}
+            row = {**ids, **{c: s.get(c) for c in TABLE_COLUMNS}}
             row.update({f"density[{n}]": d for n, d in s["layer_density"].items()})
             levels.append(row)
             layers += [{**ids, "level": lv, "layer": n, "weights": sizes.get(n),

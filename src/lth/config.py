@@ -27,6 +27,8 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "step", "cosine")
 SCOPES = ("layer", "global")
 SCHEDULES = ("geometric", "target", "linear", "one_shot")
+STRUCTURES = ("weight", "unit")
+UNIT_SCORES = ("l1", "l2", "bn_gamma")
 MASK_SOURCE_MODES = ("same", "random_layer", "random_global")
 INITIALIZERS = ("default", "keep", "xavier_normal", "xavier_uniform", "kaiming_normal",
                 "kaiming_uniform")
@@ -114,12 +116,16 @@ class PruneConfig(_Section):
     target_sparsity: float | None = None
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    structure: str = "weight"
+    unit_score: str = "l1"
 
     def problems(self) -> list[Problem]:
         from .pruning.criteria import CRITERIA
 
         p: list[Problem] = []
         _choice(p, "criterion", self.criterion, CRITERIA)
+        _choice(p, "structure", self.structure, STRUCTURES)
+        _choice(p, "unit_score", self.unit_score, UNIT_SCORES)
         _choice(p, "scope", self.scope, SCOPES)
         _choice(p, "schedule", self.schedule, SCHEDULES)
         for key in ("rate", "conv_rate", "linear_rate", "output_rate"):
@@ -161,6 +167,39 @@ class ReinitConfig(_Section):
         if self.constant is not None and self.constant <= 0:
             p.append(("constant", f"got {self.constant!r}; must be > 0 (signs come from "
                                   "same_sign or a seeded draw)"))
+        return p
+
+
+@dataclass(frozen=True)
+class EarlyBirdConfig(_Section):
+    """Early-bird tickets (You et al., 2020): stop a level's training once its pruning mask
+    has settled, and prune there instead of after full training.
+
+    Every ``every`` steps the mask that pruning would give now is computed; the ticket is
+    drawn when the newest mask is within normalised Hamming distance ``epsilon`` of each of
+    the ``queue - 1`` masks before it. ``bn_l1`` adds the network-slimming L1 penalty
+    (``bn_l1_strength`` · Σ|γ|) on BatchNorm scales while searching.
+    """
+
+    enabled: bool = False
+    every: Duration = "1ep"
+    queue: int = 5
+    epsilon: float = 0.1
+    bn_l1: bool = False
+    bn_l1_strength: float = 1e-4
+
+    def problems(self) -> list[Problem]:
+        p: list[Problem] = []
+        problem = check_duration(self.every)
+        if problem:
+            p.append(("every", f"got {self.every!r}; {problem}"))
+        elif self.every in (0, "0it", "0ep"):
+            p.append(("every", "must be longer than 0"))
+        if self.queue < 2:
+            p.append(("queue", f"got {self.queue!r}; needs at least 2 masks to compare"))
+        _fraction(p, "epsilon", self.epsilon)
+        if self.bn_l1_strength < 0:
+            p.append(("bn_l1_strength", f"got {self.bn_l1_strength!r}; must be >= 0"))
         return p
 
 
@@ -218,7 +257,7 @@ class DataConfig(_Section):
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
-             "prune": PruneConfig, "reinit": ReinitConfig}
+             "prune": PruneConfig, "reinit": ReinitConfig, "earlybird": EarlyBirdConfig}
 
 
 @dataclass(frozen=True)
@@ -242,6 +281,7 @@ class ExperimentConfig(_Section):
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     reinit: ReinitConfig = field(default_factory=ReinitConfig)
+    earlybird: EarlyBirdConfig = field(default_factory=EarlyBirdConfig)
 
     def to_dict(self) -> dict[str, Any]:
         top = {"name": self.name, "seed": self.seed, "n_levels": self.n_levels,

@@ -68,3 +68,82 @@ def distance_matrix(masks: list[Mask]) -> torch.Tensor:
         for j in range(i + 1, n):
             out[i, j] = out[j, i] = mask_distance(masks[i], masks[j])
     return out
+
+
+_POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int64)
+
+
+def pack(mask: Mask) -> torch.Tensor:
+    """A mask as one packed bit string (8 decisions a byte), for keeping many of them."""
+    flat = torch.cat([mask[n].flatten().cpu() for n in mask]).to(torch.uint8)
+    pad = (-flat.numel()) % 8
+    flat = torch.cat([flat, torch.zeros(pad, dtype=torch.uint8)]).view(-1, 8)
+    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+    return (flat * weights).sum(1, dtype=torch.int64).to(torch.uint8)
+
+
+def packed_distance(a: torch.Tensor, b: torch.Tensor, n: int) -> float:
+    """:func:`mask_distance` of two :func:`pack`-ed masks of ``n`` decisions."""
+    return int(_POPCOUNT[torch.bitwise_xor(a, b).long()].sum()) / n if n else 0.0
+
+
+class Search:
+    """The early-bird search as a training monitor (see :mod:`lth.train.loop`).
+
+    Every ``every`` steps after ``after`` it asks ``candidate(model)`` for the mask that
+    pruning would give now, keeps it (packed) for the distance matrix, and feeds the
+    queue rule; training stops at the check where the ticket is drawn. ``gammas``: the
+    BatchNorm scales that get the L1 (network-slimming) subgradient ``l1 * sign(γ)``.
+    """
+
+    def __init__(self, candidate, *, every: int, queue: int, epsilon: float,
+                 after: int = 0, gammas: list[torch.Tensor] | None = None, l1: float = 0.0):
+        self.candidate, self.every, self.after = candidate, every, after
+        self.queue, self.epsilon = queue, epsilon
+        self.gammas, self.l1 = gammas or [], l1
+        self.steps: list[int] = []
+        self.packed: list[torch.Tensor] = []
+        self.matrix: list[list[float]] = []  # row i: distance of check i to checks 0..i-1
+        self.size = 0
+        self.drawn_step: int | None = None
+
+    def after_backward(self, model) -> None:
+        if self.l1:
+            for g in self.gammas:
+                if g.grad is not None:
+                    g.grad.add_(torch.sign(g.detach()), alpha=self.l1)
+
+    def after_step(self, step: int, model) -> bool:
+        if step <= self.after or (step - self.after) % self.every:
+            return False
+        mask = self.candidate(model)
+        packed = pack(mask)
+        self.size = sum(mask[n].numel() for n in mask)
+        self.matrix.append([packed_distance(packed, p, self.size) for p in self.packed])
+        self.steps.append(step)
+        self.packed.append(packed)
+        recent = self.matrix[-1][-(self.queue - 1):]
+        if len(self.steps) >= self.queue and max(recent) <= self.epsilon:
+            self.drawn_step = step
+            return True
+        return False
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors = {f"mask.{i}": p for i, p in enumerate(self.packed)}
+        return tensors, {"steps": self.steps, "matrix": self.matrix, "size": self.size}
+
+    def load(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        self.steps, self.matrix = list(meta.get("steps", [])), list(meta.get("matrix", []))
+        self.size = int(meta.get("size", 0))
+        self.packed = [tensors[f"mask.{i}"] for i in range(len(self.steps))]
+
+    def record(self) -> dict:
+        """What the level keeps: check steps, the full pairwise distance matrix, the draw."""
+        n = len(self.steps)
+        full = [[0.0] * n for _ in range(n)]
+        for i, row in enumerate(self.matrix):
+            for j, d in enumerate(row):
+                full[i][j] = full[j][i] = d
+        return {"every": self.every, "queue": self.queue, "epsilon": self.epsilon,
+                "check_steps": self.steps, "distance_matrix": full,
+                "drawn_step": self.drawn_step, "decisions": self.size}

@@ -7,7 +7,6 @@ import hashlib
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,63 +14,26 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..config import ExperimentConfig, PruneConfig, ReinitConfig, TrainConfig
+from ..config import EarlyBirdConfig, ExperimentConfig, PruneConfig, ReinitConfig, TrainConfig
 from ..data import Data, load_dataset
 from ..durations import to_steps
 from ..errors import ConfigError, ModelError
 from ..init import initialize
 from ..masks import Mask, layer_kinds, output_layer, prunable_names
 from ..models import create_model
-from ..pruning import Group, check_final_counts, make_groups, next_mask, random_like, resolve_rates
+from ..pruning import check_final_counts, make_groups, next_mask, random_like, resolve_rates
 from ..reinit import KEEP_TRAINED, reinitialize
 from ..seeding import derive_seed, generator
-from ..state import get_state, set_state, tensor_bytes
+from ..state import get_state, set_state
 from ..store import RunDir, load_tensors, read_json, save_tensors, write_json
 from ..train import Span, lr_function, train_level
+from . import early
 from .mask_source import check_masks_source, masks_identity
-from .progress import (
-    Progress,  # noqa: E402
-    progress_bar,
-)
+from .plan import Plan as _Plan
+from .plan import as_section as _as
+from .plan import state_sha as _state_sha
+from .progress import Progress, progress_bar
 from .result import Result, levels_frame, summarize
-
-
-def _as(cls: type, value: Any, key: str) -> Any:
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
-        instance, problems = cls.parse(value, f"{key}.")
-        if problems:
-            from ..config import _raise
-            _raise(problems)
-        return instance
-    raise ConfigError(f"{key}: expected a {cls.__name__} or a dict, got {type(value).__name__}")
-
-
-def _state_sha(state: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for k in sorted(state):
-        t = state[k]
-        h.update(f"{k}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(tensor_bytes(t))
-    return h.hexdigest()
-
-
-@dataclass
-class _Plan:
-    """Everything a run needs that is derived, before any training starts."""
-
-    device: torch.device
-    names: list[str]
-    output: list[str]
-    groups: list[Group]
-    rates: dict[str, float]
-    total_steps: int
-    rewind_step: int
-    span: dict[str, int]
-    theta0: dict[str, torch.Tensor]
 
 
 class LotteryModel:
@@ -92,6 +54,7 @@ class LotteryModel:
                  train: TrainConfig | dict | None = None,
                  prune: PruneConfig | dict | None = None,
                  reinit: ReinitConfig | dict | None = None,
+                 earlybird: EarlyBirdConfig | dict | None = None,
                  levels: int = 5, seed: int = 0, initializer: str = "default",
                  name: str = "experiment", masks_from: str | Path | Result | None = None,
                  masks_from_mode: str = "same", info: dict[str, Any] | None = None):
@@ -100,22 +63,26 @@ class LotteryModel:
         self.train = _as(TrainConfig, train, "train")
         self.prune = _as(PruneConfig, prune, "prune")
         self.reinit = _as(ReinitConfig, reinit, "reinit")
+        self.earlybird = _as(EarlyBirdConfig, earlybird, "earlybird")
         if isinstance(masks_from, Result):
             masks_from = masks_from.path
         self.config = ExperimentConfig(name=name, seed=seed, n_levels=levels,
                                        masks_from=None if masks_from is None else str(masks_from),
                                        masks_from_mode=masks_from_mode,
-                                       train=self.train, prune=self.prune, reinit=self.reinit)
+                                       train=self.train, prune=self.prune, reinit=self.reinit,
+                                       earlybird=self.earlybird)
         self.initializer = initializer
         self.info = info or {}
 
     def replace(self, **changes: Any) -> LotteryModel:
         """A copy with some top-level settings changed (``seed``, ``masks_from``, ``name``,
-        ``masks_from_mode``, ``levels``, ``train``, ``prune``, ``reinit``, ``initializer``)."""
+        ``masks_from_mode``, ``levels``, ``train``, ``prune``, ``reinit``, ``earlybird``,
+        ``initializer``)."""
         c = self.config
         kwargs: dict[str, Any] = {
             "train": self.train, "prune": self.prune, "reinit": self.reinit,
-            "levels": c.n_levels, "seed": c.seed, "initializer": self.initializer,
+            "earlybird": self.earlybird, "levels": c.n_levels, "seed": c.seed,
+            "initializer": self.initializer,
             "name": c.name, "masks_from": c.masks_from, "masks_from_mode": c.masks_from_mode,
             "info": self.info}
         unknown = set(changes) - set(kwargs)
@@ -133,6 +100,7 @@ class LotteryModel:
         model = create_model(cfg.model.name, input_shape=data.input_shape,
                              num_classes=data.num_classes, **cfg.model.options)
         return cls(model, data, train=cfg.train, prune=cfg.prune, reinit=cfg.reinit,
+                   earlybird=cfg.earlybird,
                    levels=cfg.n_levels, seed=cfg.seed, initializer=cfg.model.initializer,
                    name=cfg.name, masks_from=cfg.masks_from,
                    masks_from_mode=cfg.masks_from_mode,
@@ -195,6 +163,7 @@ class LotteryModel:
             if to_steps(value, spe) > total:
                 raise ConfigError(f"train.{key}: {value!r} is after the end of training "
                                   f"({total} steps)")
+        early.check(self.earlybird, cfg.masks_from, spe, total, k, model)
         span = {"steps_per_epoch": spe, "eval_every": to_steps(tr.eval_every, spe),
                 "checkpoint_every": to_steps(tr.checkpoint_every, spe)}
         return _Plan(self._device(), names, out, groups, rates, total, k, span, theta0)
@@ -226,8 +195,9 @@ class LotteryModel:
         for how_not_what in ("threads", "eval_batch_size", "checkpoint_every"):
             del c["train"][how_not_what]
         model = self.model
-        return {"settings": {k: c[k] for k in ("n_levels", "masks_from_mode", "train", "prune",
-                                               "reinit")},
+        keys = ("n_levels", "masks_from_mode", "train", "prune", "reinit") + (
+            ("earlybird",) if self.earlybird.enabled else ())
+        return {"settings": {k: c[k] for k in keys},
                 "initializer": self.initializer,
                 "model": {"class": f"{type(model).__module__}.{type(model).__qualname__}",
                           "structure_sha256": hashlib.sha256(repr(model).encode()).hexdigest()},
@@ -241,7 +211,8 @@ class LotteryModel:
         del c["masks_from"]  # its masks' content is identified below, not its path
         return {
             "lth": ".".join(__version__.split(".")[:2]),
-            "settings": {k: c[k] for k in ("seed", "n_levels", "train", "prune", "reinit")},
+            "settings": {k: c[k] for k in ("seed", "n_levels", "train", "prune", "reinit") + (
+                ("earlybird",) if self.earlybird.enabled else ())},
             "initializer": self.initializer,
             "model": {"class": f"{type(model).__module__}.{type(model).__qualname__}",
                       "structure_sha256": hashlib.sha256(repr(model).encode()).hexdigest(),
@@ -368,6 +339,17 @@ class LotteryModel:
         save_tensors(path, start)
         return start
 
+    def _search(self, run: RunDir, plan: _Plan, model: nn.Module, level: int,
+                mask: Mask) -> early.Search | None:
+        if not early.searching(self.earlybird, self.prune, self.config.n_levels, level):
+            return None
+        return early.make_search(
+            self.earlybird, self.prune, plan.groups, plan.names, level, mask,
+            lambda: self._criterion_init(run, plan, level),
+            lambda: generator(self.config.seed, "prune",
+                              1 if self.prune.schedule == "one_shot" else level + 1),
+            spe=plan.span["steps_per_epoch"], after=plan.rewind_step, model=model)
+
     def _finetune_lr(self, plan: _Plan) -> float:
         schedule = lr_function(self.train, plan.total_steps, plan.span["steps_per_epoch"])
         return schedule(plan.total_steps - 1)
@@ -380,6 +362,7 @@ class LotteryModel:
         begin = 0 if level == 0 else plan.rewind_step
         span = Span(start=begin, end=plan.total_steps, **plan.span)
         late = level == 0 and plan.rewind_step > 0
+        search = self._search(run, plan, model, level, mask)
         history = train_level(
             model, data, self.train, mask, span, seed=self.config.seed, level=level,
             checkpoints=run.checkpoints(level),
@@ -387,11 +370,17 @@ class LotteryModel:
             on_snapshot=lambda s: save_tensors(run.file("rewind.safetensors"), s),
             progress=None if report is None else (lambda s: report(level, s, span.end)),
             fixed_lr=self._finetune_lr(plan) if level and self.reinit.mode == "finetune"
-            else None)
+            else None, monitor=search)
         mask.check(model)
         save_tensors(run.file("final.safetensors", level), get_state(model))
         write_json(run.file("history.json", level), history)
         summary = summarize(level, mask, history, begin, time.perf_counter() - t0)
+        done = {lv: read_json(run.file("summary.json", lv)) for lv in run.finished_levels()}
+        summary["steps_to_mask"] = early.steps_to_mask({**done, level: summary}, level,
+                                                       self.prune.schedule)
+        if search is not None:
+            write_json(run.file("earlybird.json", level), search.record())
+            summary["earlybird_step"] = search.drawn_step
         write_json(run.file("summary.json", level), summary)  # last: marks the level done
         run.checkpoints(level).clear()
         summaries = [read_json(run.file("summary.json", lv)) for lv in run.finished_levels()]

@@ -14,7 +14,8 @@ from ..store import RunDir, load_tensors, read_json
 
 TABLE_COLUMNS = ["level", "pct_remaining", "weights_remaining", "best_test_acc",
                  "final_test_acc", "early_stop_step", "early_stop_test_acc",
-                 "early_stop_val_loss", "train_steps", "wall_time_s"]
+                 "early_stop_val_loss", "train_steps", "steps_to_mask", "earlybird_step",
+                 "wall_time_s"]
 
 
 def summarize(level: int, mask: Mask, history: list[dict[str, float]], start_step: int,
@@ -53,7 +54,7 @@ def levels_frame(summaries: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per level: the main columns, then one ``density[<param>]`` column per layer."""
     rows = []
     for s in summaries:
-        row = {c: s[c] for c in TABLE_COLUMNS}
+        row = {c: s.get(c) for c in TABLE_COLUMNS}
         row.update({f"density[{n}]": d for n, d in s["layer_density"].items()})
         rows.append(row)
     return pd.DataFrame(rows, columns=None if rows else TABLE_COLUMNS)

@@ -29,6 +29,16 @@ from .optim import lr_function, make_optimizer
 Tensors = dict[str, torch.Tensor]
 
 
+class Monitor(Protocol):
+    """Watches a level's training (e.g. the early-bird search): may add to gradients, may
+    stop training, and keeps its own state in the level's checkpoints."""
+
+    def after_backward(self, model: nn.Module) -> None: ...
+    def after_step(self, step: int, model: nn.Module) -> bool: ...  # True: stop now
+    def state(self) -> tuple[Tensors, dict[str, Any]]: ...
+    def load(self, tensors: Tensors, meta: dict[str, Any]) -> None: ...
+
+
 class Checkpoints(Protocol):
     """Where a level's mid-training checkpoint is kept (see :mod:`lth.store`)."""
 
@@ -119,11 +129,13 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
                 snapshot_step: int | None = None,
                 on_snapshot: Callable[[Tensors], None] | None = None,
                 progress: Callable[[int], None] | None = None,
-                fixed_lr: float | None = None) -> list[dict[str, float]]:
+                fixed_lr: float | None = None,
+                monitor: Monitor | None = None) -> list[dict[str, float]]:
     """Train ``model`` (on ``data``'s device) from ``span.start`` to ``span.end``.
 
     Returns the evaluation history: one row per evaluation with step, lr, running train
-    loss/accuracy since the previous evaluation, and val/test loss and accuracy. Raises
+    loss/accuracy since the previous evaluation, and val/test loss and accuracy. A
+    ``monitor`` that asks to stop ends training at that step, with an evaluation there. Raises
     :class:`~lth.errors.TrainingError` when the loss stops being finite.
     """
     device = data.x_train.device
@@ -154,6 +166,10 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
         resumed = checkpoints.load() if checkpoints else None
         if resumed:
             step, history, sums = _unpack(model, opt, *resumed, device)
+            if monitor is not None:
+                tensors, meta = resumed
+                monitor.load({k[8:]: v for k, v in tensors.items() if k.startswith("monitor.")},
+                             meta.get("monitor", {}))
         else:
             step, history, sums = span.start, [], fresh_sums()
         Mask.apply_(mask, model)
@@ -180,6 +196,8 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
             loss = F.cross_entropy(out, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if monitor is not None:
+                monitor.after_backward(model)
             grads = [p.grad for p in mparams]
             if all(g is not None for g in grads):
                 torch._foreach_mul_(grads, mfloats)
@@ -196,16 +214,23 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
             sums = [sums[0] + loss.detach(), sums[1] + (out.detach().argmax(1) == y).sum(),
                     sums[2] + 1]
             step += 1
-            if step % span.eval_every == 0 or step == span.end:
+            stop = monitor is not None and monitor.after_step(step, model)
+            if step % span.eval_every == 0 or step == span.end or stop:
                 row = _eval_row(model, data, step, span, lr, ebs, sums, bs)
                 _check_finite(row, level, cfg, data)
                 history.append(row)
                 sums = fresh_sums()
                 if progress is not None:
                     progress(step)
+            if stop:
+                break
             if (checkpoints is not None and step < span.end
                     and step - last_ckpt >= span.checkpoint_every):
-                checkpoints.save(*_pack(model, opt, step, history, sums, device))
+                tensors, meta = _pack(model, opt, step, history, sums, device)
+                if monitor is not None:
+                    extra, meta["monitor"] = monitor.state()
+                    tensors.update({f"monitor.{k}": v for k, v in extra.items()})
+                checkpoints.save(tensors, meta)
                 last_ckpt = step
         if snapshot_step == step and on_snapshot is not None:
             on_snapshot(get_state(model))

@@ -1,0 +1,85 @@
+"""Early-bird search inside an IMP run: which levels search, the candidate mask, the record.
+
+A *searching* level is one whose final weights give another level its mask: every level
+but the last for iterative schedules, level 0 alone for ``one_shot``. With
+``earlybird.enabled`` such a level stops training at the check where its mask has settled
+(see :class:`lth.earlybird.Search`); the next level prunes those early weights and is
+retrained as ``reinit`` says (``rewind`` to θ0/θk, or ``lr_rewind``/``finetune`` to
+continue from the early-bird weights). The last level, the ticket, trains in full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import EarlyBirdConfig, PruneConfig
+from ..durations import to_steps
+from ..earlybird import Search
+from ..errors import ConfigError
+from ..masks import Mask
+from ..pruning import next_mask
+
+Tensors = dict[str, torch.Tensor]
+
+
+def searching(eb: EarlyBirdConfig, prune: PruneConfig, n_levels: int, level: int) -> bool:
+    if not eb.enabled:
+        return False
+    return level == 0 if prune.schedule == "one_shot" else level < n_levels
+
+
+def check(eb: EarlyBirdConfig, masks_from: str | None, spe: int, total: int,
+          rewind_step: int, model: nn.Module) -> None:
+    """Refuse early-bird settings that cannot work, before any training."""
+    if not eb.enabled:
+        return
+    if masks_from is not None:
+        raise ConfigError("earlybird.enabled with masks_from: the masks come from another "
+                          "run, so there is nothing to search for; drop one of the two")
+    every = to_steps(eb.every, spe)
+    if rewind_step + every * eb.queue > total:
+        raise ConfigError(f"earlybird: {eb.queue} checks every {every} steps (after step "
+                          f"{rewind_step}) do not fit in {total} training steps; check more "
+                          "often (earlybird.every) or use a shorter queue")
+    if eb.bn_l1 and not bn_scales(model):
+        raise ConfigError("earlybird.bn_l1 = true but the model has no BatchNorm with a "
+                          "learnable scale; set bn_l1 = false")
+
+
+def bn_scales(model: nn.Module) -> list[torch.Tensor]:
+    return [m.weight for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
+
+
+def make_search(eb: EarlyBirdConfig, prune: PruneConfig, groups, names: list[str],
+                level: int, mask: Mask, init: Callable[[], Tensors],
+                seed_generator: Callable[[], Any],
+                *, spe: int, after: int, model: nn.Module,
+                to_compare: Callable[[Mask], Mask] = lambda m: m) -> Search:
+    """The monitor for ``level``: its candidate is exactly the mask the next level would get
+    if training stopped now (same criterion, counts and tie-breaking generator)."""
+    target = 1 if prune.schedule == "one_shot" else level + 1
+    start: list[Tensors] = []  # read at the first check: after a late-rewind snapshot exists
+
+    def candidate(model: nn.Module) -> Mask:
+        if not start:
+            start.append(init())
+        final = {n: model.get_parameter(n).detach() for n in names}
+        return to_compare(next_mask(prune, groups, target, mask, start[0], final,
+                                    seed_generator()))
+
+    return Search(candidate, every=to_steps(eb.every, spe), queue=eb.queue,
+                  epsilon=eb.epsilon, after=after,
+                  gammas=bn_scales(model) if eb.bn_l1 else None,
+                  l1=eb.bn_l1_strength if eb.bn_l1 else 0.0)
+
+
+def steps_to_mask(summaries: dict[int, dict[str, Any]], level: int, schedule: str) -> int:
+    """Training steps spent on the levels whose weights chose ``level``'s mask (0 for the
+    dense level): what finding this mask cost."""
+    sources = [0] if schedule == "one_shot" and level else range(level)
+    return sum(int(summaries[s]["train_steps"]) for s in sources)
