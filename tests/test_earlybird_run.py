@@ -147,3 +147,23 @@ def test_packed_distance_equals_mask_distance():
     b = lth.Mask({"w": torch.rand(7, 5, generator=g) > 0.5, "v": torch.rand(3, generator=g) > 0.3})
     assert packed_distance(pack(a), pack(b), 38) == pytest.approx(
         mask_distance(a, b))
+
+
+def test_distance_figure_plots_the_record(digits, small_mlp, tmp_path):
+    from lth.report import figures
+
+    res = run(small_mlp, digits, tmp_path, levels=1)
+    rec = res.earlybird(0)
+    fig = figures.earlybird_distances(res, 0)
+    heat, rule = fig.axes[0], fig.axes[1]
+    assert heat.images[0].get_array().shape == (len(rec["check_steps"]),) * 2
+    assert torch.allclose(torch.tensor(heat.images[0].get_array().data),
+                          torch.tensor(rec["distance_matrix"], dtype=torch.float64))
+    line = rule.lines[0]
+    assert list(line.get_xdata()) == rec["check_steps"]
+    assert line.get_ydata()[-1] <= 0.05 < max(line.get_ydata()[1:-1])
+    with pytest.raises(KeyError, match="no early-bird search record"):
+        res.earlybird(1)
+    out = lth.report.build_report(res.path, tmp_path / "report")
+    assert (tmp_path / "report" / "earlybird_distances.png").exists()
+    assert "Early-bird search" in out.read_text()

@@ -21,7 +21,7 @@ from ..durations import to_steps
 from ..earlybird import Search
 from ..errors import ConfigError
 from ..masks import Mask
-from ..pruning import next_mask
+from ..pruning import Structure, prune_step
 
 Tensors = dict[str, torch.Tensor]
 
@@ -59,18 +59,21 @@ def make_search(eb: EarlyBirdConfig, prune: PruneConfig, groups, names: list[str
                 level: int, mask: Mask, init: Callable[[], Tensors],
                 seed_generator: Callable[[], Any],
                 *, spe: int, after: int, model: nn.Module,
-                to_compare: Callable[[Mask], Mask] = lambda m: m) -> Search:
+                structure: Structure | None = None) -> Search:
     """The monitor for ``level``: its candidate is exactly the mask the next level would get
-    if training stopped now (same criterion, counts and tie-breaking generator)."""
+    if training stopped now (same criterion, counts and tie-breaking generator). With
+    structured pruning the masks compared are the unit (neuron / channel) masks."""
     target = 1 if prune.schedule == "one_shot" else level + 1
     start: list[Tensors] = []  # read at the first check: after a late-rewind snapshot exists
 
     def candidate(model: nn.Module) -> Mask:
         if not start:
             start.append(init())
-        final = {n: model.get_parameter(n).detach() for n in names}
-        return to_compare(next_mask(prune, groups, target, mask, start[0], final,
-                                    seed_generator()))
+        final = ({n: model.get_parameter(n).detach() for n in names} if structure is None
+                 else dict(model.state_dict()))
+        new = prune_step(prune, structure, groups, target, mask, start[0], final,
+                         seed_generator())
+        return new if structure is None else structure.unit_mask(new)
 
     return Search(candidate, every=to_steps(eb.every, spe), queue=eb.queue,
                   epsilon=eb.epsilon, after=after,

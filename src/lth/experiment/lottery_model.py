@@ -21,7 +21,7 @@ from ..errors import ConfigError, ModelError
 from ..init import initialize
 from ..masks import Mask, layer_kinds, output_layer, prunable_names
 from ..models import create_model
-from ..pruning import check_final_counts, make_groups, next_mask, random_like, resolve_rates
+from ..pruning import check_final_counts, make_groups, prune_step, random_like, resolve_rates
 from ..reinit import KEEP_TRAINED, reinitialize
 from ..seeding import derive_seed, generator
 from ..state import get_state, set_state
@@ -32,6 +32,7 @@ from .mask_source import check_masks_source, masks_identity
 from .plan import Plan as _Plan
 from .plan import as_section as _as
 from .plan import state_sha as _state_sha
+from .plan import structured_plan
 from .progress import Progress, progress_bar
 from .result import Result, levels_frame, summarize
 
@@ -138,8 +139,17 @@ class LotteryModel:
                              f"(batch, {self.data.num_classes}) class scores for "
                              f"{self.data.num_classes} classes")
         sizes = {n: model.get_parameter(n).numel() for n in names}
-        rates = resolve_rates(self.prune, names, layer_kinds(model), out, cfg.n_levels, sizes)
-        groups = make_groups(self.prune.scope, rates, sizes)
+        structure = None
+        if self.prune.structure == "unit":
+            structure, rates, groups = structured_plan(self.prune, model, names, example, out,
+                                                       layer_kinds(model), cfg.n_levels)
+            if cfg.masks_from_mode != "same":
+                raise ConfigError(f"masks_from_mode = {cfg.masks_from_mode!r} draws single "
+                                  "weights at random; with structure = 'unit' use 'same'")
+        else:
+            rates = resolve_rates(self.prune, names, layer_kinds(model), out, cfg.n_levels,
+                                  sizes)
+            groups = make_groups(self.prune.scope, rates, sizes)
         if cfg.masks_from is None:
             if cfg.masks_from_mode != "same":
                 raise ConfigError(f"masks_from_mode = {cfg.masks_from_mode!r} needs masks_from "
@@ -166,7 +176,8 @@ class LotteryModel:
         early.check(self.earlybird, cfg.masks_from, spe, total, k, model)
         span = {"steps_per_epoch": spe, "eval_every": to_steps(tr.eval_every, spe),
                 "checkpoint_every": to_steps(tr.checkpoint_every, spe)}
-        return _Plan(self._device(), names, out, groups, rates, total, k, span, theta0)
+        return _Plan(self._device(), names, out, groups, rates, total, k, span, theta0,
+                     structure)
 
     def _fresh_draw(self, seed: int) -> dict[str, torch.Tensor]:
         """A new draw of every weight from the model's initialiser (for ``random`` reinit)."""
@@ -252,7 +263,10 @@ class LotteryModel:
                 "torch_version": torch.__version__, "data": self.data.summary(),
                 "prunable": {n: model.get_parameter(n).numel() for n in plan.names},
                 "output_layer": plan.output, "rates": plan.rates,
-                "total_steps": plan.total_steps, "rewind_step": plan.rewind_step}
+                "total_steps": plan.total_steps, "rewind_step": plan.rewind_step,
+                **({"structure": {"units": plan.structure.describe(),
+                                  "kept_whole": plan.structure.refused}}
+                   if plan.structure is not None else {})}
         run = RunDir.open(store, self.config.name, self.identity(plan, model), info)
         if not run.file("theta0.safetensors").exists():
             save_tensors(run.file("theta0.safetensors"), plan.theta0)
@@ -314,7 +328,7 @@ class LotteryModel:
                     else Mask(load_tensors(run.file("mask.safetensors", source))[0],
                               order=plan.names))
             final = load_tensors(run.file("final.safetensors", source))[0]
-            mask = next_mask(self.prune, plan.groups, level, prev,
+            mask = prune_step(self.prune, plan.structure, plan.groups, level, prev,
                              self._criterion_init(run, plan, source), final,
                              generator(self.config.seed, "prune", level))
         save_tensors(path, mask.tensors())
@@ -336,6 +350,10 @@ class LotteryModel:
                 self.reinit, mask, base, plan.theta0,
                 fresh=lambda: self._fresh_draw(derive_seed(seed, "reinit-draw", level)),
                 rng=lambda name: generator(seed, "reinit", level, name))
+            if plan.structure is not None:  # bias and BatchNorm of removed units: zero
+                set_state(model, start)
+                plan.structure.zero_dead_(model, plan.structure.unit_mask(mask))
+                start = get_state(model)
         save_tensors(path, start)
         return start
 
@@ -348,7 +366,8 @@ class LotteryModel:
             lambda: self._criterion_init(run, plan, level),
             lambda: generator(self.config.seed, "prune",
                               1 if self.prune.schedule == "one_shot" else level + 1),
-            spe=plan.span["steps_per_epoch"], after=plan.rewind_step, model=model)
+            spe=plan.span["steps_per_epoch"], after=plan.rewind_step, model=model,
+            structure=plan.structure)
 
     def _finetune_lr(self, plan: _Plan) -> float:
         schedule = lr_function(self.train, plan.total_steps, plan.span["steps_per_epoch"])

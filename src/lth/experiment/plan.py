@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
-from ..errors import ConfigError
-from ..pruning import Group
+from ..config import UNIT_SCORES, PruneConfig
+from ..errors import ConfigError, ModelError
+from ..pruning import Group, Structure, check_final_counts, make_groups, resolve_rates
 from ..state import tensor_bytes
 
 
@@ -49,3 +51,33 @@ class Plan:
     rewind_step: int
     span: dict[str, int]
     theta0: dict[str, torch.Tensor]
+    structure: Structure | None = None
+
+
+def structured_plan(prune: PruneConfig, model: nn.Module, names: list[str],
+                    example: torch.Tensor, output: list[str], kinds: dict[str, str],
+                    n_levels: int) -> tuple[Structure, dict[str, float], list[Group]]:
+    """For ``structure = 'unit'``: the model's unit structure, and rates and groups over its
+    producers, sized in units. Layers whose units cannot be removed alone (their output
+    reaches a residual addition, a concatenation, the model output...) keep their units
+    whole and are still masked where they read removed units; which and why is recorded."""
+    if prune.output_rate is not None:
+        raise ConfigError("prune.output_rate does not apply with structure = 'unit': the "
+                          "output layer's units are the classes; its inputs shrink with the "
+                          "layer before it. Remove output_rate")
+    if prune.criterion != "large_final":
+        raise ConfigError(f"prune.criterion = {prune.criterion!r} scores single weights; with "
+                          "structure = 'unit' units are scored by prune.unit_score "
+                          f"({', '.join(UNIT_SCORES)}); remove criterion")
+    structure = Structure.discover(model, names, example, output, strict=False)
+    if not structure.producers:
+        why = "\n".join(f"  {n}: {r}" for n, r in structure.refused.items())
+        raise ModelError("structure = 'unit' found no layer whose units can be removed:\n"
+                         f"{why}\nuse structure = 'weight'")
+    units = structure.units
+    rates = resolve_rates(prune, structure.producers, kinds, [], n_levels, units)
+    groups = make_groups(prune.scope, rates, units)
+    check_final_counts(groups, prune.schedule, n_levels)
+    if prune.unit_score == "bn_gamma":
+        structure.scores({k: v for k, v in model.state_dict().items()}, "bn_gamma")  # checks
+    return structure, rates, groups

@@ -96,6 +96,17 @@ class Result:
                   for lv in chosen]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+    def earlybird(self, level: int = 0) -> dict[str, Any]:
+        """The early-bird search record of a finished level: ``check_steps``, the pairwise
+        ``distance_matrix`` of the masks at those checks and ``drawn_step`` (None: the
+        ticket was not drawn and the level trained in full)."""
+        path = self.run.file("earlybird.json", level)
+        if level not in self.levels or not path.exists():
+            searched = [lv for lv in self.levels if self.run.file("earlybird.json", lv).exists()]
+            raise KeyError(f"level {level} of {self.path.name} has no early-bird search record;"
+                           f" levels with one: {searched or 'none (earlybird.enabled = false)'}")
+        return read_json(path)
+
     def mask(self, level: int) -> Mask:
         order = list(self.config().get("prunable", {})) or None
         return Mask(load_tensors(self.run.file("mask.safetensors", level))[0], order=order)

@@ -6,11 +6,15 @@ from .plan import (
                    check_final_counts,
                    make_groups,
                    next_mask,
+                   next_unit_mask,
+                   prune_step,
                    resolve_rates,
                    scheduled_density,
 )
 from .selection import kept_count, random_like, select, top_k_indices
+from .structured import Structure
 
-__all__ = ["CRITERIA", "Group", "ScoreInputs", "check_final_counts", "kept_count",
-           "make_groups", "next_mask", "random_like", "register_criterion", "resolve_rates",
-           "scheduled_density", "select", "top_k_indices"]
+__all__ = ["CRITERIA", "Group", "ScoreInputs", "Structure", "check_final_counts", "kept_count",
+           "make_groups", "next_mask", "next_unit_mask", "prune_step", "random_like",
+           "register_criterion", "resolve_rates", "scheduled_density", "select",
+           "top_k_indices"]

@@ -25,6 +25,7 @@ from ..errors import ConfigError
 from ..masks import Mask
 from .criteria import CRITERIA, ScoreInputs
 from .selection import kept_count, select
+from .structured import Structure
 
 
 @dataclass(frozen=True)
@@ -135,3 +136,34 @@ def next_mask(cfg: PruneConfig, groups: Sequence[Group], level: int, mask: Mask,
                   for n in group.names}
         out.update(select(scores, {n: out[n] for n in group.names}, keep, generator))
     return Mask(out)
+
+
+def next_unit_mask(cfg: PruneConfig, structure: Structure, groups: Sequence[Group], level: int,
+                   mask: Mask, final: dict[str, torch.Tensor],
+                   generator: torch.Generator) -> Mask:
+    """Structured pruning: groups count *units* (neurons / channels of the producers of
+    ``structure``); each keeps ``kept_count(units, scheduled density)`` of them, scored by
+    ``cfg.unit_score`` on ``final`` (a state dict: BatchNorm scales for ``bn_gamma``).
+    The weight mask removes the dead units' rows and the consumer columns that read them."""
+    units = {n: t.cpu() for n, t in structure.unit_mask(mask).items()}
+    scores: dict[str, torch.Tensor] | None = None
+    for group in groups:
+        keep = kept_count(group.size, scheduled_density(cfg.schedule, group.rate, level))
+        if keep >= sum(int(units[n].sum()) for n in group.names):
+            continue
+        if scores is None:
+            scores = structure.scores(final, cfg.unit_score)
+        units.update(select({n: scores[n] for n in group.names},
+                            {n: units[n] for n in group.names}, keep, generator))
+    out = structure.expand(Mask(units, order=structure.producers), mask.names(),
+                           {n: t.shape for n, t in mask.items()})
+    return Mask({n: t & mask[n].cpu() for n, t in out.items()}, order=mask.names())
+
+
+def prune_step(cfg: PruneConfig, structure: Structure | None, groups: Sequence[Group],
+               level: int, mask: Mask, init: dict[str, torch.Tensor],
+               final: dict[str, torch.Tensor], generator: torch.Generator) -> Mask:
+    """The next mask, by single weights (:func:`next_mask`) or by units."""
+    if structure is None:
+        return next_mask(cfg, groups, level, mask, init, final, generator)
+    return next_unit_mask(cfg, structure, groups, level, mask, final, generator)

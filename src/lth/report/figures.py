@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from ..errors import ConfigError, did_you_mean, unknown_name
+from .figures_earlybird import earlybird_distances
 from .figures_weights import (
     LINESTYLES,
     PALETTE,
@@ -33,9 +34,9 @@ from .figures_weights import (
     weight_histograms,
 )
 
-__all__ = ["accuracy_vs_weights", "early_stop_vs_weights", "init_vs_final", "jaccard",
-           "layer_density", "learning_curves", "mask_overlap", "pruning_summary_table",
-           "weight_histograms"]
+__all__ = ["accuracy_vs_weights", "earlybird_distances", "early_stop_vs_weights",
+           "init_vs_final", "jaccard", "layer_density", "learning_curves", "mask_overlap",
+           "pruning_summary_table", "weight_histograms"]
 
 CURVE_PANELS = (("train_loss", "Training loss", "Cross-entropy loss"),
                 ("test_loss", "Test loss", "Cross-entropy loss"),

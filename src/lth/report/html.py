@@ -102,6 +102,10 @@ def _figures(res: Results) -> list[tuple[str, str, Callable[[], Any]]]:
 
         items.append(("mask_overlap_experiments", f"Mask overlap (Jaccard) between "
                       f"experiments at their last level (seed {seed0})", across))
+    if first.run.file("earlybird.json", 0).exists():
+        items.append(("earlybird_distances", f"Early-bird search: mask distances during the "
+                      f"dense training ({first.path.name})",
+                      lambda: f.earlybird_distances(first, 0)))
     if layer0 is not None:
         items.append(("init_vs_final", f"Surviving weights of {layer0}, level {last}: start "
                       "vs end of training", lambda: f.init_vs_final(first, last, layer0)))
