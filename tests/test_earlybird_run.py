@@ -167,3 +167,11 @@ def test_distance_figure_plots_the_record(digits, small_mlp, tmp_path):
     out = lth.report.build_report(res.path, tmp_path / "report")
     assert (tmp_path / "report" / "earlybird_distances.png").exists()
     assert "Early-bird search" in out.read_text()
+
+
+def test_report_table_shows_the_search_cost(digits, small_mlp, tmp_path):
+    res = run(small_mlp, digits, tmp_path, levels=1)
+    html = lth.report.build_report(res.path, tmp_path / "report").read_text()
+    table = res.table()
+    assert "steps to find the mask" in html
+    assert f"<td>{int(table['train_steps'].iloc[0])}</td>" in html

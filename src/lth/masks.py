@@ -84,7 +84,7 @@ def output_layer(model: nn.Module, names: Sequence[str], example: torch.Tensor) 
             owners[module] = own
     order: list[nn.Module] = []
     hooks = [m.register_forward_hook(lambda mod, *_: order.append(mod)) for m in owners]
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # restored module by module
     try:
         model.eval()
         with torch.no_grad():
@@ -92,7 +92,8 @@ def output_layer(model: nn.Module, names: Sequence[str], example: torch.Tensor) 
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
     return owners[order[-1]] if order else [names[-1]]
 
 

@@ -31,8 +31,8 @@ from . import early
 from .mask_source import check_masks_source, masks_identity
 from .plan import Plan as _Plan
 from .plan import as_section as _as
+from .plan import choose_device, structured_plan
 from .plan import state_sha as _state_sha
-from .plan import structured_plan
 from .progress import Progress, progress_bar
 from .result import Result, levels_frame, summarize
 
@@ -108,17 +108,6 @@ class LotteryModel:
                    info={"experiment": cfg.to_dict()})
 
     # -- planning: every check happens here, before any training ----------------------
-    def _device(self) -> torch.device:
-        want = self.train.device
-        if want == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if want.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"train.device = {want!r} but CUDA is not available here; "
-                              "use device = 'cpu' (or 'auto')")
-        if want == "mps" and not torch.backends.mps.is_available():
-            raise ConfigError("train.device = 'mps' but MPS is not available; use 'cpu'")
-        return torch.device(want)
-
     def _plan(self, model: nn.Module) -> _Plan:
         cfg, tr = self.config, self.train
         seed = cfg.seed
@@ -176,8 +165,8 @@ class LotteryModel:
         early.check(self.earlybird, cfg.masks_from, spe, total, k, model)
         span = {"steps_per_epoch": spe, "eval_every": to_steps(tr.eval_every, spe),
                 "checkpoint_every": to_steps(tr.checkpoint_every, spe)}
-        return _Plan(self._device(), names, out, groups, rates, total, k, span, theta0,
-                     structure)
+        return _Plan(choose_device(tr.device), names, out, groups, rates, total, k, span,
+                     theta0, structure)
 
     def _fresh_draw(self, seed: int) -> dict[str, torch.Tensor]:
         """A new draw of every weight from the model's initialiser (for ``random`` reinit)."""
@@ -395,14 +384,14 @@ class LotteryModel:
         write_json(run.file("history.json", level), history)
         summary = summarize(level, mask, history, begin, time.perf_counter() - t0)
         done = {lv: read_json(run.file("summary.json", lv)) for lv in run.finished_levels()}
-        summary["steps_to_mask"] = early.steps_to_mask({**done, level: summary}, level,
+        done[level] = summary
+        summary["steps_to_mask"] = early.steps_to_mask(done, level,
                                                        self.prune.schedule)
         if search is not None:
             write_json(run.file("earlybird.json", level), search.record())
             summary["earlybird_step"] = search.drawn_step
         write_json(run.file("summary.json", level), summary)  # last: marks the level done
         run.checkpoints(level).clear()
-        summaries = [read_json(run.file("summary.json", lv)) for lv in run.finished_levels()]
-        csv = levels_frame(summaries).to_csv(index=False)
+        csv = levels_frame([done[lv] for lv in sorted(done)]).to_csv(index=False)
         from ..store import atomic_write_bytes
         atomic_write_bytes(run.file("levels.csv"), csv.encode())

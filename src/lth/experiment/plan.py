@@ -29,6 +29,18 @@ def as_section(cls: type, value: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected a {cls.__name__} or a dict, got {type(value).__name__}")
 
 
+def choose_device(want: str) -> torch.device:
+    """``train.device`` as a torch device, refusing one this machine does not have."""
+    if want == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device = {want!r} but CUDA is not available here; "
+                          "use device = 'cpu' (or 'auto')")
+    if want == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.device = 'mps' but MPS is not available; use 'cpu'")
+    return torch.device(want)
+
+
 def state_sha(state: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for k in sorted(state):

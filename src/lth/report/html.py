@@ -54,6 +54,9 @@ def _level_table(levels: pd.DataFrame) -> pd.DataFrame:
     cols = {"pct_remaining": "% weights", "best_test_acc": "best test acc",
             "final_test_acc": "final test acc", "early_stop_step": "early-stop it",
             "early_stop_test_acc": "acc @ early stop"}
+    steps = {"train_steps": "steps trained", "steps_to_mask": "steps to find the mask"}
+    if "earlybird_step" in levels and levels["earlybird_step"].notna().any():
+        cols.update(steps)  # what the early-bird search saved, level by level
     if levels["seed"].nunique() <= 1:
         table = levels[["experiment", "level", *cols]].rename(columns=cols)
         table["% weights"] = table["% weights"].map("{:.1f}".format)
@@ -64,7 +67,8 @@ def _level_table(levels: pd.DataFrame) -> pd.DataFrame:
                          "level": [k[1] for k in out.index],
                          "seeds": g.size().to_numpy()})
     for c, label in cols.items():
-        flat[label] = [f"{m:.4f} ± {s:.4f}" if c != "early_stop_step" else f"{m:.0f} ± {s:.0f}"
+        integer = c == "early_stop_step" or c in steps
+        flat[label] = [f"{m:.0f} ± {s:.0f}" if integer else f"{m:.4f} ± {s:.4f}"
                        for m, s in zip(out[(c, "mean")], out[(c, "std")].fillna(0), strict=True)]
     flat["% weights"] = [f"{m:.1f}" for m in out[("pct_remaining", "mean")]]
     return flat
