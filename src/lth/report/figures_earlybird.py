@@ -44,7 +44,7 @@ def earlybird_distances(result: Any, level: int = 0) -> Any:
     fig.colorbar(image, ax=ax, label="Normalised Hamming distance")
     worst = [float(matrix[i, max(0, i - q + 1):i].max()) if i else np.nan for i in range(n)]
     ax2.plot(steps, worst, color=PALETTE[0], marker="o", ms=4,
-             label=f"max distance to the {q - 1} previous masks")
+             label=f"max distance to the (up to) {q - 1} previous masks")
     ax2.axhline(eps, color=PALETTE[1], ls="--", label=f"ε = {eps:g}")
     drawn = rec["drawn_step"]
     if drawn is not None:
