@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", required=True, help="directory for index.html, PNG/SVG, CSV")
     rep.add_argument("--title", help="page title")
     rep.set_defaults(func=_cmd_report)
+    from ..forward.config import add_parser as add_forward_sweep
+
+    add_forward_sweep(sub)  # lth forward-sweep CONFIG [--out DIR] [--set key=value]
     return parser
 
 
