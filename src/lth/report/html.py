@@ -106,10 +106,12 @@ def _figures(res: Results) -> list[tuple[str, str, Callable[[], Any]]]:
 
         items.append(("mask_overlap_experiments", f"Mask overlap (Jaccard) between "
                       f"experiments at their last level (seed {seed0})", across))
-    if first.run.file("earlybird.json", 0).exists():
-        items.append(("earlybird_distances", f"Early-bird search: mask distances during the "
-                      f"dense training ({first.path.name})",
-                      lambda: f.earlybird_distances(first, 0)))
+    searched = [Result(d) for d in res.levels.drop_duplicates("run_dir").run_dir
+                if Result(d).run.file("earlybird.json", 0).exists()]
+    for r in searched[:2]:  # the first early-bird experiments of a session
+        items.append((f"earlybird_distances_{_slug(r.path.name)}", f"Early-bird search: mask "
+                      f"distances during the dense training ({r.path.name})",
+                      lambda r=r: f.earlybird_distances(r, 0)))
     if layer0 is not None:
         items.append(("init_vs_final", f"Surviving weights of {layer0}, level {last}: start "
                       "vs end of training", lambda: f.init_vs_final(first, last, layer0)))
