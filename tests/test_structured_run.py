@@ -88,7 +88,7 @@ def test_global_scope_counts_units_over_layers(digits, small_mlp, tmp_path):
 
 def test_early_bird_over_units(digits, tmp_path):
     res = run(conv_bn(digits), digits, tmp_path, UNIT, levels=1,
-              earlybird={"enabled": True, "every": "5it", "epsilon": 0.2})
+              earlybird={"enabled": True, "every": "5it", "epsilon": 0.2, "bn_l1": True})
     rec = json.loads((res.path / "level_000" / "earlybird.json").read_text())
     assert rec["decisions"] == 16  # distances over the 8 + 8 channels, not the weights
 
@@ -111,3 +111,15 @@ def test_structured_settings_errors(digits, small_mlp, tmp_path):
         run(small_mlp, digits, tmp_path, {**UNIT, "unit_score": "bn_gamma"})
     with pytest.raises(lth.ConfigError, match="structure"):
         lth.PruneConfig(structure="channel")
+
+
+def test_bn_l1_shrinks_gammas_while_searching(digits, tmp_path):
+    eb = {"enabled": True, "every": "5it", "epsilon": 0.0, "bn_l1_strength": 0.05}
+    plain = run(conv_bn(digits), digits, tmp_path / "a", UNIT, levels=1, earlybird=eb)
+    slim = run(conv_bn(digits), digits, tmp_path / "b", UNIT, levels=1,
+               earlybird={**eb, "bn_l1": True})
+    gamma = [k for k in plain.weights(0) if k.endswith(("1.weight", "5.weight"))]
+    total = {name: sum(float(r.weights(0)[k].abs().sum()) for k in gamma)
+             for name, r in (("plain", plain), ("slim", slim))}
+    assert total["slim"] < 0.97 * total["plain"]  # Adam: at most lr per step each
+    assert (slim.table()["train_steps"] == 60).all()  # epsilon 0: never drawn, full training
