@@ -10,7 +10,6 @@ and, for names, the closest known one.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import tomllib
@@ -301,22 +300,7 @@ class ExperimentConfig(_Section):
 
     @classmethod
     def parse(cls, data: dict, prefix: str = "") -> tuple[Any, list[Problem]]:
-        problems: list[Problem] = []
-        top: dict[str, Any] = {}
-        sections: dict[str, Any] = {}
-        for key, value in data.items():
-            if key in _SECTIONS:
-                section, got = _SECTIONS[key].parse(value, f"{prefix}{key}.")
-                problems += got
-                if section is not None:
-                    sections[key] = section
-            else:
-                top[key] = value
-        instance, got = super().parse(top, prefix)
-        problems += got
-        if problems or instance is None:
-            return None, problems
-        return dataclasses.replace(instance, **sections), problems
+        return cls.parse_nested(data, prefix, _SECTIONS)
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

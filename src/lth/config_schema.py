@@ -150,6 +150,33 @@ class _Section:
             return None, problems + got
 
     @classmethod
+    def parse_nested(cls, data: Any, prefix: str,
+                     sections: dict[str, type[_Section]]) -> tuple[Any, list[Problem]]:
+        """:meth:`parse` for a config whose keys in ``sections`` are tables of their own
+        (``[train]``, ``[prune]``...): every problem of every section, gathered."""
+        if not isinstance(data, dict):
+            return None, [(prefix.rstrip(".") or "config", "expected a table of settings")]
+        problems: list[Problem] = []
+        top: dict[str, Any] = {}
+        parsed: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in sections:
+                section, got = sections[key].parse(value, f"{prefix}{key}.")
+                problems += got
+                if section is not None:
+                    parsed[key] = section
+            else:
+                top[key] = value
+        instance, got = _Section.parse.__func__(cls, top, prefix)  # type: ignore[attr-defined]
+        problems += got
+        if problems or instance is None:
+            return None, problems
+        try:
+            return dataclasses.replace(instance, **parsed), problems
+        except ConfigError as exc:  # checks across sections run again on the whole config
+            return None, getattr(exc, "problems", [("", str(exc))])
+
+    @classmethod
     def from_dict(cls, data: dict) -> Any:
         instance, problems = cls.parse(data, "")
         _raise(problems)

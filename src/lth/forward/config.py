@@ -11,7 +11,6 @@ pre-training), ``[selection]`` (forward selection and fine-tuning); top-level ``
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from ..config import (
     read_toml,
 )
 from ..config_schema import Problem, _choice, _raise, _Section
-from ..errors import ConfigError, StoreError
+from ..errors import StoreError
 
 
 @dataclass(frozen=True)
@@ -148,27 +147,7 @@ class ForwardSweepConfig(_Section):
 
     @classmethod
     def parse(cls, data: dict, prefix: str = "") -> tuple[Any, list[Problem]]:
-        if not isinstance(data, dict):
-            return None, [("", "expected a table of settings")]
-        problems: list[Problem] = []
-        sections: dict[str, Any] = {}
-        top: dict[str, Any] = {}
-        for key, value in data.items():
-            if key in _SECTIONS:
-                section, got = _SECTIONS[key].parse(value, f"{prefix}{key}.")
-                problems += got
-                if section is not None:
-                    sections[key] = section
-            else:
-                top[key] = value
-        instance, got = super().parse(top, prefix)
-        problems += got
-        if problems or instance is None:
-            return None, problems
-        try:
-            return dataclasses.replace(instance, **sections), problems
-        except ConfigError as exc:  # cross-section checks run again on the full config
-            return None, getattr(exc, "problems", [("", str(exc))])
+        return cls.parse_nested(data, prefix, _SECTIONS)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "seed": self.seed,
