@@ -21,22 +21,44 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data import Data
-from ..errors import ConfigError, TrainingError
-from ..seeding import generator
+from ..errors import ConfigError
+from ..masks import Mask, prunable_names
+from ..seeding import derive_seed
 from ..state import get_state, set_state
+from ..train import Span, train_level
 from ..train.evaluate import evaluate
-from ..train.optim import make_optimizer
 from .selection import ForwardSelection, mlp_parts, select_neurons, selection_batch
 
 Tensors = dict[str, torch.Tensor]
 EVAL_BATCH = 4096
 
 
+class _Snapshots:
+    """A training monitor (see :mod:`lth.train.loop`) that keeps the weights at some steps."""
+
+    def __init__(self, wanted: set[int]):
+        self.wanted, self.kept = wanted, {}
+
+    def after_backward(self, model: nn.Module) -> None:
+        pass
+
+    def after_step(self, step: int, model: nn.Module) -> bool:
+        if step in self.wanted:
+            self.kept[step] = get_state(model)
+        return False
+
+    def state(self) -> tuple[Tensors, dict]:
+        return {}, {}
+
+    def load(self, tensors: Tensors, meta: dict) -> None:
+        pass
+
+
 def train_steps(model: nn.Module, data: Data, steps: int, train: TrainConfig, *, seed: int,
                 purpose: str = "pretrain", snapshots: Sequence[int] = ()) -> dict[int, Tensors]:
-    """Train ``model`` in place for ``steps`` steps of ``train.optimizer`` at the constant
-    ``train.lr``, batches of ``train.batch_size`` drawn epoch by epoch in an order derived
-    from ``(seed, purpose)``; returns the model's state (CPU copies) at each step in
+    """Train ``model`` in place for ``steps`` steps with lth's training loop (``train``'s
+    optimizer, learning-rate schedule over ``steps``, the data order of a seed derived from
+    ``(seed, purpose)``); returns the model's state (CPU copies) at each step in
     ``snapshots`` (0 = before the first update). Global RNG state is not used.
 
     >>> import lth
@@ -48,30 +70,20 @@ def train_steps(model: nn.Module, data: Data, steps: int, train: TrainConfig, *,
     wanted = set(int(s) for s in snapshots)
     if steps < 0 or any(not 0 <= s <= steps for s in wanted):
         raise ConfigError(f"snapshots {sorted(wanted)} must lie in [0, steps={steps}]")
-    device = data.y_train.device
-    opt = make_optimizer(train, [p for p in model.parameters() if p.requires_grad])
-    n, bs = len(data.y_train), min(train.batch_size, len(data.y_train))
-    per_epoch = n // bs  # the incomplete last batch of an epoch is dropped
-    kept: dict[int, Tensors] = {0: get_state(model)} if 0 in wanted else {}
-    model.train()
-    order = None
-    for step in range(steps):
-        epoch, off = divmod(step, per_epoch)
-        if off == 0 or order is None:
-            order = torch.randperm(n, generator=generator(seed, purpose, "order", epoch))
-            order = order.to(device)
-        idx = order[off * bs:(off + 1) * bs]
-        loss = F.cross_entropy(model(data.prepare(data.x_train[idx])), data.y_train[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step + 1 in wanted:
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise TrainingError(f"{purpose} diverged by step {step + 1} (loss {value}); "
-                                    f"lower the learning rate (now {train.lr})")
-            kept[step + 1] = get_state(model)
-    return kept
+    monitor = _Snapshots(wanted)
+    if 0 in wanted:
+        monitor.kept[0] = get_state(model)
+    per_epoch = len(data.y_train) // train.batch_size
+    if per_epoch < 1:
+        raise ConfigError(f"train.batch_size = {train.batch_size} is larger than the training "
+                          f"set ({len(data.y_train)} examples); use a smaller batch")
+    if steps:
+        span = Span(start=0, end=steps, steps_per_epoch=per_epoch, eval_every=steps,
+                    checkpoint_every=steps)
+        names = prunable_names(model)
+        train_level(model, data, train, Mask.ones(model, names), span,
+                    seed=derive_seed(seed, purpose), level=0, monitor=monitor)
+    return monitor.kept
 
 
 def finetune(model: nn.Module, data: Data, steps: int, train: TrainConfig, *,
