@@ -11,8 +11,10 @@ from lth.config import load_config
 from lth.masks import prunable_names
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
-CONFIGS = sorted(p for p in ROOT.glob("*.toml") if not p.name.startswith("session_"))
+CONFIGS = sorted(p for p in ROOT.glob("*.toml")
+                 if not p.name.startswith(("session_", "forward_")))
 SESSIONS = sorted(ROOT.glob("session_*.toml"))
+FORWARD = sorted(ROOT.glob("forward_*.toml"))
 SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),
           "fashion_mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
           "cifar100": ((3, 32, 32), 100)}
@@ -26,6 +28,15 @@ def test_preset_is_valid_and_builds(path):
     model = lth.create_model(cfg.model.name, input_shape=shape, num_classes=classes,
                              **cfg.model.options)
     assert prunable_names(model)
+
+
+@pytest.mark.parametrize("path", FORWARD, ids=lambda p: p.stem)
+def test_forward_sweep_preset_is_valid(path):
+    from lth.forward import load_forward_config
+
+    cfg = load_forward_config(path)
+    assert path.read_text().lstrip().startswith("#")
+    assert cfg.data.name in SHAPES and list(cfg.train.pretrain_iterations)
 
 
 def test_paper_hyperparameters_are_in_the_presets():
