@@ -34,6 +34,25 @@ def test_run_end_to_end_on_digits(tmp_path, capsys):
     assert pd.read_csv(run_dir / "levels.csv").equals(table)
 
 
+def test_run_with_early_bird_and_units_shows_the_search(tmp_path, capsys):
+    code = main(["run", str(ROOT / "configs" / "quickstart.toml"), "--store", str(tmp_path),
+                 "--quiet", *QUICK, "--set", "prune.structure='unit'"])
+    out = capsys.readouterr()
+    # the preset sets an output rate, which means nothing for units: refused, by name
+    assert code == 2 and "output_rate does not apply with structure = 'unit'" in out.err
+    cfg = tmp_path / "units.toml"
+    text = (ROOT / "configs" / "quickstart.toml").read_text()
+    cfg.write_text("\n".join(line for line in text.splitlines()
+                             if not line.startswith("output_rate")))
+    code = main(["run", str(cfg), "--store", str(tmp_path), "--quiet", *QUICK,
+                 "--set", "earlybird.enabled=true", "--set", "earlybird.every='4it'",
+                 "--set", "earlybird.epsilon=0.3", "--set", "prune.structure='unit'"])
+    out = capsys.readouterr().out
+    assert code == 0 and "drawn at" in out and "steps to find mask" in out
+    table = pd.read_csv(next(tmp_path.glob("quickstart-*")) / "levels.csv")
+    assert table["earlybird_step"].notna().sum() >= 1
+
+
 def test_bad_config_fails_before_training_with_one_message(tmp_path, capsys):
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[train]\nlr = 1.5e-3\noptimiser = "adam"\n[prune]\nrate = 1.5\n'

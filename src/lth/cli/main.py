@@ -18,10 +18,14 @@ def _table(df: pd.DataFrame) -> str:
     cols = {"level": "level", "pct_remaining": "% weights", "best_test_acc": "best test acc",
             "final_test_acc": "final test acc", "early_stop_step": "early-stop it",
             "early_stop_test_acc": "acc @ early stop"}
+    if "earlybird_step" in df and df["earlybird_step"].notna().any():
+        cols.update({"train_steps": "steps trained", "earlybird_step": "drawn at",
+                     "steps_to_mask": "steps to find mask"})
     view = df[list(cols)].rename(columns=cols)
-    return view.to_string(index=False, formatters={
+    return view.to_string(index=False, na_rep="-", formatters={
         "% weights": "{:.1f}".format, "best test acc": "{:.4f}".format,
-        "final test acc": "{:.4f}".format, "acc @ early stop": "{:.4f}".format})
+        "final test acc": "{:.4f}".format, "acc @ early stop": "{:.4f}".format,
+        "drawn at": lambda v: "-" if pd.isna(v) else f"{v:.0f}"})
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
