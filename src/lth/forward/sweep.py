@@ -170,6 +170,7 @@ def pretraining_sweep(model: nn.Module, data: Data, iterations: Sequence[int],
         else:
             row.update({f"ft_{s}_{m}": math.nan for s in ("train", "test")
                         for m in ("loss", "acc")})
+        row["finetune_steps"] = finetune_steps
         rows.append(row)
         traces[it] = sel.losses
         say(f"{it:>6} it: widths {list(sel.kept_widths)}, subnetwork test acc "

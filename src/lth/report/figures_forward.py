@@ -11,7 +11,7 @@ import math
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from ..errors import ConfigError
 from .figures_weights import LINESTYLES, PALETTE, new_figure, style
@@ -44,7 +44,7 @@ def _line(ax: Axes, frame: pd.DataFrame, column: str, look: dict, label: str,
           scale: float = 1.0) -> None:
     if column in frame and frame[column].notna().any():
         ax.plot(frame["pretrain_iterations"], frame[column] * scale, label=label,
-                markersize=5, **look)
+                **{"markersize": 5, **look})
 
 
 def pretraining_sweep_figure(table: pd.DataFrame, *, title: str | None = None) -> Figure:
@@ -71,35 +71,44 @@ def pretraining_sweep_figure(table: pd.DataFrame, *, title: str | None = None) -
     its = [int(i) for i in frame["pretrain_iterations"]]
     fig = new_figure(13.5, 4.4)
     loss_ax, acc_ax, size_ax = fig.subplots(1, 3)
+    steps = (int(frame["finetune_steps"].iloc[0])
+             if "finetune_steps" in frame and frame["finetune_steps"].notna().any() else None)
+    tuned = "subnetwork, fine-tuned" + (f" (+{steps:,} steps)" if steps else "")
     for ax, metric, scale in ((loss_ax, "train_loss", 1.0), (acc_ax, "test_acc", 100.0)):
         _line(ax, frame, f"sub_{metric}", style(0), "subnetwork (selected)", scale)
-        _line(ax, frame, f"ft_{metric}", {**style(1), "linestyle": ":"},
-              "subnetwork, fine-tuned", scale)
+        _line(ax, frame, f"ft_{metric}", {**style(1), "linestyle": ":"}, tuned, scale)
         _line(ax, frame, f"dense_{metric}", _DENSE, "dense network", scale)
         _iterations_axis(ax, its)
         ax.legend(fontsize="small")
     positive = frame[["sub_train_loss", "dense_train_loss"]].stack()
     if (positive > 0).all() and not math.isclose(positive.max(), positive.min()):
         loss_ax.set_yscale("log")
-        # Plain numbers (0.01, 0.6) read more easily than 10^-2 or 6×10^-1; minor ticks are
-        # labelled only when the losses span less than ~1.5 decades (else they collide).
+        # Plain numbers (0.01, 0.5) read more easily than 10^-2 or 5×10^-1; labels at 1, 2
+        # and 5 per decade when the losses span under 2 decades, else one per decade.
         plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+        narrow = math.log10(positive.max() / positive.min()) < 2
+        loss_ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
         loss_ax.yaxis.set_major_formatter(plain)
-        narrow = math.log10(positive.max() / positive.min()) < 1.5
-        loss_ax.yaxis.set_minor_formatter(plain if narrow else NullFormatter())
+        loss_ax.yaxis.set_minor_formatter(NullFormatter())
     loss_ax.set(ylabel="Training loss (cross-entropy, log scale)", title="Training loss")
     acc_ax.set(ylabel="Test accuracy (%)", title="Test accuracy")
     widths = [c for c in frame if c.startswith("width_")]
     for i, column in enumerate(widths):
         dense_width = _dense_width(frame, column)
         if dense_width:
-            look = {**style(i + 2), "linestyle": LINESTYLES[(i + 1) % len(LINESTYLES)]}
+            # layers often keep the same fraction: hollow markers of falling size keep
+            # every layer visible where the lines coincide
+            look = {**style(i + 2), "linestyle": LINESTYLES[(i + 1) % len(LINESTYLES)],
+                    "markerfacecolor": "none", "markersize": max(4, 11 - 3 * i)}
             _line(size_ax, frame.assign(**{column: frame[column] / dense_width}), column,
                   look, f"hidden layer {column[6:]} neurons (of {dense_width:,})", 100.0)
-    size_ax.plot(frame["pretrain_iterations"], 100.0 * frame["weights"] / frame["weights_dense"],
-                 label="Linear weights", markersize=5, color=PALETTE[6], marker="X")
+    kept = 100.0 * frame["weights"] / frame["weights_dense"]
+    size_ax.plot(frame["pretrain_iterations"], kept, label="Linear weights", markersize=5,
+                 color=PALETTE[6], marker="X")
     _iterations_axis(size_ax, its)
-    size_ax.set_ylim(0, 105)
+    tops = [kept.max()] + [100.0 * frame[c].max() / w for c in widths
+                           if (w := _dense_width(frame, c))]
+    size_ax.set_ylim(0, min(105.0, 1.25 * max(tops) + 2))
     size_ax.set(ylabel="Kept in the subnetwork (% of dense)", title="Subnetwork size")
     size_ax.legend(fontsize="small")
     fig.suptitle(title or "Greedy forward selection after dense pre-training")
