@@ -175,3 +175,19 @@ def test_report_table_shows_the_search_cost(digits, small_mlp, tmp_path):
     table = res.table()
     assert "steps to find the mask" in html
     assert f"<td>{int(table['train_steps'].iloc[0])}</td>" in html
+
+
+def test_search_needs_a_pruned_level(digits, small_mlp, tmp_path):
+    for schedule in ("one_shot", "geometric"):
+        with pytest.raises(lth.ConfigError, match="n_levels = 0"):
+            run(small_mlp, digits, tmp_path, levels=0, prune={"rate": 0.5,
+                                                                "schedule": schedule})
+    with pytest.raises(lth.ConfigError, match="bn_l1_strength"):
+        lth.EarlyBirdConfig(bn_l1_strength=float("nan"))
+
+
+def test_progress_reaches_the_end_of_a_stopped_level(digits, small_mlp, tmp_path):
+    seen = []
+    lth.LotteryModel(small_mlp, digits, train=TRAIN, prune={"rate": 0.5}, earlybird=EB,
+                     levels=1).run(store=tmp_path, progress=lambda *a: seen.append(a))
+    assert (0, 600, 600) in seen and (1, 600, 600) in seen

@@ -124,3 +124,38 @@ def test_bn_l1_shrinks_gammas_while_searching(digits, tmp_path):
              for name, r in (("plain", plain), ("slim", slim))}
     assert total["slim"] < 0.97 * total["plain"]  # Adam: at most lr per step each
     assert plain.table()["train_steps"].tolist() == slim.table()["train_steps"].tolist() == [60] * 2
+
+
+def test_global_scope_never_empties_a_layer(digits, small_mlp, tmp_path):
+    # Raw L1 norms favour the 64-input layer: unchecked, the 16-unit layer would empty.
+    res = run(small_mlp, digits, tmp_path, {**UNIT, "scope": "global", "rate": 0.3}, levels=3)
+    for level in (1, 2, 3):
+        mask = res.mask(level)
+        kept = [int(mask[n].any(1).sum()) for n in ("1.weight", "3.weight")]
+        assert min(kept) >= 1 and sum(kept) == kept_count(48, 0.7 ** level)
+    with pytest.raises(lth.ConfigError, match="fewer than one per layer"):
+        run(small_mlp, digits, tmp_path, {**UNIT, "scope": "global", "rate": 0.85}, levels=2)
+
+
+def test_unit_settings_that_cannot_apply_are_refused(digits, small_mlp, tmp_path):
+    with pytest.raises(lth.ConfigError, match="unit_score.*only used with structure"):
+        lth.PruneConfig(unit_score="l2")
+    with pytest.raises(lth.ConfigError, match="no layer whose units can be removed"):
+        run(small_mlp, digits, tmp_path, {**UNIT, "layer_rates": {"5.*": 0.1}})
+    weights = run(small_mlp, digits, tmp_path / "w", {"rate": 0.5}, levels=1)
+    with pytest.raises(lth.ConfigError, match="remove single weights, not units"):
+        run(small_mlp, digits, tmp_path / "u", UNIT, levels=1, masks_from=weights.path)
+    units = run(small_mlp, digits, tmp_path / "u", UNIT, levels=1)
+    reused = run(small_mlp, digits, tmp_path / "u2", UNIT, levels=1, masks_from=units.path,
+                 reinit={"mode": "random"})
+    assert reused.mask(1) == units.mask(1)
+    assert reused.table()["steps_to_mask"].isna().all()  # the masks cost another run
+
+
+def test_new_settings_do_not_rename_existing_runs(digits, small_mlp, tmp_path):
+    plain = run(small_mlp, digits, tmp_path, {"rate": 0.5}, levels=1)
+    prune = plain.config()["identity"]["settings"]["prune"]
+    assert "structure" not in prune and "unit_score" not in prune
+    assert "earlybird" not in plain.config()["identity"]["settings"]
+    units = run(small_mlp, digits, tmp_path, UNIT, levels=1)
+    assert units.config()["identity"]["settings"]["prune"]["structure"] == "unit"

@@ -125,6 +125,9 @@ class PruneConfig(_Section):
         _choice(p, "criterion", self.criterion, CRITERIA)
         _choice(p, "structure", self.structure, STRUCTURES)
         _choice(p, "unit_score", self.unit_score, UNIT_SCORES)
+        if self.structure == "weight" and self.unit_score != "l1":
+            p.append(("unit_score", "only used with structure = 'unit' (single weights are "
+                                    "scored by criterion)"))
         _choice(p, "scope", self.scope, SCOPES)
         _choice(p, "schedule", self.schedule, SCHEDULES)
         for key in ("rate", "conv_rate", "linear_rate", "output_rate"):
@@ -197,8 +200,8 @@ class EarlyBirdConfig(_Section):
         if self.queue < 2:
             p.append(("queue", f"got {self.queue!r}; needs at least 2 masks to compare"))
         _fraction(p, "epsilon", self.epsilon)
-        if self.bn_l1_strength < 0:
-            p.append(("bn_l1_strength", f"got {self.bn_l1_strength!r}; must be >= 0"))
+        if not 0 <= self.bn_l1_strength < float("inf"):  # NaN fails this too
+            p.append(("bn_l1_strength", f"got {self.bn_l1_strength!r}; a number >= 0"))
         return p
 
 

@@ -1,4 +1,5 @@
-"""Early-bird ticket detection (You et al., ICLR 2020): the rule, apart from training.
+"""Early-bird ticket detection (You et al., ICLR 2020): mask distance, the rule, and the
+search as a training monitor (:class:`Search`, used by ``[earlybird]`` in IMP runs).
 
 While the dense network trains, the mask that pruning would give *now* is computed every
 epoch (or every N steps). The last ``queue`` masks are kept; the early-bird ticket is drawn
@@ -8,10 +9,10 @@ most ``epsilon`` (paper: 5 masks, ε = 0.1).
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from .errors import ConfigError
 from .masks import Mask
@@ -31,33 +32,6 @@ def mask_distance(a: Mask, b: Mask) -> float:
     total = sum(a[n].numel() for n in a)
     differ = sum(int((a[n] != b[n].to(a[n].device)).sum()) for n in a)
     return differ / total if total else 0.0
-
-
-@dataclass
-class EarlyBird:
-    """Feed it one mask per check; :meth:`update` returns True when the ticket is drawn."""
-
-    queue: int = 5
-    epsilon: float = 0.1
-    masks: deque = field(default_factory=deque, repr=False)
-    distances: list[list[float]] = field(default_factory=list)  # newest vs others, per check
-    drawn_at: int | None = None  # index of the check at which the ticket was drawn
-
-    def __post_init__(self) -> None:
-        if self.queue < 2:
-            raise ConfigError(f"early-bird queue = {self.queue}; needs at least 2 masks")
-        if not 0 <= self.epsilon <= 1:
-            raise ConfigError(f"early-bird epsilon = {self.epsilon}; a fraction in [0, 1]")
-        self.masks = deque(maxlen=self.queue)
-
-    def update(self, mask: Mask) -> bool:
-        self.masks.append(mask)
-        others = list(self.masks)[:-1]
-        row = [mask_distance(mask, m) for m in others]
-        self.distances.append(row)
-        if self.drawn_at is None and len(self.masks) == self.queue and max(row) <= self.epsilon:
-            self.drawn_at = len(self.distances) - 1
-        return self.drawn_at is not None
 
 
 def distance_matrix(masks: list[Mask]) -> torch.Tensor:
@@ -91,56 +65,70 @@ class Search:
     """The early-bird search as a training monitor (see :mod:`lth.train.loop`).
 
     Every ``every`` steps after ``after`` it asks ``candidate(model)`` for the mask that
-    pruning would give now, keeps it (packed) for the distance matrix, and feeds the
-    queue rule; training stops at the check where the ticket is drawn. ``gammas``: the
-    BatchNorm scales that get the L1 (network-slimming) subgradient ``l1 * sign(γ)``.
+    pruning would give now and applies the rule: the ticket is drawn (training stops) at
+    the first check where the newest mask is within ``epsilon`` of each of the
+    ``queue - 1`` masks before it. Masks are kept bit-packed for the pairwise distance
+    matrix (the paper's figure) while they fit in ``keep_bytes``; beyond that the oldest
+    are dropped (their matrix entries stay unknown, ``None``), never the queue's.
+    ``gammas``: BatchNorm scales that get the network-slimming subgradient ``l1·sign(γ)``.
     """
 
-    def __init__(self, candidate, *, every: int, queue: int, epsilon: float,
-                 after: int = 0, gammas: list[torch.Tensor] | None = None, l1: float = 0.0):
+    def __init__(self, candidate: Callable[[nn.Module], Mask], *, every: int, queue: int,
+                 epsilon: float, after: int = 0, gammas: list[torch.Tensor] | None = None,
+                 l1: float = 0.0, keep_bytes: int = 64 << 20):
+        if queue < 2:
+            raise ConfigError(f"early-bird queue = {queue}; needs at least 2 masks")
         self.candidate, self.every, self.after = candidate, every, after
-        self.queue, self.epsilon = queue, epsilon
+        self.queue, self.epsilon, self.keep_bytes = queue, epsilon, keep_bytes
         self.gammas, self.l1 = gammas or [], l1
         self.steps: list[int] = []
-        self.packed: list[torch.Tensor] = []
-        self.matrix: list[list[float]] = []  # row i: distance of check i to checks 0..i-1
+        self.packed: dict[int, torch.Tensor] = {}  # check index -> packed mask
+        self.matrix: list[list[float | None]] = []  # row i: distances to checks 0..i-1
         self.size = 0
         self.drawn_step: int | None = None
 
-    def after_backward(self, model) -> None:
+    def after_backward(self, model: nn.Module) -> None:
         if self.l1:
             for g in self.gammas:
                 if g.grad is not None:
                     g.grad.add_(torch.sign(g.detach()), alpha=self.l1)
 
-    def after_step(self, step: int, model) -> bool:
+    def after_step(self, step: int, model: nn.Module) -> bool:
         if step <= self.after or (step - self.after) % self.every:
             return False
-        mask = self.candidate(model)
+        return self.update(self.candidate(model), step)
+
+    def update(self, mask: Mask, step: int) -> bool:
+        """Add the mask of a check at ``step``; True when the ticket is drawn by it."""
         packed = pack(mask)
         self.size = sum(mask[n].numel() for n in mask)
-        self.matrix.append([packed_distance(packed, p, self.size) for p in self.packed])
+        i = len(self.steps)
+        self.matrix.append([packed_distance(packed, self.packed[j], self.size)
+                            if j in self.packed else None for j in range(i)])
         self.steps.append(step)
-        self.packed.append(packed)
+        self.packed[i] = packed
+        while (sum(p.numel() for p in self.packed.values()) > self.keep_bytes
+               and min(self.packed) < i - self.queue + 2):
+            del self.packed[min(self.packed)]
         recent = self.matrix[-1][-(self.queue - 1):]
-        if len(self.steps) >= self.queue and max(recent) <= self.epsilon:
+        if self.drawn_step is None and i + 1 >= self.queue and max(recent) <= self.epsilon:
             self.drawn_step = step
-            return True
-        return False
+        return self.drawn_step is not None
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
-        tensors = {f"mask.{i}": p for i, p in enumerate(self.packed)}
+        tensors = {f"mask.{i}": p for i, p in self.packed.items()}
         return tensors, {"steps": self.steps, "matrix": self.matrix, "size": self.size}
 
     def load(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         self.steps, self.matrix = list(meta.get("steps", [])), list(meta.get("matrix", []))
         self.size = int(meta.get("size", 0))
-        self.packed = [tensors[f"mask.{i}"] for i in range(len(self.steps))]
+        self.packed = {int(k.split(".")[1]): t for k, t in sorted(tensors.items())
+                       if k.startswith("mask.")}
 
     def record(self) -> dict:
-        """What the level keeps: check steps, the full pairwise distance matrix, the draw."""
+        """What the level keeps: check steps, the pairwise distance matrix, the draw."""
         n = len(self.steps)
-        full = [[0.0] * n for _ in range(n)]
+        full: list[list[float | None]] = [[0.0] * n for _ in range(n)]
         for i, row in enumerate(self.matrix):
             for j, d in enumerate(row):
                 full[i][j] = full[j][i] = d

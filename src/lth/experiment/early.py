@@ -11,6 +11,7 @@ continue from the early-bird weights). The last level, the ticket, trains in ful
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,24 +20,28 @@ from torch import nn
 from ..config import EarlyBirdConfig, PruneConfig
 from ..durations import to_steps
 from ..earlybird import Search
-from ..errors import ConfigError
+from ..errors import ConfigError, LTHError
 from ..masks import Mask
 from ..pruning import Structure, prune_step
+from ..store import RunDir
 
 Tensors = dict[str, torch.Tensor]
 
 
 def searching(eb: EarlyBirdConfig, prune: PruneConfig, n_levels: int, level: int) -> bool:
-    if not eb.enabled:
+    if not eb.enabled or n_levels < 1:
         return False
     return level == 0 if prune.schedule == "one_shot" else level < n_levels
 
 
 def check(eb: EarlyBirdConfig, masks_from: str | None, spe: int, total: int,
-          rewind_step: int, model: nn.Module) -> None:
+          rewind_step: int, model: nn.Module, n_levels: int = 1) -> None:
     """Refuse early-bird settings that cannot work, before any training."""
     if not eb.enabled:
         return
+    if n_levels < 1:
+        raise ConfigError("earlybird.enabled with n_levels = 0: there is no pruned level to "
+                          "draw a ticket for; set n_levels >= 1 or disable the search")
     if masks_from is not None:
         raise ConfigError("earlybird.enabled with masks_from: the masks come from another "
                           "run, so there is nothing to search for; drop one of the two")
@@ -48,6 +53,18 @@ def check(eb: EarlyBirdConfig, masks_from: str | None, spe: int, total: int,
     if eb.bn_l1 and not bn_scales(model):
         raise ConfigError("earlybird.bn_l1 = true but the model has no BatchNorm with a "
                           "learnable scale; set bn_l1 = false")
+
+
+def check_unit_source(source: Path) -> None:
+    """``structure = 'unit'`` with ``masks_from``: the masks must be unit masks too."""
+    try:
+        settings = RunDir(source).config()["identity"]["settings"]["prune"]
+    except (LTHError, KeyError, OSError):
+        return  # check_masks_source reports an unreadable source
+    if settings.get("structure", "weight") != "unit":
+        raise ConfigError(f"structure = 'unit' with masks_from = {str(source)!r}, whose masks "
+                          "remove single weights, not units; use structure = 'weight' or a "
+                          "source run pruned with structure = 'unit'")
 
 
 def bn_scales(model: nn.Module) -> list[torch.Tensor]:

@@ -25,13 +25,13 @@ from ..pruning import check_final_counts, make_groups, prune_step, random_like, 
 from ..reinit import KEEP_TRAINED, reinitialize
 from ..seeding import derive_seed, generator
 from ..state import get_state, set_state
-from ..store import RunDir, load_tensors, read_json, save_tensors, write_json
+from ..store import RunDir, atomic_write_bytes, load_tensors, read_json, save_tensors, write_json
 from ..train import Span, lr_function, train_level
 from . import early
 from .mask_source import check_masks_source, masks_identity
 from .plan import Plan as _Plan
 from .plan import as_section as _as
-from .plan import choose_device, structured_plan
+from .plan import check_random_draw, choose_device, fresh_draw, prune_settings, structured_plan
 from .plan import state_sha as _state_sha
 from .progress import Progress, progress_bar
 from .result import Result, levels_frame, summarize
@@ -135,6 +135,8 @@ class LotteryModel:
             if cfg.masks_from_mode != "same":
                 raise ConfigError(f"masks_from_mode = {cfg.masks_from_mode!r} draws single "
                                   "weights at random; with structure = 'unit' use 'same'")
+            if cfg.masks_from is not None:
+                early.check_unit_source(Path(cfg.masks_from))
         else:
             rates = resolve_rates(self.prune, names, layer_kinds(model), out, cfg.n_levels,
                                   sizes)
@@ -147,7 +149,7 @@ class LotteryModel:
         else:
             check_masks_source(Path(cfg.masks_from), names, sizes, cfg.n_levels)
         if self.reinit.mode == "random":
-            self._check_random_draw(names)
+            check_random_draw(self.model, self.initializer, names)
         n_train = len(self.data.y_train)
         spe = n_train // tr.batch_size
         if spe < 1:
@@ -162,26 +164,11 @@ class LotteryModel:
             if to_steps(value, spe) > total:
                 raise ConfigError(f"train.{key}: {value!r} is after the end of training "
                                   f"({total} steps)")
-        early.check(self.earlybird, cfg.masks_from, spe, total, k, model)
+        early.check(self.earlybird, cfg.masks_from, spe, total, k, model, cfg.n_levels)
         span = {"steps_per_epoch": spe, "eval_every": to_steps(tr.eval_every, spe),
                 "checkpoint_every": to_steps(tr.checkpoint_every, spe)}
         return _Plan(choose_device(tr.device), names, out, groups, rates, total, k, span,
                      theta0, structure)
-
-    def _fresh_draw(self, seed: int) -> dict[str, torch.Tensor]:
-        """A new draw of every weight from the model's initialiser (for ``random`` reinit)."""
-        scheme = "default" if self.initializer == "keep" else self.initializer
-        return get_state(initialize(copy.deepcopy(self.model).cpu(), scheme, seed))
-
-    def _check_random_draw(self, names: list[str]) -> None:
-        a, b = self._fresh_draw(1), self._fresh_draw(2)
-        stuck = [n for n in names if torch.equal(a[n], b[n])]
-        if stuck:
-            raise ConfigError(
-                f"reinit.mode = 'random' needs a fresh draw of {', '.join(stuck)}, but no "
-                "initializer re-draws it (its module has no reset_parameters); give the "
-                "module a reset_parameters method, exclude it with prune.exclude, or use "
-                "another reinit mode")
 
     def check(self) -> None:
         """Every check a run makes before training (config against model and data)."""
@@ -194,6 +181,7 @@ class LotteryModel:
             del c[key]
         for how_not_what in ("threads", "eval_batch_size", "checkpoint_every"):
             del c["train"][how_not_what]
+        c["prune"] = prune_settings(self.prune)
         model = self.model
         keys = ("n_levels", "masks_from_mode", "train", "prune", "reinit") + (
             ("earlybird",) if self.earlybird.enabled else ())
@@ -209,6 +197,7 @@ class LotteryModel:
         for how_not_what in ("threads", "eval_batch_size", "checkpoint_every"):
             del c["train"][how_not_what]  # change the speed or safety, not the results
         del c["masks_from"]  # its masks' content is identified below, not its path
+        c["prune"] = prune_settings(self.prune)
         return {
             "lth": ".".join(__version__.split(".")[:2]),
             "settings": {k: c[k] for k in ("seed", "n_levels", "train", "prune", "reinit") + (
@@ -337,7 +326,8 @@ class LotteryModel:
                     if self.reinit.mode in KEEP_TRAINED else self._rewind_point(run, plan))
             start = reinitialize(
                 self.reinit, mask, base, plan.theta0,
-                fresh=lambda: self._fresh_draw(derive_seed(seed, "reinit-draw", level)),
+                fresh=lambda: fresh_draw(self.model, self.initializer,
+                                         derive_seed(seed, "reinit-draw", level)),
                 rng=lambda name: generator(seed, "reinit", level, name))
             if plan.structure is not None:  # bias and BatchNorm of removed units: zero
                 set_state(model, start)
@@ -379,19 +369,20 @@ class LotteryModel:
             progress=None if report is None else (lambda s: report(level, s, span.end)),
             fixed_lr=self._finetune_lr(plan) if level and self.reinit.mode == "finetune"
             else None, monitor=search)
+        if report is not None and search is not None and search.drawn_step is not None:
+            report(level, span.end, span.end)  # stopped early: the level is complete
         mask.check(model)
         save_tensors(run.file("final.safetensors", level), get_state(model))
         write_json(run.file("history.json", level), history)
         summary = summarize(level, mask, history, begin, time.perf_counter() - t0)
         done = {lv: read_json(run.file("summary.json", lv)) for lv in run.finished_levels()}
         done[level] = summary
-        summary["steps_to_mask"] = early.steps_to_mask(done, level,
-                                                       self.prune.schedule)
+        summary["steps_to_mask"] = (None if self.config.masks_from else  # another run's cost
+                                    early.steps_to_mask(done, level, self.prune.schedule))
         if search is not None:
             write_json(run.file("earlybird.json", level), search.record())
             summary["earlybird_step"] = search.drawn_step
         write_json(run.file("summary.json", level), summary)  # last: marks the level done
         run.checkpoints(level).clear()
         csv = levels_frame([done[lv] for lv in sorted(done)]).to_csv(index=False)
-        from ..store import atomic_write_bytes
         atomic_write_bytes(run.file("levels.csv"), csv.encode())

@@ -15,6 +15,7 @@ Schedules give a group's density (fraction of its original weights kept) at leve
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -153,11 +154,27 @@ def next_unit_mask(cfg: PruneConfig, structure: Structure, groups: Sequence[Grou
             continue
         if scores is None:
             scores = structure.scores(final, cfg.unit_score)
-        units.update(select({n: scores[n] for n in group.names},
-                            {n: units[n] for n in group.names}, keep, generator))
+        units.update(_select_units({n: scores[n] for n in group.names},
+                                   {n: units[n] for n in group.names}, keep, generator))
     out = structure.expand(Mask(units, order=structure.producers), mask.names(),
                            {n: t.shape for n, t in mask.items()})
     return Mask({n: t & mask[n].cpu() for n, t in out.items()}, order=mask.names())
+
+
+def _select_units(scores: dict[str, torch.Tensor], alive: dict[str, torch.Tensor], keep: int,
+                  generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The ``keep`` best units of a group, but never all units of one layer: in global scope
+    each layer first keeps its best surviving unit (a layer without units would cut the
+    network in two), then the rest compete for the remaining places."""
+    if len(scores) == 1 or keep < len(scores):
+        return select(scores, alive, keep, generator)
+    reserved = {}
+    for n, s in scores.items():
+        best = torch.where(alive[n], s.float(), torch.tensor(-math.inf)).argmax()
+        reserved[n] = torch.zeros_like(alive[n]).index_fill_(0, best.view(1), True)
+    rest = select(scores, {n: alive[n] & ~reserved[n] for n in scores}, keep - len(scores),
+                  generator)
+    return {n: rest[n] | reserved[n] for n in scores}
 
 
 def prune_step(cfg: PruneConfig, structure: Structure | None, groups: Sequence[Group],

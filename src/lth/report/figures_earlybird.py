@@ -30,11 +30,13 @@ def earlybird_distances(result: Any, level: int = 0) -> Any:
     if not steps:
         raise ConfigError(f"level {level} of {result.path.name} made no early-bird check "
                           "(training ended before the first one)")
-    matrix = np.asarray(rec["distance_matrix"], dtype=float)
+    # None: a distance not kept (old masks dropped beyond the search's memory budget)
+    matrix = np.array([[np.nan if d is None else d for d in row]
+                       for row in rec["distance_matrix"]], dtype=float)
     n, q, eps = len(steps), rec["queue"], rec["epsilon"]
     fig = new_figure(11.0, 4.6)
     ax, ax2 = fig.subplots(1, 2, width_ratios=[1.1, 1])
-    image = ax.imshow(matrix, cmap=HEATMAP, vmin=0.0, vmax=max(float(matrix.max()), 1e-9),
+    image = ax.imshow(matrix, cmap=HEATMAP, vmin=0.0, vmax=max(float(np.nanmax(matrix)), 1e-9),
                       origin="upper")
     ticks = np.unique(np.linspace(0, n - 1, min(n, 8)).round().astype(int))
     ax.set_xticks(ticks, labels=[str(steps[i]) for i in ticks], rotation=40, ha="right")
