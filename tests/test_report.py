@@ -88,3 +88,21 @@ def test_report_when_the_first_run_never_finished_a_level(digits, tmp_path):
         store=tmp_path / "st")
     page = lth.report.build_report(tmp_path / "st", tmp_path / "out").read_text()
     assert "zzz" in page and page.count("data:image/png;base64,") >= 4
+
+
+def test_learning_curves_of_long_runs_show_a_spread_of_levels(digits, tmp_path):
+    model = lth.create_model("mlp", input_shape=digits.input_shape, num_classes=10,
+                             hidden=(16,))
+    train = {**FAST_TRAIN, "duration": "20it", "eval_every": "10it"}
+    lth.LotteryModel(model, digits, train=train, levels=9, name="long",
+                     prune={"rate": 0.3}).run(store=tmp_path / "store")
+    page = lth.report.build_report(tmp_path / "store", tmp_path / "out").read_text()
+    assert "6 of 10 levels: 0, 2, 4, 5, 7, 9" in page
+    from lth.report.html import _figures
+
+    res = lth.load(tmp_path / "store")
+    make = next(fn for stem, _, fn in _figures(res) if stem == "learning_curves_long")
+    fig = make()
+    labels = sorted(line.get_label() for line in fig.axes[0].lines
+                    if line.get_label().startswith("level"))
+    assert labels == sorted(f"level {lv}" for lv in (0, 2, 4, 5, 7, 9))

@@ -116,9 +116,25 @@ def _figures(res: Results) -> list[tuple[str, str, Callable[[], Any]]]:
         items.append(("init_vs_final", f"Surviving weights of {layer0}, level {last}: start "
                       "vs end of training", lambda: f.init_vs_final(first, last, layer0)))
     for exp in list(res.curves.experiment.unique())[:4]:
-        items.append((f"learning_curves_{_slug(exp)}", f"Learning curves by level ({exp})",
-                      lambda e=exp: f.learning_curves(res.curves, experiment=e)))
+        levels = sorted(res.curves.loc[res.curves.experiment == exp, "level"].unique())
+        shown = _spread(levels, MAX_CURVE_LEVELS)
+        note = "" if len(shown) == len(levels) else (
+            f"; {len(shown)} of {len(levels)} levels: {', '.join(map(str, shown))}")
+        items.append((f"learning_curves_{_slug(exp)}", f"Learning curves by level ({exp}{note})",
+                      lambda e=exp, lv=shown: f.learning_curves(res.curves, experiment=e,
+                                                                 level=lv)))
     return items
+
+
+MAX_CURVE_LEVELS = 6  # more lines than this in one panel cannot be told apart
+
+
+def _spread(levels: list, most: int) -> list:
+    """At most ``most`` of ``levels``, evenly spread, always with the first and the last."""
+    if len(levels) <= most:
+        return [int(v) for v in levels]
+    picks = {round(i * (len(levels) - 1) / (most - 1)) for i in range(most)}
+    return [int(levels[i]) for i in sorted(picks)]
 
 
 def _render(fig: Any, out: Path, stem: str) -> str:
