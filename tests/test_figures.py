@@ -317,3 +317,14 @@ def test_one_level_one_evaluation_run_still_draws_markers(digits, tmp_path):
     x, y, ends = bars(accuracy_vs_weights(run.table()).axes[0].containers[0])
     assert list(x) == [100.0] and ends is None
     assert y[0] == pytest.approx(100 * levels.early_stop_test_acc.item())
+
+
+def test_figure_modules_load_on_first_use():
+    import importlib
+
+    import lth
+
+    assert lth.report.figures is importlib.import_module("lth.report.figures")
+    assert callable(lth.report.figures_forward.pretraining_sweep_figure)
+    with pytest.raises(AttributeError, match="no attribute 'figurez'"):
+        lth.report.figurez  # noqa: B018
