@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -156,3 +158,27 @@ def test_magnitude_increase_and_movement_differ():
                     torch.ones(2, dtype=torch.bool), 0.5, torch.Generator())
     assert int(CRITERIA["magnitude_increase"](s).argmax()) == 0
     assert int(CRITERIA["movement"](s).argmax()) == 1
+
+
+def _sorted_top_k(scores, k, generator):
+    """Reference: stable descending sort of the seeded shuffle (the rule's definition)."""
+    scores = torch.nan_to_num(scores.float(), nan=-math.inf)
+    perm = torch.randperm(scores.numel(), generator=generator)
+    order = torch.sort(scores[perm], descending=True, stable=True).indices
+    return perm[order[:k]]
+
+
+def test_linear_time_top_k_picks_the_same_set_as_the_sorted_rule():
+    from lth.pruning import top_k_indices
+
+    g = torch.Generator().manual_seed(1)
+    for trial in range(200):
+        n = int(torch.randint(1, 300, (1,), generator=g))
+        scores = [torch.randn(n, generator=g), torch.randint(0, 4, (n,), generator=g).float(),
+                  torch.zeros(n)][trial % 3]
+        if trial % 5 == 0:
+            scores[torch.rand(n, generator=g) < 0.3] = float("nan")
+        k = int(torch.randint(0, n + 1, (1,), generator=g))
+        want = _sorted_top_k(scores, k, torch.Generator().manual_seed(trial))
+        got = top_k_indices(scores, k, torch.Generator().manual_seed(trial))
+        assert sorted(got.tolist()) == sorted(want.tolist())

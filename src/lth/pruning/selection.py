@@ -25,11 +25,29 @@ def kept_count(n: int, density: float) -> int:
 
 
 def top_k_indices(scores: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """Indices of the ``k`` highest scores; equal scores are ordered by a seeded shuffle."""
-    scores = torch.nan_to_num(scores.float(), nan=-math.inf)
-    perm = torch.randperm(scores.numel(), generator=generator)
-    order = torch.sort(scores[perm], descending=True, stable=True).indices
-    return perm[order[:k]]
+    """Indices of the ``k`` highest scores (NaN lowest); among scores equal to the k-th
+    highest, those earliest in a seeded shuffle win. Returned in ascending index order.
+
+    The set equals that of a stable descending sort of the shuffled scores, found in
+    linear time: everything above the k-th highest value, then the first tied ones.
+    """
+    scores = torch.nan_to_num(scores.float().flatten(), nan=-math.inf)
+    n = scores.numel()
+    perm = torch.randperm(n, generator=generator)  # drawn always: the stream stays the same
+    if k <= 0:
+        return torch.zeros(0, dtype=torch.long)
+    if k >= n:
+        return torch.arange(n)
+    kth = torch.kthvalue(scores, n - k + 1).values
+    above = scores > kth
+    tied = (scores == kth).nonzero().squeeze(1)
+    rank = torch.empty(n, dtype=torch.long)
+    rank[perm] = torch.arange(n)  # position of each index in the shuffle
+    wanted = k - int(above.sum())
+    first_tied = tied[torch.argsort(rank[tied])[:wanted]]
+    keep = above.clone()
+    keep[first_tied] = True
+    return keep.nonzero().squeeze(1)
 
 
 def select(scores: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], keep: int,
