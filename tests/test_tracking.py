@@ -18,8 +18,9 @@ class Stop(Exception):
 def test_tensorboard_scalars_read_back(digits, small_mlp, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    result = lth.LotteryModel(small_mlp, digits, train=FAST_TRAIN, levels=1).run(
-        store=tmp_path / "s", trackers=[TensorBoard(tmp_path / "tb")])
+    result = lth.LotteryModel(small_mlp, digits, train=FAST_TRAIN, levels=1,
+                              earlybird={"enabled": True, "every": "5it", "epsilon": 0.3}
+                              ).run(store=tmp_path / "s", trackers=[TensorBoard(tmp_path / "tb")])
     acc = EventAccumulator(str(tmp_path / "tb" / result.path.name))
     acc.Reload()
     best = acc.Scalars("levels/best_test_acc")
@@ -30,6 +31,10 @@ def test_tensorboard_scalars_read_back(digits, small_mlp, tmp_path):
     assert [e.step for e in curve] == hist.step.tolist()
     assert [e.value for e in curve] == pytest.approx(hist.test_acc.tolist())
     assert "config" in acc.Tags()["tensors"][0] or acc.Tags()["tensors"]
+    drawn = acc.Scalars("levels/earlybird_step")  # only the level that searched
+    assert [(e.step, e.value) for e in drawn] == [(0, result.table().earlybird_step[0])]
+    assert [e.value for e in acc.Scalars("levels/steps_to_mask")] == \
+        result.table().steps_to_mask.tolist()
 
 
 def test_mlflow_sqlite_metrics_params_and_resume(digits, small_mlp, tmp_path):

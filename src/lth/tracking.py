@@ -15,7 +15,8 @@ from typing import Any, Protocol
 from .errors import ConfigError
 
 LEVEL_METRICS = ("pct_remaining", "best_test_acc", "final_test_acc", "early_stop_step",
-                 "early_stop_test_acc", "early_stop_val_loss")
+                 "early_stop_test_acc", "early_stop_val_loss", "train_steps", "steps_to_mask",
+                 "earlybird_step")  # absent or None values are skipped
 CURVE_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
 
