@@ -33,7 +33,6 @@ from lth.errors import DataError
 from lth.experiment.early import make_search
 from lth.masks import Mask, prunable_names
 from lth.pruning import make_groups
-from lth.seeding import generator
 from lth.state import get_state
 from lth.train import Span, train_level
 
@@ -56,7 +55,7 @@ def run_once(model0, data, cfg: TrainConfig, steps: int, every: int | None) -> t
         theta0 = get_state(model)
         search = make_search(
             lth.EarlyBirdConfig(enabled=True, every=every, epsilon=0.0), PruneConfig(),
-            groups, names, 0, mask, lambda: theta0, lambda: generator(0, "prune", 1),
+            groups, names, 0, mask, lambda: theta0, 0,
             spe=len(data.y_train) // cfg.batch_size, after=0, model=model)
     span = Span(start=0, end=steps, steps_per_epoch=len(data.y_train) // cfg.batch_size,
                 eval_every=steps, checkpoint_every=steps)

@@ -344,9 +344,11 @@ def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
         raise ConfigError(f"{what} {str(path)!r} is not valid TOML: {exc}") from None
 
 
-def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
-    """Read a TOML experiment file, apply ``key=value`` overrides, validate everything."""
-    data = read_toml(path)
+def load_config(path: str | Path, overrides: typing.Sequence[str] = (), *,
+                kind: type[_Section] = ExperimentConfig, what: str = "config file") -> Any:
+    """Read a TOML file, apply ``key=value`` overrides, validate everything into ``kind``
+    (an :class:`ExperimentConfig` unless told otherwise)."""
+    data = read_toml(path, what)
     for text in overrides:
         _set_dotted(data, *parse_override(text))
-    return ExperimentConfig.from_dict(data)
+    return kind.from_dict(data)

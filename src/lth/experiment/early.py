@@ -23,6 +23,7 @@ from ..earlybird import Search
 from ..errors import ConfigError, LTHError
 from ..masks import Mask
 from ..pruning import Structure, prune_step
+from ..seeding import generator
 from ..store import RunDir
 
 Tensors = dict[str, torch.Tensor]
@@ -35,7 +36,7 @@ def searching(eb: EarlyBirdConfig, prune: PruneConfig, n_levels: int, level: int
 
 
 def check(eb: EarlyBirdConfig, masks_from: str | None, spe: int, total: int,
-          rewind_step: int, model: nn.Module, n_levels: int = 1) -> None:
+          rewind_step: int, model: nn.Module, n_levels: int) -> None:
     """Refuse early-bird settings that cannot work, before any training."""
     if not eb.enabled:
         return
@@ -73,8 +74,7 @@ def bn_scales(model: nn.Module) -> list[torch.Tensor]:
 
 
 def make_search(eb: EarlyBirdConfig, prune: PruneConfig, groups, names: list[str],
-                level: int, mask: Mask, init: Callable[[], Tensors],
-                seed_generator: Callable[[], Any],
+                level: int, mask: Mask, init: Callable[[], Tensors], seed: int,
                 *, spe: int, after: int, model: nn.Module,
                 structure: Structure | None = None) -> Search:
     """The monitor for ``level``: its candidate is exactly the mask the next level would get
@@ -89,7 +89,7 @@ def make_search(eb: EarlyBirdConfig, prune: PruneConfig, groups, names: list[str
         final = ({n: model.get_parameter(n).detach() for n in names} if structure is None
                  else dict(model.state_dict()))
         new = prune_step(prune, structure, groups, target, mask, start[0], final,
-                         seed_generator())
+                         generator(seed, "prune", target))
         return new if structure is None else structure.unit_mask(new)
 
     return Search(candidate, every=to_steps(eb.every, spe), queue=eb.queue,

@@ -286,6 +286,10 @@ class LotteryModel:
             return self._rewind_point(run, plan)
         return load_tensors(run.file("start.safetensors", level))[0]
 
+    def _source(self, level: int) -> int:
+        """The level whose trained weights give ``level`` its mask and kept weights."""
+        return 0 if self.prune.schedule == "one_shot" else level - 1
+
     def _mask_for(self, run: RunDir, plan: _Plan, model: nn.Module, level: int) -> Mask:
         path = run.file("mask.safetensors", level)
         if path.exists():
@@ -301,7 +305,7 @@ class LotteryModel:
                                    "random_layer",
                                    generator=generator(self.config.seed, "random-prune", level))
         else:
-            source = 0 if self.prune.schedule == "one_shot" else level - 1
+            source = self._source(level)
             prev = (Mask.ones(model, plan.names) if source == 0
                     else Mask(load_tensors(run.file("mask.safetensors", source))[0],
                               order=plan.names))
@@ -321,7 +325,7 @@ class LotteryModel:
             start = plan.theta0
         else:
             seed = self.config.seed
-            source = 0 if self.prune.schedule == "one_shot" else level - 1  # as the mask's
+            source = self._source(level)
             base = (load_tensors(run.file("final.safetensors", source))[0]
                     if self.reinit.mode in KEEP_TRAINED else self._rewind_point(run, plan))
             start = reinitialize(
@@ -342,9 +346,7 @@ class LotteryModel:
             return None
         return early.make_search(
             self.earlybird, self.prune, plan.groups, plan.names, level, mask,
-            lambda: self._criterion_init(run, plan, level),
-            lambda: generator(self.config.seed, "prune",
-                              1 if self.prune.schedule == "one_shot" else level + 1),
+            lambda: self._criterion_init(run, plan, level), self.config.seed,
             spe=plan.span["steps_per_epoch"], after=plan.rewind_step, model=model,
             structure=plan.structure)
 

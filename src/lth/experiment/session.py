@@ -118,7 +118,6 @@ class LotterySession(TrialGroup):
                  variants: Mapping[str, Mapping] | None = None,
                  grid: Mapping[str, Sequence] | None = None, seeds: Iterable[int] = (0,),
                  name: str = "session", **experiment: Any):
-        self._tmp = None
         base = model if isinstance(model, LotteryModel) else LotteryModel(
             model, data, name=name, **experiment)
         specs = expand_variants(variants, grid)

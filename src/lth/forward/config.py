@@ -25,11 +25,9 @@ from ..config import (
     OPTIMIZERS,
     DataConfig,
     TrainConfig,
-    _set_dotted,
-    parse_override,
-    read_toml,
+    load_config,
 )
-from ..config_schema import Problem, _choice, _raise, _Section
+from ..config_schema import Problem, _choice, _Section
 from ..errors import StoreError
 
 
@@ -156,12 +154,7 @@ class ForwardSweepConfig(_Section):
 
 def load_forward_config(path: str | Path, overrides: Sequence[str] = ()) -> ForwardSweepConfig:
     """Read a sweep TOML file, apply ``key=value`` overrides, validate everything."""
-    data = read_toml(path, "forward-sweep config")
-    for text in overrides:
-        _set_dotted(data, *parse_override(text))
-    instance, problems = ForwardSweepConfig.parse(data)
-    _raise(problems)
-    return instance
+    return load_config(path, overrides, kind=ForwardSweepConfig, what="forward-sweep config")
 
 
 def run_forward_sweep(cfg: ForwardSweepConfig, out: str | Path, *,

@@ -91,9 +91,24 @@ def mlp_parts(model: nn.Module) -> MLPParts:
                          "needs at least one hidden layer (Linear -> activation -> Linear)")
     return MLPParts(tuple(prefix), tuple(linears), tuple(tuple(a) for a in acts), tuple(names))
 
+
 def _index(kept: Sequence[Sequence[int]], i: int, device: torch.device) -> torch.Tensor | None:
     return torch.tensor(list(kept[i]), dtype=torch.long, device=device) \
         if 0 <= i < len(kept) else None
+
+
+def _blocks(parts: MLPParts, kept: Sequence[Sequence[int]]):
+    """Per Linear layer, the (rows, columns) that survive: kept neurons of its own hidden
+    layer (all rows for the output layer) by kept neurons of the layer before (all inputs
+    for the first layer)."""
+    prev = None
+    for i, lin in enumerate(parts.linears):
+        dev = lin.weight.device
+        rows = _index(kept, i, dev)
+        rows = torch.arange(lin.out_features, device=dev) if rows is None else rows
+        cols = torch.arange(lin.in_features, device=dev) if prev is None else prev
+        yield rows, cols
+        prev = rows
 
 
 def _check_kept(parts: MLPParts, kept: Sequence[Sequence[int]]) -> None:
@@ -137,19 +152,14 @@ def expand(small: nn.Module, model: nn.Module, kept: Sequence[Sequence[int]]) ->
     _check_kept(parts, kept)
     masked = copy.deepcopy(model)
     mparts = mlp_parts(masked)
-    prev = None
     with torch.no_grad():
-        for i, (lin, src) in enumerate(zip(mparts.linears, sparts.linears, strict=True)):
-            dev = lin.weight.device
-            rows = _index(kept, i, dev)
-            rows = torch.arange(lin.out_features, device=dev) if rows is None else rows
-            cols = torch.arange(lin.in_features, device=dev) if prev is None else prev
+        for (rows, cols), lin, src in zip(_blocks(mparts, kept), mparts.linears,
+                                          sparts.linears, strict=True):
             lin.weight.zero_()
-            lin.weight[rows.unsqueeze(1), cols.unsqueeze(0)] = src.weight.to(dev)
+            lin.weight[rows.unsqueeze(1), cols.unsqueeze(0)] = src.weight.to(rows.device)
             if lin.bias is not None:
                 lin.bias.zero_()
-                lin.bias[rows] = src.bias.to(dev)
-            prev = rows
+                lin.bias[rows] = src.bias.to(rows.device)
     return masked
 
 
@@ -159,15 +169,12 @@ def kept_mask(model: nn.Module, kept: Sequence[Sequence[int]]) -> Mask:
     parts = mlp_parts(model)
     _check_kept(parts, kept)
     tensors = {}
-    prev = None
-    for i, lin in enumerate(parts.linears):
+    for (rows, cols), lin, name in zip(_blocks(parts, kept), parts.linears, parts.names,
+                                       strict=True):
         keep = torch.zeros_like(lin.weight, dtype=torch.bool)
-        rows = _index(kept, i, keep.device)
-        rows = torch.arange(lin.out_features, device=keep.device) if rows is None else rows
-        cols = torch.arange(lin.in_features, device=keep.device) if prev is None else prev
         keep[rows.unsqueeze(1), cols.unsqueeze(0)] = True
-        tensors[f"{parts.names[i]}.weight"] = keep
-        prev = rows
+        tensors[f"{name}.weight"] = keep
     return Mask(tensors)
+
 
 __all__ = ["MLPParts", "expand", "kept_mask", "mlp_parts", "shrink"]

@@ -4,15 +4,13 @@ from :mod:`lth.report.figures`."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.patches import Rectangle
 
 from ..errors import ConfigError
-from ..experiment.result import Result
-from .figures_weights import HEATMAP, PALETTE, new_figure
+from .figures_weights import HEATMAP, PALETTE, _as_result, new_figure
 
 
 def earlybird_distances(result: Any, level: int = 0) -> Any:
@@ -20,11 +18,7 @@ def earlybird_distances(result: Any, level: int = 0) -> Any:
     given at each check of ``level``'s training (dark = alike). Right: the newest mask's
     largest distance to the masks in the queue before it, against ε; the ticket is drawn
     where it first falls to ε or below (marked on both panels)."""
-    if isinstance(result, str | Path):
-        result = Result(result)
-    if not isinstance(result, Result):
-        raise ConfigError(f"expected an lth.Result (or its run directory); got "
-                          f"{type(result).__name__}")
+    result = _as_result(result)
     rec = result.earlybird(level)
     steps = rec["check_steps"]
     if not steps:
