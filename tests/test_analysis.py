@@ -70,18 +70,20 @@ def test_export_csv_and_errors(digits, small_mlp, tmp_path):
 
 
 def test_interrupted_trial_is_matched_to_its_own_variant(tmp_path, digits, small_mlp):
-    import json
-
     from lth.experiment import LotterySession
+    from lth.store import Trials
 
     res = LotterySession(small_mlp, digits, train=FAST_TRAIN, levels=1,
                          variants={"a": {}, "a-b": {}}).run(store=tmp_path)
-    status = json.loads((res.path / "trials.json").read_text())
-    a_dir = status["a-s0"].pop("run_dir")
+    trials = Trials(res.path)
+    status = trials.read()
+    a_dir = str(trials.run_path(status["a-s0"]))
+    del status["a-s0"]["run_dir"]
     status["a-s0"]["status"] = "pending"
-    (res.path / "trials.json").write_text(json.dumps(status))
+    trials.write(status)
     runs = lth.load(res.path).runs.set_index("experiment")
     assert runs.loc["a", "run_dir"] == a_dir
+    assert runs.loc["a", "status"] == "done"  # all its levels are there
 
 
 def test_status_of_an_interrupted_python_run(digits, small_mlp, tmp_path, capsys):

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -12,6 +11,7 @@ import lth
 from lth.cli import main
 from lth.experiment import LotteryRobust, LotterySession, parse_seeds
 from lth.experiment.stats import describe, t_quantile
+from lth.store import Trials
 
 from .conftest import states_equal
 
@@ -180,7 +180,7 @@ of = "bad"
     out = capsys.readouterr().out
     assert code == 1 and "1 done, 2 failed" in out and "diverged" in out
     gdir = next((tmp_path / "store").iterdir())
-    status = json.loads((gdir / "trials.json").read_text())
+    status = Trials(gdir).read()
     assert status["ok-s0"]["status"] == "done"
     assert "needs the masks of bad-s0" in status["bad_control-s0"]["error"]
     assert "TrainingError" in (gdir / "failures" / "bad-s0.txt").read_text()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from lth.store import Trials
 
 LONG = """
 name = "k"
@@ -41,8 +42,8 @@ def wait_for(predicate, timeout=120.0):
 
 
 def statuses(store: Path) -> dict:
-    files = list(store.glob("*/trials.json"))
-    return json.loads(files[0].read_text()) if files else {}
+    groups = [p.parent for p in store.glob("*/trials.json")]
+    return Trials(groups[0]).read() if groups else {}
 
 
 def final_bytes(store: Path) -> dict[str, bytes]:

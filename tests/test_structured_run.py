@@ -150,12 +150,3 @@ def test_unit_settings_that_cannot_apply_are_refused(digits, small_mlp, tmp_path
                  reinit={"mode": "random"})
     assert reused.mask(1) == units.mask(1)
     assert reused.table()["steps_to_mask"].isna().all()  # the masks cost another run
-
-
-def test_new_settings_do_not_rename_existing_runs(digits, small_mlp, tmp_path):
-    plain = run(small_mlp, digits, tmp_path, {"rate": 0.5}, levels=1)
-    prune = plain.config()["identity"]["settings"]["prune"]
-    assert "structure" not in prune and "unit_score" not in prune
-    assert "earlybird" not in plain.config()["identity"]["settings"]
-    units = run(small_mlp, digits, tmp_path, UNIT, levels=1)
-    assert units.config()["identity"]["settings"]["prune"]["structure"] == "unit"

@@ -5,7 +5,7 @@
 ['large_final', 'large_final_diff_sign', 'large_final_same_sign']
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from . import report  # noqa: E402
 from .analysis import Results, load  # noqa: E402

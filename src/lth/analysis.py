@@ -1,32 +1,39 @@
 """Load finished (or partly finished) results as tidy DataFrames: ``lth.load(path)``.
 
 ``path`` may be one run directory, a session/robust group directory, or a whole store.
-Interrupted runs contribute the levels they finished.
+Interrupted runs contribute the levels they finished. Runs are grouped by identity: the
+seeds of one experiment share its ``experiment_id``; two runs with the same name but
+different settings are two experiments, labelled by what differs
+(``quickstart · criterion=movement``). What cannot be read is listed in ``problems``,
+never dropped without a word.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from .errors import StoreError
 from .experiment.result import TABLE_COLUMNS, Result
-from .store import read_json
+from .store import GROUP_KINDS, Damaged, RunDir, Trials, legacy_format, read_record
 
 
 @dataclass
 class Results:
-    """``runs``: one row per run (run_dir, experiment, seed, group, kind, status);
-    ``levels``: one row per finished level (densities, accuracies, early stop);
-    ``layers``: one row per level and layer (weights, kept, density);
-    ``curves``: one row per evaluation (losses and accuracies over steps)."""
+    """``runs``: one row per run (run_dir, experiment, experiment_id, seed, group, kind,
+    status, dataset, model); ``levels``: one row per finished level (densities,
+    accuracies, early stop); ``layers``: one row per level and layer (weights, kept,
+    density); ``curves``: one row per evaluation (losses and accuracies over steps);
+    ``problems``: what could not be read, and why."""
 
     runs: pd.DataFrame
     levels: pd.DataFrame
     layers: pd.DataFrame
     curves: pd.DataFrame
+    problems: list[str] = field(default_factory=list)
 
     def result(self, run_dir: str | Path) -> Result:
         return Result(run_dir)
@@ -56,55 +63,120 @@ class Results:
         return paths
 
 
-def _is_run(d: Path) -> bool:
-    return (d / "config.json").exists() and (d / "theta0.safetensors").exists()
-
-
-def _group_kind(d: Path) -> str | None:
-    if not (d / "config.json").exists():
+def _config(d: Path) -> dict[str, Any] | None:
+    try:
+        return read_record(d / "config.json")
+    except Damaged:
         return None
-    return read_json(d / "config.json").get("identity", {}).get("kind")
 
 
-def _discover(path: Path) -> list[dict]:
-    """Run entries under ``path``: a run, a group directory, or a store of either."""
-    if _is_run(path):
-        cfg = read_json(path / "config.json")
-        return [{"run_dir": str(path), "experiment": cfg.get("name", path.name),
-                 "seed": cfg["identity"]["settings"]["seed"], "group": None, "kind": "run",
-                 "status": "done" if _finished(path, cfg) else "partial"}]
-    kind = _group_kind(path)
-    if kind in ("session", "robust"):
-        trials = read_json(path / "trials.json") if (path / "trials.json").exists() else {}
-        out = []
-        for t in trials.values():
-            run_dirs = [t["run_dir"]] if t.get("run_dir") else []
-            if not run_dirs:  # interrupted: find its run directory by name and seed
-                run_dirs = [str(d) for d in (path / "trials").glob(f"{t['variant']}-*")
-                            if _is_run(d) and _trial_of(d, t)]
-            for rd in run_dirs:
-                out.append({"run_dir": rd, "experiment": t["variant"], "seed": t["seed"],
-                            "group": path.name, "kind": kind, "status": t["status"]})
-        return out
-    if path.is_dir():
-        found = []
-        for d in sorted(p for p in path.iterdir() if p.is_dir()):
-            if _is_run(d) or _group_kind(d) in ("session", "robust"):
-                found += _discover(d)
-        return found
-    raise StoreError(f"{path} is not a run, session/robust or store directory")
+class _Finder:
+    """Walks a path for runs, noting what it cannot use."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+        self.problems: list[str] = []
+
+    def walk(self, path: Path) -> None:
+        if legacy_format(path):
+            self.problems.append(f"{path}: made by lth 0.1 (store format 1), not read; "
+                                 f"`lth migrate {path.parent}` upgrades it")
+            return
+        cfg = _config(path)
+        if cfg is not None and cfg.get("kind") in GROUP_KINDS:
+            self.group(path, cfg)
+        elif cfg is not None and isinstance(cfg.get("identity"), dict):
+            self.run(path, cfg, group=None, kind="run", status=None)
+        elif (path / "config.json").exists():
+            try:
+                read_record(path / "config.json")
+            except Damaged as exc:
+                self.problems.append(f"{exc}; not read (`lth run` on its config rewrites it)")
+        elif path.is_dir():
+            for d in sorted(p for p in path.iterdir() if p.is_dir() and
+                            not p.name.startswith(".")):
+                if (d / "config.json").exists():
+                    self.walk(d)
+
+    def run(self, d: Path, cfg: dict[str, Any], *, group: str | None, kind: str,
+            status: str | None) -> None:
+        identity = cfg["identity"]
+        run = RunDir(d)
+        finished = run.finished_levels()
+        n_levels = cfg.get("n_levels", identity.get("settings", {}).get("n_levels"))
+        complete = n_levels is not None and finished == list(range(n_levels + 1))
+        self.entries.append({
+            "run_dir": str(d), "run_id": cfg.get("run_id"), "name": cfg.get("name", d.name),
+            "experiment_id": cfg.get("experiment_id"), "seed": identity.get("seed"),
+            "group": group, "kind": kind,
+            "status": status or ("done" if complete else "partial"),
+            "dataset": (cfg.get("data") or {}).get("name"), "model": cfg.get("model"),
+            "n_levels": n_levels, "levels_done": len(finished), "_identity": identity})
+
+    def group(self, gdir: Path, cfg: dict[str, Any]) -> None:
+        """The trials in the group's order, then runs its record lacks (interrupted
+        trials; a damaged trials.json)."""
+        trials = Trials(gdir)
+        dirs: dict[Path, str | None] = {}
+        for entry in trials.read().values():
+            run = trials.run_path(entry)
+            if run is not None:
+                dirs[run.resolve()] = entry.get("status")
+        store = gdir / "trials"
+        for d in sorted(store.iterdir()) if store.is_dir() else []:
+            dirs.setdefault(d.resolve(), None)
+        for d, status in dirs.items():
+            run_cfg = _config(d)
+            if run_cfg is None or "identity" not in run_cfg:
+                if (d / "config.json").exists():
+                    self.problems.append(f"{d / 'config.json'} is damaged; not read")
+                continue
+            self.run(d, run_cfg, group=gdir.name, kind=cfg["kind"], status=status)
 
 
-def _trial_of(run: Path, trial: dict) -> bool:
-    cfg = read_json(run / "config.json")
-    return (cfg.get("name") == trial["variant"]
-            and cfg["identity"]["settings"]["seed"] == trial["seed"])
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else k))
+    return out
 
 
-def _finished(run: Path, cfg: dict) -> bool:
-    n = cfg.get("identity", {}).get("settings", {}).get("n_levels")
-    return n is not None and all((run / f"level_{lv:03d}" / "summary.json").exists()
-                                 for lv in range(n + 1))
+def _described(identity: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """An experiment's identity as readable ``key: value`` pairs, for labels."""
+    out = {k.removeprefix("settings."): v for k, v in _flat(identity).items()
+           if k.startswith("settings.")}
+    out["model"] = entry["model"] or identity.get("model", {}).get("class")
+    out["data"] = entry["dataset"] or str(identity.get("data"))[:8]
+    out["initializer"] = identity.get("initializer")
+    source = identity.get("masks_from")
+    out["masks_from"] = source and source.get("experiment_id")
+    out["lth"] = identity.get("lth")
+    return out
+
+
+def _labels(entries: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """(name, experiment_id) -> label: the name, plus what differs from the other
+    experiments of that name."""
+    by_name: dict[str, dict[str, dict[str, Any]]] = {}
+    for e in entries:
+        by_name.setdefault(e["name"], {})[e["experiment_id"]] = _described(e["_identity"], e)
+    labels = {}
+    for name, experiments in by_name.items():
+        if len(experiments) == 1:
+            labels.update({(name, eid): name for eid in experiments})
+            continue
+        keys = sorted(k for k in {k for d in experiments.values() for k in d}
+                      if len({repr(d.get(k)) for d in experiments.values()}) > 1)
+        for eid, d in experiments.items():
+            shown = [f"{k.rsplit('.', 1)[-1]}={d.get(k)}" for k in keys[:3]]
+            more = f", +{len(keys) - 3} more" if len(keys) > 3 else ""
+            labels[name, eid] = f"{name} · {', '.join(shown)}{more}" if shown else \
+                f"{name} · {eid[:6]}"
+    if len(set(labels.values())) < len(labels):  # still equal: the ids tell them apart
+        labels = {key: f"{lab} · {key[1][:6]}" for key, lab in labels.items()}
+    return labels
 
 
 def load(path: str | Path) -> Results:
@@ -113,23 +185,38 @@ def load(path: str | Path) -> Results:
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path} does not exist; give a run, group or store directory")
-    entries = _discover(path)
+    if not path.is_dir():
+        raise StoreError(f"{path} is not a run, session/robust or store directory")
+    finder = _Finder()
+    finder.walk(path)
+    seen: set[str] = set()
+    entries = []
+    for e in finder.entries:  # the same run reached twice (copied stores) counts once
+        if e["run_dir"] not in seen:
+            seen.add(e["run_dir"])
+            entries.append(e)
+    labels = _labels(entries)
     levels, layers, curves = [], [], []
     for e in entries:
+        e["experiment"] = labels[e["name"], e["experiment_id"]]
+        ids = {"experiment": e["experiment"], "seed": e["seed"], "run_dir": e["run_dir"],
+               "experiment_id": e["experiment_id"]}
         r = Result(e["run_dir"])
-        ids = {"experiment": e["experiment"], "seed": e["seed"], "run_dir": e["run_dir"]}
         sizes = r.config().get("prunable", {})
         for lv in r.levels:
             s = r.summary(lv)
-            row = {**ids, **{c: s.get(c) for c in TABLE_COLUMNS}}
+            row = {**ids, **{c: s.get(c) for c in TABLE_COLUMNS},
+                   "finished_at": s.get("finished_at")}
             row.update({f"density[{n}]": d for n, d in s["layer_density"].items()})
             levels.append(row)
             layers += [{**ids, "level": lv, "layer": n, "weights": sizes.get(n),
                         "kept": round(d * sizes[n]) if n in sizes else None, "density": d}
                        for n, d in s["layer_density"].items()]
-        h = r.history()
-        if not h.empty:
-            curves.append(h.assign(**ids))
+            try:
+                curves.append(pd.DataFrame(r.run.level(lv).history()).assign(level=lv, **ids))
+            except Damaged as exc:
+                finder.problems.append(f"{exc}; its curves are left out (`lth run` "
+                                       "recomputes the level)")
     front = ["experiment", "seed", "level"]
 
     def frame(rows: list[dict]) -> pd.DataFrame:
@@ -140,4 +227,9 @@ def load(path: str | Path) -> Results:
     curve = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
     if len(curve):
         curve = curve[front + ["step"] + [c for c in curve if c not in (*front, "step")]]
-    return Results(pd.DataFrame(entries), frame(levels), frame(layers), curve)
+    runs = pd.DataFrame([{k: v for k, v in e.items() if not k.startswith("_")}
+                         for e in entries])
+    if len(runs):
+        runs = runs[["experiment", "seed"] + [c for c in runs if c not in ("experiment",
+                                                                             "seed")]]
+    return Results(runs, frame(levels), frame(layers), curve, finder.problems)

@@ -1,4 +1,5 @@
-"""``lth status``: what a store holds — groups' trials and single runs, with progress."""
+"""``lth status``: what a store holds — groups' trials and single runs, with progress, and
+(``--verify``) every file checked against its digest."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 from pathlib import Path
 
 from .errors import StoreError
-from .store import read_json
+from .store import GROUP_KINDS, Damaged, RunDir, Trials, legacy_format, read_record
 
 
 def _alive(pid: int) -> bool:
@@ -16,43 +17,68 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return pid > 0
 
 
-def _run_line(run: Path) -> str:
-    cfg = read_json(run / "config.json")
-    total = cfg.get("identity", {}).get("settings", {}).get("n_levels", 0)
-    done = len(list(run.glob("level_*/summary.json")))
-    ckpt = list(run.glob("level_*/checkpoint.safetensors"))
-    state = "finished" if done >= total + 1 else ("interrupted" if ckpt or done else "started")
-    return f"{run.name}: {done} levels done, {state}"
+def _run_line(run: RunDir, cfg: dict, verify: bool) -> list[str]:
+    n_levels = cfg.get("n_levels")
+    done = run.finished_levels()
+    in_progress = [lv for lv in run.level_numbers()
+                   if lv not in done and run.level(lv).file("checkpoint.safetensors").exists()]
+    finished = n_levels is not None and done == list(range(n_levels + 1))
+    state = "finished" if finished else ("interrupted" if in_progress or done else "started")
+    lines = [f"{run.name}: {len(done)} levels done, {state}"]
+    if verify:
+        lines += [f"    damaged {exc.path.relative_to(run.path)}: {exc.problem}"
+                  for exc in run.verify()]
+    return lines
 
 
-def store_status(store: str | Path) -> str:
+def _group_lines(d: Path, kind: str, verify: bool) -> list[str]:
+    trials = Trials(d)
+    entries = trials.read()
+    live = trials.running()
+    counts = {"done": 0, "failed": 0, "running": 0, "not finished": 0}
+    detail = []
+    for key, t in entries.items():
+        if t.get("status") in ("done", "failed"):
+            counts[t["status"]] += 1
+            if t["status"] == "failed":
+                detail.append(f"    failed  {key}: {t.get('error')}")
+        elif key in live and _alive(live[key]):
+            counts["running"] += 1
+            detail.append(f"    running {key} (pid {live[key]})")
+        else:
+            counts["not finished"] += 1
+    if verify:
+        for key, t in entries.items():
+            run = trials.run_path(t)
+            if run is not None:
+                detail += [f"    damaged {key}: {exc.path.relative_to(d)}: {exc.problem}"
+                           for exc in RunDir(run).verify()]
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items())
+    return [f"{d.name} [{kind}]: {summary}", *detail]
+
+
+def store_status(store: str | Path, *, verify: bool = False) -> str:
+    """One line per run and group of ``store``; ``verify``: also check every file."""
     store = Path(store)
     if not store.is_dir():
         raise StoreError(f"{store} is not a directory; give the --store used for the runs")
     lines: list[str] = []
     for d in sorted(p for p in store.iterdir() if (p / "config.json").exists()):
-        cfg = read_json(d / "config.json")
-        if cfg.get("identity", {}).get("kind") in ("session", "robust"):
-            trials = read_json(d / "trials.json") if (d / "trials.json").exists() else {}
-            live = {p.stem: int(p.read_text() or 0) for p in (d / "running").glob("*.pid")}
-            counts = {"done": 0, "failed": 0, "running": 0, "not finished": 0}
-            detail = []
-            for key, t in trials.items():
-                if t["status"] in ("done", "failed"):
-                    counts[t["status"]] += 1
-                    if t["status"] == "failed":
-                        detail.append(f"    failed  {key}: {t.get('error')}")
-                elif key in live and _alive(live[key]):
-                    counts["running"] += 1
-                    detail.append(f"    running {key} (pid {live[key]})")
-                else:
-                    counts["not finished"] += 1
-            summary = ", ".join(f"{v} {k}" for k, v in counts.items())
-            lines.append(f"{d.name} [{cfg['identity']['kind']}]: {summary}")
-            lines += detail
+        if legacy_format(d):
+            lines.append(f"{d.name}: made by lth 0.1 (store format 1); `lth migrate {store}` "
+                         "upgrades it")
+            continue
+        try:
+            cfg = read_record(d / "config.json")
+        except Damaged as exc:
+            lines.append(f"{d.name}: damaged config.json ({exc.problem}); running it again "
+                         "(`lth run`) rewrites it")
+            continue
+        if cfg.get("kind") in GROUP_KINDS:
+            lines += _group_lines(d, cfg["kind"], verify)
         else:
-            lines.append(_run_line(d))
+            lines += _run_line(RunDir(d), cfg, verify)
     return "\n".join(lines) if lines else f"{store}: no runs"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
@@ -28,19 +30,41 @@ def _table(df: pd.DataFrame) -> str:
         "drawn at": lambda v: "-" if pd.isna(v) else f"{v:.0f}"})
 
 
+def _run_config(path: str, overrides: list[str]):
+    """An experiment TOML, or a run directory made from one (resumes or repairs it)."""
+    from ..config import ExperimentConfig, _set_dotted, parse_override
+    from ..store import Damaged, RunDir
+
+    if not Path(path).is_dir():
+        return load_config(path, overrides)
+    try:
+        stored = RunDir(path).config().get("experiment")
+    except Damaged as exc:
+        raise StoreError(f"{path} is not a run directory lth can resume ({exc.problem}); "
+                         "run its config file instead") from None
+    if not isinstance(stored, dict):
+        raise StoreError(f"{path} was made from Python, not a config file; re-run the "
+                         "script that made it to resume or repair it")
+    for text in overrides:
+        _set_dotted(stored, *parse_override(text))
+    return ExperimentConfig.from_dict(stored)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from ..experiment import LotteryModel
 
     overrides = list(args.set)
     if args.masks_from:
         overrides.append(f"masks_from={json.dumps(args.masks_from)}")
-    cfg = load_config(args.config, overrides)
+    cfg = _run_config(args.config, overrides)
+    store = args.store if args.store is not None else (
+        str(Path(args.config).parent) if Path(args.config).is_dir() else "runs")
     exp = LotteryModel.from_config(cfg)
     from ..tracking import MLflow, TensorBoard
 
     trackers = ([TensorBoard(args.tensorboard)] if args.tensorboard else []) + (
         [MLflow(args.mlflow, args.mlflow_experiment)] if args.mlflow else [])
-    result = exp.run(store=args.store, progress=not args.quiet, trackers=trackers)
+    result = exp.run(store=store, progress=not args.quiet, trackers=trackers)
     print(f"run directory: {result.path}")
     print(_table(result.table()))
     print(f"per-level table: {result.path / 'levels.csv'}")
@@ -52,7 +76,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from ..store import RunDir
 
     for path in args.runs:
-        if not RunDir(path).file("config.json").exists():
+        if not RunDir(path).file("config.json").is_file():
             raise StoreError(f"{path} is not a run directory (no config.json)")
     labels = args.labels.split(",") if args.labels else None
     if labels is not None and len(labels) != len(args.runs):
@@ -123,7 +147,7 @@ def _cmd_robust(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from ..status import store_status
 
-    print(store_status(args.store))
+    print(store_status(args.store, verify=args.verify))
     return 0
 
 
@@ -149,17 +173,28 @@ def _group_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _log_to_stderr() -> None:
+    """Repairs and notes of the library (logger ``lth``) go to stderr, one line each."""
+    logger = logging.getLogger("lth")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("lth: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lth", description="Lottery Ticket Hypothesis "
                                      "experiments: iterative magnitude pruning on PyTorch.")
     parser.add_argument("--version", action="version", version=f"lth {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run (or resume) one IMP experiment from a TOML config")
-    run.add_argument("config", help="experiment TOML file, e.g. configs/quickstart.toml")
+    run.add_argument("config", help="experiment TOML file, e.g. configs/quickstart.toml, or "
+                     "a run directory made from one (resumes or repairs it)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a setting, e.g. --set train.lr=0.001 (repeatable)")
-    run.add_argument("--store", default="runs", help="directory holding run directories "
-                     "(default: runs)")
+    run.add_argument("--store", help="directory holding run directories (default: runs; "
+                     "for a run directory, the store it is in)")
     run.add_argument("--masks-from", metavar="RUN_DIR", help="use the masks of this finished "
                      "run instead of pruning (e.g. the random-reinit control of a ticket)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -186,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     rob.set_defaults(func=_cmd_robust)
     st = sub.add_parser("status", help="what is finished, running and failed in a store")
     st.add_argument("store", nargs="?", default="runs", help="store directory (default: runs)")
+    st.add_argument("--verify", action="store_true", help="check every stored file against "
+                    "its digest and list the damaged ones")
     st.set_defaults(func=_cmd_status)
     rep = sub.add_parser("report", help="HTML report with figures, tables and configs")
     rep.add_argument("path", help="a run, session/robust or store directory")
@@ -200,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _log_to_stderr()
     try:
         return args.func(args)
     except LTHError as exc:

@@ -11,7 +11,6 @@ checkpoint; one that failed is skipped (and counted) unless ``retry_failed``.
 
 from __future__ import annotations
 
-import fcntl
 import tempfile
 import time
 from collections.abc import Sequence
@@ -20,10 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from .. import __version__
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError
 from ..execution import WorkerLost, make_executor
-from ..store import RunDir, atomic_write_bytes, read_json, write_json
+from ..store import RunDir, Trials, atomic_write_bytes, exclusive, group_dir, short_hash
 from .result import Result
 from .stats import aggregate
 from .trials import Outcome, Trial, run_trial
@@ -38,8 +36,7 @@ class TrialGroup:
 
     kind = "group"
 
-    def __init__(self, name: str, trials: Sequence[Trial], identity: dict[str, Any],
-                 info: dict[str, Any] | None = None):
+    def __init__(self, name: str, trials: Sequence[Trial], info: dict[str, Any] | None = None):
         keys = [t.key for t in trials]
         if len(set(keys)) != len(keys):
             raise ConfigError(f"trial keys repeat: {keys}")
@@ -50,24 +47,29 @@ class TrialGroup:
             if t.masks_of not in keys:
                 raise ConfigError(f"trial {t.key!r} reuses the masks of {t.masks_of!r}, which "
                                   f"is not in this {self.kind}; known: {', '.join(keys)}")
-            if _levels(t) > _levels(by_key[t.masks_of]):
-                raise ConfigError(f"variant {t.variant!r} has {_levels(t)} levels but reuses "
+            if t.n_levels > by_key[t.masks_of].n_levels:
+                raise ConfigError(f"variant {t.variant!r} has {t.n_levels} levels but reuses "
                                   f"the masks of {by_key[t.masks_of].variant!r}, which has "
-                                  f"{_levels(by_key[t.masks_of])}; give it at most as many")
-        self.name, self.trials, self.identity = name, list(trials), identity
+                                  f"{by_key[t.masks_of].n_levels}; give it at most as many")
+        self.name, self.trials = name, list(trials)
         self.info = info or {}
 
-    def check(self) -> None:
-        """Check every variant against its model and data before any trial trains."""
-        seen = set()
+    def check(self) -> dict[str, Any]:
+        """Check every variant against its model and data before any trial trains; returns
+        the group's identity (each variant's recipe, however the group was given)."""
+        variants: dict[str, Any] = {}
+        self._level0: dict[str, str] = {}
         for t in self.trials:
-            if t.variant in seen:
+            if t.variant in variants:
                 continue
-            seen.add(t.variant)
             exp = t.build(None)
             if t.masks_of is not None:  # its masks come later; check everything else
                 exp = exp.replace(masks_from_mode="same")
             exp.check()
+            variants[t.variant] = {"experiment": short_hash(t.build(None).recipe()),
+                                   "masks_of": t.masks_of and t.masks_of.rsplit("-s", 1)[0]}
+            self._level0[t.variant] = exp.level0_class()
+        return {"kind": self.kind, "variants": variants}
 
     def run(self, store: str | Path | None = "runs", *, executor: str = "sequential",
             workers: int | None = None, retry_failed: bool = False,
@@ -80,60 +82,73 @@ class TrialGroup:
         if store is None:
             keepalive = tempfile.TemporaryDirectory(prefix="lth-")
             store = keepalive.name
-        self.check()
-        identity = {"kind": self.kind, "lth": ".".join(__version__.split(".")[:2]),
-                    **self.identity}
-        gdir = RunDir.open(store, f"{self.name}-{self.kind}", identity,
-                           {"name": self.name, "kind": self.kind, **self.info}).path
-        status: dict[str, dict] = (read_json(gdir / "trials.json")
-                                   if (gdir / "trials.json").exists() else {})
-        for t in self.trials:
-            entry = status.setdefault(t.key, {"status": "pending"})
-            entry.update(variant=t.variant, seed=t.seed)
-            if entry["status"] == "failed" and retry_failed:
-                entry["status"] = "pending"
-        write_json(gdir / "trials.json", status)
-        lock = open(gdir / ".lock", "a")  # noqa: SIM115 - held for the whole run
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            raise StoreError(f"{gdir} is being run by another process; wait for it to finish "
-                             "(`lth status` shows its trials) or stop it") from None
-        try:
+        identity = self.check()
+        gdir = group_dir(store, self.name, self.kind, identity, {"name": self.name, **self.info})
+        with exclusive(gdir, f"{gdir} is being run by another process; wait for it to finish "
+                             "(`lth status` shows its trials) or stop it"):
+            trials = Trials(gdir)
+            status = _reconcile(trials, self.trials, retry_failed)
             pool = make_executor(executor, workers)
             try:
-                _Driver(self.trials, gdir, status, pool, progress).loop()
+                _Driver(self.trials, trials, status, pool, progress, self._level0).loop()
             finally:
                 pool.shutdown()
-        finally:
-            lock.close()  # the kernel drops the lock with the process, even on kill -9
-        result = GroupResult(gdir, _keepalive=keepalive)
-        result.write_tables()
+            result = GroupResult(gdir, _keepalive=keepalive)
+            result.write_tables()
         return result
 
 
-def _levels(t: Trial) -> int:
-    return t.config.n_levels if t.config is not None else t.experiment.config.n_levels  # type: ignore[union-attr]
+def _reconcile(trials: Trials, wanted: list[Trial], retry_failed: bool) -> dict[str, dict]:
+    """The status of every trial, checked against the store: a trial recorded done whose
+    run is damaged, or has fewer levels than now asked for, runs again (and resumes)."""
+    status = trials.read()
+    for t in wanted:
+        entry = status.setdefault(t.key, {"status": "pending"})
+        entry.update(variant=t.variant, seed=t.seed)
+        if entry.get("status") == "failed" and retry_failed:
+            entry["status"] = "pending"
+        if entry.get("status") == "done":
+            run = trials.run_path(entry)
+            if run is None or RunDir(run).verify(t.n_levels):
+                entry["status"] = "pending"
+        elif entry.get("status") not in ("pending", "failed"):
+            entry["status"] = "pending"
+    trials.write(status)
+    return status
 
 
 class _Driver:
-    """Submits ready trials (dependencies finished), collects outcomes, retries lost ones."""
+    """Submits ready trials (dependencies finished), collects outcomes, retries lost ones.
 
-    def __init__(self, trials: list[Trial], gdir: Path, status: dict, pool: Any,
-                 progress: bool):
+    Trials that train the same dense level 0 (variants and controls at one seed) wait for
+    one of them to train it: its level 0 runs first as a task of its own, and the others
+    copy it from the store."""
+
+    def __init__(self, trials: list[Trial], store: Trials, status: dict, pool: Any,
+                 progress: bool, level0: dict[str, str]):
         self.trials = {t.key: t for t in trials}
-        self.gdir, self.status, self.pool = gdir, status, pool
+        self.store, self.status, self.pool = store, status, pool
         self.running: dict[Any, str] = {}
         self.lost: dict[str, int] = {}
-        self.bar = _Progress(gdir, trials, status) if progress else None
+        self.bar = _Progress(store.gdir, trials, status) if progress else None
+        self.leader: dict[str, str] = {}  # trial key -> the key whose level-0 task it awaits
+        classes: dict[tuple[str, int], list[str]] = {}
+        for t in trials:
+            if status[t.key]["status"] == "pending":
+                classes.setdefault((level0[t.variant], t.seed), []).append(t.key)
+        for members in classes.values():
+            if len(members) > 1:
+                for key in members:
+                    self.leader[key] = members[0]
+        self.level0_done: set[str] = set()
+        self.level0_running: set[str] = set()
 
     def record(self, key: str, **entry: Any) -> None:
         self.status[key].update(entry)
-        write_json(self.gdir / "trials.json", self.status)
+        self.store.write(self.status)
 
-    def ready(self) -> list[Trial]:
-        out = []
+    def ready(self) -> list[tuple[Trial, int | None]]:
+        out: list[tuple[Trial, int | None]] = []
         busy = set(self.running.values())
         for key, t in self.trials.items():
             if self.status[key]["status"] != "pending" or key in busy:
@@ -141,20 +156,30 @@ class _Driver:
             dep = self.status.get(t.masks_of, {}) if t.masks_of else {"status": "done"}
             if dep["status"] == "failed":
                 error = f"needs the masks of {t.masks_of}, which failed"
-                atomic_write_bytes(self.gdir / "failures" / f"{key}.txt", error.encode())
+                atomic_write_bytes(self.store.gdir / "failures" / f"{key}.txt", error.encode())
                 self.record(key, status="failed", error=error)
-            elif dep["status"] == "done":
-                out.append(t)
+                continue
+            if dep["status"] != "done":
+                continue
+            leader = self.leader.get(key)
+            if leader is None or leader in self.level0_done:
+                out.append((t, None))
+            elif leader == key and key not in self.level0_running:
+                out.append((t, 0))  # the shared level 0 first, as a task of its own
         return out
 
     def loop(self) -> None:
         while True:
-            for t in self.ready()[:max(0, self.pool.capacity - len(self.running))]:
+            for t, through in self.ready()[:max(0, self.pool.capacity - len(self.running))]:
                 masks = self.status[t.masks_of]["run_dir"] if t.masks_of else None
-                handle = self.pool.submit(run_trial, t, str(self.gdir / "trials"), masks,
-                                          str(self.gdir / "running"))
-                self.running[handle] = t.key
-                self.record(t.key, status="pending", started=time.time())
+                handle = self.pool.submit(run_trial, t, str(self.store.gdir / "trials"),
+                                          masks and str(self.store.gdir / masks),
+                                          str(self.store.gdir / "running"), through)
+                self.running[handle] = t.key if through is None else f"{t.key}#level0"
+                if through is None:
+                    self.record(t.key, status="pending", started=time.time())
+                else:
+                    self.level0_running.add(t.key)
             if not self.running:
                 break
             for handle in self.pool.wait(list(self.running), timeout=0.5):
@@ -164,21 +189,31 @@ class _Driver:
         if self.bar:
             self.bar.close(self.status)
 
-    def collect(self, handle: Any, key: str) -> None:
+    def collect(self, handle: Any, task: str) -> None:
+        key, _, part = task.partition("#")
         try:
             out: Outcome = self.pool.result(handle)
         except WorkerLost as exc:
-            self.lost[key] = self.lost.get(key, 0) + 1
-            if self.lost[key] < 2:  # resubmit once: it resumes from its checkpoint
+            self.lost[task] = self.lost.get(task, 0) + 1
+            if self.lost[task] < 2:  # resubmit once: it resumes from its checkpoint
+                self.level0_running.discard(key)
                 return
             out = Outcome(key, "failed", error=f"{exc}; twice")
+        if part:  # the shared level-0 task: its followers may start (or fail alike)
+            self.level0_running.discard(key)
+            if out.status == "done":
+                self.level0_done.add(key)
+                return
         if out.status == "failed":
-            fail = self.gdir / "failures" / f"{key}.txt"
+            fail = self.store.gdir / "failures" / f"{key}.txt"
             atomic_write_bytes(fail, (out.traceback or out.error or "").encode())
-            self.record(key, status="failed", error=out.error)
+            self.record(key, status="failed", error=out.error, finished=time.time())
+            if part:
+                for follower in [f for f, lead in self.leader.items() if lead == key]:
+                    del self.leader[follower]  # each trains its own level 0
         else:
-            self.record(key, status="done", run_dir=out.run_dir,
-                        wall_time_s=round(out.wall_time_s, 3))
+            self.record(key, status="done", run_dir=self.store.relative(out.run_dir),
+                        wall_time_s=round(out.wall_time_s, 3), finished=time.time())
 
 
 class _Progress:
@@ -187,8 +222,7 @@ class _Progress:
     def __init__(self, gdir: Path, trials: list[Trial], status: dict):
         from tqdm.auto import tqdm
 
-        total = sum((t.config.n_levels if t.config else t.experiment.config.n_levels) + 1
-                    for t in trials)  # type: ignore[union-attr]
+        total = sum(t.n_levels + 1 for t in trials)
         self.gdir = gdir
         self.bar = tqdm(total=total, unit="level", dynamic_ncols=True)
         self.update(status, 0)
@@ -214,18 +248,21 @@ class GroupResult:
         self._keepalive = _keepalive
 
     def status(self) -> dict[str, dict]:
-        f = self.path / "trials.json"
-        return read_json(f) if f.exists() else {}
+        """Every trial's entry (status, variant, seed, run_dir relative to the group)."""
+        return Trials(self.path).read()
 
     def trials(self) -> pd.DataFrame:
-        """One row per trial: key, variant, seed, status, run_dir, error."""
-        rows = [{"key": k, **v} for k, v in self.status().items()]
+        """One row per trial: key, variant, seed, status, run_dir (a full path), error."""
+        trials = Trials(self.path)
+        rows = [{"key": k, **v, "run_dir": str(p) if (p := trials.run_path(v)) else None}
+                for k, v in self.status().items()]
         cols = ["key", "variant", "seed", "status", "run_dir", "error", "wall_time_s"]
         return pd.DataFrame(rows).reindex(columns=cols)
 
     def _done(self) -> list[tuple[str, dict, Result]]:
-        return [(k, v, Result(v["run_dir"])) for k, v in self.status().items()
-                if v.get("status") == "done" and v.get("run_dir")]
+        trials = Trials(self.path)
+        return [(k, v, Result(trials.run_path(v))) for k, v in self.status().items()
+                if v.get("status") == "done" and trials.run_path(v) is not None]
 
     def table(self) -> pd.DataFrame:
         """Long per-level table of every finished trial (experiment, seed, level, ...)."""

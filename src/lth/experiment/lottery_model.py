@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import copy
-import hashlib
+import logging
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,25 +15,17 @@ from torch import nn
 from .. import __version__
 from ..config import EarlyBirdConfig, ExperimentConfig, PruneConfig, ReinitConfig, TrainConfig
 from ..data import Data, load_dataset
-from ..durations import to_steps
-from ..errors import ConfigError, ModelError
-from ..init import initialize
-from ..masks import Mask, layer_kinds, output_layer, prunable_names
+from ..errors import ConfigError
 from ..models import create_model
-from ..pruning import check_final_counts, make_groups, prune_step, random_like, resolve_rates
-from ..reinit import KEEP_TRAINED, reinitialize
-from ..seeding import derive_seed, generator
-from ..state import get_state, set_state
-from ..store import RunDir, atomic_write_bytes, load_tensors, read_json, save_tensors, write_json
-from ..train import Span, lr_function, train_level
-from . import early
-from .mask_source import check_masks_source, masks_identity
-from .plan import Plan as _Plan
+from ..store import RunDir, legacy_format, short_hash
+from .imp import run_levels
+from .plan import Plan, make_plan
 from .plan import as_section as _as
-from .plan import check_random_draw, choose_device, fresh_draw, prune_settings, structured_plan
-from .plan import state_sha as _state_sha
 from .progress import Progress, progress_bar
-from .result import Result, levels_frame, summarize
+from .result import Result
+from .spec import recipe, settings_of, structure_sha
+
+log = logging.getLogger("lth")
 
 
 class LotteryModel:
@@ -105,121 +96,55 @@ class LotteryModel:
                    levels=cfg.n_levels, seed=cfg.seed, initializer=cfg.model.initializer,
                    name=cfg.name, masks_from=cfg.masks_from,
                    masks_from_mode=cfg.masks_from_mode,
-                   info={"experiment": cfg.to_dict()})
+                   info={"experiment": cfg.to_dict(), "model": cfg.model.name})
 
     # -- planning: every check happens here, before any training ----------------------
-    def _plan(self, model: nn.Module) -> _Plan:
-        cfg, tr = self.config, self.train
-        seed = cfg.seed
-        initialize(model, self.initializer, derive_seed(seed, "init"))
-        theta0 = get_state(model)
-        names = prunable_names(model, self.prune.include, self.prune.exclude)
-        example = self.data.prepare(self.data.x_train[:2])
-        try:
-            out = output_layer(model, names, example)
-            with torch.no_grad():
-                logits = model.eval()(example)
-        except Exception as exc:  # the user's forward: report what we fed it
-            raise ModelError(f"{type(model).__name__} failed on a batch of shape "
-                             f"{tuple(example.shape)} from the data ({type(exc).__name__}: "
-                             f"{exc}); check the model's expected input shape") from exc
-        if logits.dim() != 2 or logits.shape[1] < self.data.num_classes:
-            raise ModelError(f"model output has shape {tuple(logits.shape)}; expected "
-                             f"(batch, {self.data.num_classes}) class scores for "
-                             f"{self.data.num_classes} classes")
-        sizes = {n: model.get_parameter(n).numel() for n in names}
-        structure = None
-        if self.prune.structure == "unit":
-            structure, rates, groups = structured_plan(self.prune, model, names, example, out,
-                                                       layer_kinds(model), cfg.n_levels)
-            if cfg.masks_from_mode != "same":
-                raise ConfigError(f"masks_from_mode = {cfg.masks_from_mode!r} draws single "
-                                  "weights at random; with structure = 'unit' use 'same'")
-            if cfg.masks_from is not None:
-                early.check_unit_source(Path(cfg.masks_from))
-        else:
-            rates = resolve_rates(self.prune, names, layer_kinds(model), out, cfg.n_levels,
-                                  sizes)
-            groups = make_groups(self.prune.scope, rates, sizes)
-        if cfg.masks_from is None:
-            if cfg.masks_from_mode != "same":
-                raise ConfigError(f"masks_from_mode = {cfg.masks_from_mode!r} needs masks_from "
-                                  "(the run whose mask counts to copy)")
-            check_final_counts(groups, self.prune.schedule, cfg.n_levels)
-        else:
-            check_masks_source(Path(cfg.masks_from), names, sizes, cfg.n_levels)
-        if self.reinit.mode == "random":
-            check_random_draw(self.model, self.initializer, names)
-        n_train = len(self.data.y_train)
-        spe = n_train // tr.batch_size
-        if spe < 1:
-            raise ConfigError(f"train.batch_size = {tr.batch_size} is larger than the "
-                              f"training set ({n_train} examples); use a smaller batch")
-        total = to_steps(tr.duration, spe)
-        k = to_steps(self.reinit.rewind_step, spe)
-        if k >= total:
-            raise ConfigError(f"reinit.rewind_step = {self.reinit.rewind_step!r} ({k} steps) "
-                              f"must be before the end of training ({total} steps)")
-        for key, value in [("milestones", m) for m in tr.milestones] + [("warmup", tr.warmup)]:
-            if to_steps(value, spe) > total:
-                raise ConfigError(f"train.{key}: {value!r} is after the end of training "
-                                  f"({total} steps)")
-        early.check(self.earlybird, cfg.masks_from, spe, total, k, model, cfg.n_levels)
-        span = {"steps_per_epoch": spe, "eval_every": to_steps(tr.eval_every, spe),
-                "checkpoint_every": to_steps(tr.checkpoint_every, spe)}
-        return _Plan(choose_device(tr.device), names, out, groups, rates, total, k, span,
-                     theta0, structure)
+    def _plan(self, model: nn.Module) -> Plan:
+        return make_plan(self, model)
 
     def check(self) -> None:
         """Every check a run makes before training (config against model and data)."""
         self._plan(copy.deepcopy(self.model).cpu())
 
-    def recipe(self) -> dict[str, Any]:
-        """What this experiment is, apart from its seed: settings, model structure, data."""
-        c = self.config.to_dict()
-        for key in ("seed", "masks_from", "name"):
-            del c[key]
-        for how_not_what in ("threads", "eval_batch_size", "checkpoint_every"):
-            del c["train"][how_not_what]
-        c["prune"] = prune_settings(self.prune)
-        model = self.model
-        keys = ("n_levels", "masks_from_mode", "train", "prune", "reinit") + (
-            ("earlybird",) if self.earlybird.enabled else ())
-        return {"settings": {k: c[k] for k in keys},
-                "initializer": self.initializer,
-                "model": {"class": f"{type(model).__module__}.{type(model).__qualname__}",
-                          "structure_sha256": hashlib.sha256(repr(model).encode()).hexdigest()},
-                "data": self.data.identity()}
+    def spec(self) -> dict[str, Any]:
+        """The resolved specification that names this run's directory
+        (``<name>-<run_id>``; see :mod:`lth.experiment.spec`)."""
+        return self._plan(copy.deepcopy(self.model).cpu()).spec
 
-    def identity(self, plan: _Plan, model: nn.Module) -> dict[str, Any]:
-        """What names the run: settings, seed, model, data and library version."""
-        c = self.config.to_dict()
-        for how_not_what in ("threads", "eval_batch_size", "checkpoint_every"):
-            del c["train"][how_not_what]  # change the speed or safety, not the results
-        del c["masks_from"]  # its masks' content is identified below, not its path
-        c["prune"] = prune_settings(self.prune)
-        return {
-            "lth": ".".join(__version__.split(".")[:2]),
-            "settings": {k: c[k] for k in ("seed", "n_levels", "train", "prune", "reinit") + (
-                ("earlybird",) if self.earlybird.enabled else ())},
-            "initializer": self.initializer,
-            "model": {"class": f"{type(model).__module__}.{type(model).__qualname__}",
-                      "structure_sha256": hashlib.sha256(repr(model).encode()).hexdigest(),
-                      "theta0_sha256": _state_sha(plan.theta0)},
-            "data": self.data.identity(),
-            **({"masks_from": masks_identity(Path(src), self.config.n_levels)}
-               if (src := self.config.masks_from) else {}),
-        }
+    def recipe(self) -> dict[str, Any]:
+        """What this experiment is, apart from its seed and the run it reuses masks from:
+        the number-changing settings, the model's class and structure, the data."""
+        model = self.model
+        return recipe(settings_of(self.config.to_dict()), self.initializer,
+                      f"{type(model).__module__}.{type(model).__qualname__}",
+                      structure_sha(repr(model)), self.data.identity())
+
+    def level0_class(self) -> str:
+        """Trials of a group with equal classes (and seeds) train the same dense level 0;
+        the driver runs it once (the store's level-0 key, which also checks θ0, decides)."""
+        r = self.recipe()
+        return short_hash({**{k: r[k] for k in ("format", "lth", "initializer", "model",
+                                                  "data")},
+                           "train": r["settings"]["train"],
+                           "rewind_step": self.reinit.rewind_step,
+                           "earlybird": self.earlybird.to_dict() if self.earlybird.enabled
+                           else None,
+                           "prune": self.prune.to_dict() if self.earlybird.enabled else None,
+                           "n_levels": self.config.n_levels if self.earlybird.enabled
+                           else None})
 
     # -- running ----------------------------------------------------------------------
     def run(self, store: str | Path | None = "runs", *,
-            progress: bool | Progress = False, trackers: Sequence[Any] = ()) -> Result:
+            progress: bool | Progress = False, trackers: Sequence[Any] = (),
+            through: int | None = None) -> Result:
         """Run (or resume) every level; returns the :class:`Result`.
 
         ``store=None`` runs in a temporary directory that lives as long as the result.
         ``trackers`` (:mod:`lth.tracking`) log each level as it finishes.
         Re-running with the same store skips finished levels and resumes a level from its
-        last checkpoint, giving the same numbers as an uninterrupted run.
+        last checkpoint, giving the same numbers as an uninterrupted run; a stored level
+        whose files are damaged is recomputed. ``through``: stop after that level (the
+        rest can follow later: levels are a prefix of the run).
         """
         keepalive = None
         if store is None:
@@ -229,44 +154,46 @@ class LotteryModel:
         try:
             if self.train.threads:
                 torch.set_num_threads(self.train.threads)
-            run = self._run(Path(store), progress, list(trackers))
+            run = self._run(Path(store), progress, list(trackers), through)
         finally:
             torch.set_num_threads(threads)
         return Result(run.path, _keepalive=keepalive)
 
-    def _run(self, store: Path, progress: bool | Progress, trackers: list[Any]) -> RunDir:
+    def _run(self, store: Path, progress: bool | Progress, trackers: list[Any],
+             through: int | None) -> RunDir:
         model = copy.deepcopy(self.model).cpu()
         plan = self._plan(model)
-        info = {**self.info, "name": self.config.name, "lth_version": __version__,
+        info = {**self.info, "name": self.config.name, "experiment_id": plan.experiment_id,
+                "level0_key": plan.level0_key,
+                "n_levels": self.config.n_levels, "lth_version": __version__,
                 "torch_version": torch.__version__, "data": self.data.summary(),
+                "model": self.info.get("model", type(self.model).__name__),
                 "prunable": {n: model.get_parameter(n).numel() for n in plan.names},
                 "output_layer": plan.output, "rates": plan.rates,
                 "total_steps": plan.total_steps, "rewind_step": plan.rewind_step,
                 **({"structure": {"units": plan.structure.describe(),
                                   "kept_whole": plan.structure.refused}}
                    if plan.structure is not None else {})}
-        run = RunDir.open(store, self.config.name, self.identity(plan, model), info)
-        if not run.file("theta0.safetensors").exists():
-            save_tensors(run.file("theta0.safetensors"), plan.theta0)
+        _note_legacy(store, self.config.name)
+        run = RunDir.open(store, self.config.name, plan.spec, info)
         model = model.to(plan.device)
         data = self.data.to(plan.device)
-        report = progress_bar(progress, self.config.n_levels, plan.total_steps,
-                               plan.rewind_step)
+        last = self.config.n_levels if through is None else min(through, self.config.n_levels)
+        report = progress_bar(progress, last, plan.total_steps, plan.rewind_step)
         if trackers:
             saved = run.config()
             shown = {"settings": saved["identity"]["settings"],
                      **{k: v for k, v in saved.items() if k not in ("identity", "experiment")}}
             for tracker in trackers:
                 tracker.start(run.path, shown)
+
+        def logged(level: int) -> None:
+            for tracker in trackers:
+                tracker.log_level(level, run.level(level).summary(),
+                                  run.level(level).history())
+
         try:
-            for level in range(self.config.n_levels + 1):
-                if not run.is_done(level):
-                    self._run_level(run, plan, model, data, level, report)
-                    for tracker in trackers:
-                        tracker.log_level(level, read_json(run.file("summary.json", level)),
-                                          read_json(run.file("history.json", level)))
-                elif report is not None:
-                    report(level, plan.total_steps, plan.total_steps)
+            run_levels(plan, run, model, data, through=last, report=report, on_level=logged)
         finally:
             if hasattr(report, "close"):
                 report.close()  # type: ignore[union-attr]
@@ -274,117 +201,12 @@ class LotteryModel:
                 tracker.close()
         return run
 
-    def _rewind_point(self, run: RunDir, plan: _Plan) -> dict[str, torch.Tensor]:
-        if plan.rewind_step == 0:
-            return plan.theta0
-        return load_tensors(run.file("rewind.safetensors"))[0]
 
-    def _criterion_init(self, run: RunDir, plan: _Plan, level: int) -> dict[str, torch.Tensor]:
-        # "init" for the criteria = where the level's training effectively began:
-        # the rewind point for the dense level, the reinitialised weights afterwards.
-        if level == 0:
-            return self._rewind_point(run, plan)
-        return load_tensors(run.file("start.safetensors", level))[0]
-
-    def _source(self, level: int) -> int:
-        """The level whose trained weights give ``level`` its mask and kept weights."""
-        return 0 if self.prune.schedule == "one_shot" else level - 1
-
-    def _mask_for(self, run: RunDir, plan: _Plan, model: nn.Module, level: int) -> Mask:
-        path = run.file("mask.safetensors", level)
-        if path.exists():
-            return Mask(load_tensors(path)[0], order=plan.names)
-        if level == 0:
-            mask = Mask.ones(model, plan.names)
-        elif self.config.masks_from is not None:
-            source = RunDir(self.config.masks_from).file("mask.safetensors", level)
-            mask = Mask(load_tensors(source)[0], order=plan.names)
-            if self.config.masks_from_mode != "same":
-                prev = self._mask_for(run, plan, model, level - 1)
-                mask = random_like(mask, prev, per_layer=self.config.masks_from_mode ==
-                                   "random_layer",
-                                   generator=generator(self.config.seed, "random-prune", level))
-        else:
-            source = self._source(level)
-            prev = (Mask.ones(model, plan.names) if source == 0
-                    else Mask(load_tensors(run.file("mask.safetensors", source))[0],
-                              order=plan.names))
-            final = load_tensors(run.file("final.safetensors", source))[0]
-            mask = prune_step(self.prune, plan.structure, plan.groups, level, prev,
-                             self._criterion_init(run, plan, source), final,
-                             generator(self.config.seed, "prune", level))
-        save_tensors(path, mask.tensors())
-        return mask
-
-    def _start_for(self, run: RunDir, plan: _Plan, model: nn.Module, level: int,
-                   mask: Mask) -> dict[str, torch.Tensor]:
-        path = run.file("start.safetensors", level)
-        if path.exists():
-            return load_tensors(path)[0]
-        if level == 0:
-            start = plan.theta0
-        else:
-            seed = self.config.seed
-            source = self._source(level)
-            base = (load_tensors(run.file("final.safetensors", source))[0]
-                    if self.reinit.mode in KEEP_TRAINED else self._rewind_point(run, plan))
-            start = reinitialize(
-                self.reinit, mask, base, plan.theta0,
-                fresh=lambda: fresh_draw(self.model, self.initializer,
-                                         derive_seed(seed, "reinit-draw", level)),
-                rng=lambda name: generator(seed, "reinit", level, name))
-            if plan.structure is not None:  # bias and BatchNorm of removed units: zero
-                set_state(model, start)
-                plan.structure.zero_dead_(model, plan.structure.unit_mask(mask))
-                start = get_state(model)
-        save_tensors(path, start)
-        return start
-
-    def _search(self, run: RunDir, plan: _Plan, model: nn.Module, level: int,
-                mask: Mask) -> early.Search | None:
-        if not early.searching(self.earlybird, self.prune, self.config.n_levels, level):
-            return None
-        return early.make_search(
-            self.earlybird, self.prune, plan.groups, plan.names, level, mask,
-            lambda: self._criterion_init(run, plan, level), self.config.seed,
-            spe=plan.span["steps_per_epoch"], after=plan.rewind_step, model=model,
-            structure=plan.structure)
-
-    def _finetune_lr(self, plan: _Plan) -> float:
-        schedule = lr_function(self.train, plan.total_steps, plan.span["steps_per_epoch"])
-        return schedule(plan.total_steps - 1)
-
-    def _run_level(self, run: RunDir, plan: _Plan, model: nn.Module, data: Data,
-                   level: int, report: Progress | None) -> None:
-        t0 = time.perf_counter()
-        mask = self._mask_for(run, plan, model, level)
-        set_state(model, self._start_for(run, plan, model, level, mask))
-        begin = 0 if level == 0 else plan.rewind_step
-        span = Span(start=begin, end=plan.total_steps, **plan.span)
-        late = level == 0 and plan.rewind_step > 0
-        search = self._search(run, plan, model, level, mask)
-        history = train_level(
-            model, data, self.train, mask, span, seed=self.config.seed, level=level,
-            checkpoints=run.checkpoints(level),
-            snapshot_step=plan.rewind_step if late else None,
-            on_snapshot=lambda s: save_tensors(run.file("rewind.safetensors"), s),
-            progress=None if report is None else (lambda s: report(level, s, span.end)),
-            fixed_lr=self._finetune_lr(plan) if level and self.reinit.mode == "finetune"
-            else None, monitor=search)
-        if report is not None and search is not None and search.drawn_step is not None:
-            report(level, span.end, span.end)  # stopped early: the level is complete
-        mask.check(model)
-        save_tensors(run.file("final.safetensors", level), get_state(model))
-        write_json(run.file("history.json", level), history)
-        summary = summarize(level, mask, history, begin, time.perf_counter() - t0)
-        done = {lv: read_json(run.file("summary.json", lv)) for lv in run.finished_levels()}
-        done[level] = summary
-        summary["steps_to_mask"] = (None if self.config.masks_from else  # another run's cost
-                                    early.steps_to_mask(done, level, self.prune.schedule))
-        if search is not None:
-            write_json(run.file("earlybird.json", level), search.record())
-            summary["earlybird_step"] = search.drawn_step
-        write_json(run.file("summary.json", level), summary)  # last: marks the level done
-        run.checkpoints(level).clear()
-        csv = levels_frame([done[lv] for lv in sorted(done)]).to_csv(index=False)
-        atomic_write_bytes(run.file("levels.csv"), csv.encode())
+def _note_legacy(store: Path, name: str) -> None:
+    """Runs of the same name made by lth 0.1 are not resumed: say so, once per run."""
+    if not store.is_dir():
+        return
+    for d in store.glob(f"{name}-*"):
+        if legacy_format(d):
+            log.warning("%s was made by lth 0.1 (store format 1) and is not resumed; "
+                        "`lth migrate %s` upgrades it in place", d, store)

@@ -6,14 +6,17 @@ import copy
 import fnmatch
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..config import UNIT_SCORES, PruneConfig
-from ..errors import ConfigError, ModelError
+from ..durations import to_steps
+from ..errors import ConfigError, LTHError, ModelError
 from ..init import initialize
+from ..masks import layer_kinds, output_layer, prunable_names
 from ..pruning import (
     Group,
     Structure,
@@ -23,7 +26,12 @@ from ..pruning import (
     resolve_rates,
     scheduled_density,
 )
+from ..seeding import derive_seed
 from ..state import get_state, tensor_bytes
+from ..store import RunDir
+from . import early
+from .mask_source import check_masks_source, source_ids
+from .spec import experiment_id, level0_key, run_id, spec
 
 
 def as_section(cls: type, value: Any, key: str) -> Any:
@@ -70,16 +78,6 @@ def choose_device(want: str) -> torch.device:
     return torch.device(want)
 
 
-def prune_settings(prune: PruneConfig) -> dict[str, Any]:
-    """``prune`` for a run's identity, without the keys added after runs were stored when
-    they are at their defaults: a new setting must not rename the runs made before it."""
-    out = prune.to_dict()
-    for key in ("structure", "unit_score"):
-        if getattr(prune, key) == getattr(PruneConfig(), key):
-            out.pop(key)
-    return out
-
-
 def state_sha(state: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for k in sorted(state):
@@ -91,8 +89,10 @@ def state_sha(state: dict[str, torch.Tensor]) -> str:
 
 @dataclass
 class Plan:
-    """Everything a run needs that is derived, before any training starts."""
+    """Everything a run needs that is derived, before any training starts: settings,
+    identities, prunable groups and rates, step counts, θ0, the masks source."""
 
+    exp: Any  # the LotteryModel (settings, model, data)
     device: torch.device
     names: list[str]
     output: list[str]
@@ -102,7 +102,138 @@ class Plan:
     rewind_step: int
     span: dict[str, int]
     theta0: dict[str, torch.Tensor]
-    structure: Structure | None = None
+    structure: Structure | None
+    source: RunDir | None  # the run whose masks this one reuses
+    spec: dict[str, Any]
+    level0_key: str
+
+    # settings, read where the loop needs them
+    @property
+    def model(self) -> nn.Module:
+        return self.exp.model
+
+    @property
+    def initializer(self) -> str:
+        return self.exp.initializer
+
+    @property
+    def seed(self) -> int:
+        return self.exp.config.seed
+
+    @property
+    def n_levels(self) -> int:
+        return self.exp.config.n_levels
+
+    @property
+    def masks_from_mode(self) -> str:
+        return self.exp.config.masks_from_mode
+
+    @property
+    def train(self) -> Any:
+        return self.exp.train
+
+    @property
+    def prune(self) -> PruneConfig:
+        return self.exp.prune
+
+    @property
+    def reinit(self) -> Any:
+        return self.exp.reinit
+
+    @property
+    def earlybird(self) -> Any:
+        return self.exp.earlybird
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.spec)
+
+    @property
+    def experiment_id(self) -> str:
+        return experiment_id(self.spec)
+
+    @property
+    def repair_hint(self) -> str:
+        return repair_hint(self.source) if self.source is not None else ""
+
+
+def repair_hint(run: RunDir) -> str:
+    """How to recompute a run's damaged files: ``lth run RUN_DIR`` for a run made from a
+    config file; the script that made it otherwise."""
+    try:
+        made_from_config = "experiment" in run.config()
+    except LTHError:
+        made_from_config = False
+    if made_from_config:
+        return f"lth run {run.path}"
+    return f"re-run the script that made {run.path} (same store)"
+
+
+def make_plan(exp: Any, model: nn.Module) -> Plan:
+    """Check ``exp`` against its model and data and derive its plan; initialises
+    ``model`` (a copy) to θ0. Every check a run makes happens here, before training."""
+    cfg, tr, prune = exp.config, exp.train, exp.prune
+    initialize(model, exp.initializer, derive_seed(cfg.seed, "init"))
+    theta0 = get_state(model)
+    names = prunable_names(model, prune.include, prune.exclude)
+    example = exp.data.prepare(exp.data.x_train[:2])
+    try:
+        out = output_layer(model, names, example)
+        with torch.no_grad():
+            logits = model.eval()(example)
+    except Exception as exc:  # the user's forward: report what we fed it
+        raise ModelError(f"{type(model).__name__} failed on a batch of shape "
+                         f"{tuple(example.shape)} from the data ({type(exc).__name__}: "
+                         f"{exc}); check the model's expected input shape") from exc
+    n_classes = exp.data.num_classes
+    if logits.dim() != 2 or logits.shape[1] < n_classes:
+        raise ModelError(f"model output has shape {tuple(logits.shape)}; expected "
+                         f"(batch, {n_classes}) class scores for {n_classes} classes")
+    sizes = {n: model.get_parameter(n).numel() for n in names}
+    structure = None
+    if prune.structure == "unit":
+        structure, rates, groups = structured_plan(prune, model, names, example, out,
+                                                   layer_kinds(model), cfg.n_levels)
+        if cfg.masks_from_mode != "same":
+            raise ConfigError(f"masks_from_mode = {cfg.masks_from_mode!r} draws single "
+                              "weights at random; with structure = 'unit' use 'same'")
+        if cfg.masks_from is not None:
+            early.check_unit_source(Path(cfg.masks_from))
+    else:
+        rates = resolve_rates(prune, names, layer_kinds(model), out, cfg.n_levels, sizes)
+        groups = make_groups(prune.scope, rates, sizes)
+    source = None
+    if cfg.masks_from is None:
+        if cfg.masks_from_mode != "same":
+            raise ConfigError(f"masks_from_mode = {cfg.masks_from_mode!r} needs masks_from "
+                              "(the run whose mask counts to copy)")
+        check_final_counts(groups, prune.schedule, cfg.n_levels)
+    else:
+        source = check_masks_source(Path(cfg.masks_from), names, sizes, cfg.n_levels)
+    if exp.reinit.mode == "random":
+        check_random_draw(exp.model, exp.initializer, names)
+    n_train = len(exp.data.y_train)
+    spe = n_train // tr.batch_size
+    if spe < 1:
+        raise ConfigError(f"train.batch_size = {tr.batch_size} is larger than the "
+                          f"training set ({n_train} examples); use a smaller batch")
+    total = to_steps(tr.duration, spe)
+    k = to_steps(exp.reinit.rewind_step, spe)
+    if k >= total:
+        raise ConfigError(f"reinit.rewind_step = {exp.reinit.rewind_step!r} ({k} steps) "
+                          f"must be before the end of training ({total} steps)")
+    for key, value in [("milestones", m) for m in tr.milestones] + [("warmup", tr.warmup)]:
+        if to_steps(value, spe) > total:
+            raise ConfigError(f"train.{key}: {value!r} is after the end of training "
+                              f"({total} steps)")
+    early.check(exp.earlybird, cfg.masks_from, spe, total, k, model, cfg.n_levels)
+    span = {"steps_per_epoch": spe, "eval_every": to_steps(tr.eval_every, spe),
+            "checkpoint_every": to_steps(tr.checkpoint_every, spe)}
+    spec_ = spec(exp.recipe(), seed=cfg.seed, theta0_sha256=state_sha(theta0),
+                 masks_from=None if source is None else source_ids(source))
+    searches0 = early.searching(exp.earlybird, prune, cfg.n_levels, 0)
+    return Plan(exp, choose_device(tr.device), names, out, groups, rates, total, k, span,
+                theta0, structure, source, spec_, level0_key(spec_, k, searches0))
 
 
 def structured_plan(prune: PruneConfig, model: nn.Module, names: list[str],

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from ..masks import Mask
-from ..store import RunDir, load_tensors, read_json
+from ..store import RunDir
 
 TABLE_COLUMNS = ["level", "pct_remaining", "weights_remaining", "best_test_acc",
                  "final_test_acc", "early_stop_step", "early_stop_test_acc",
@@ -77,13 +77,16 @@ class Result:
 
     @property
     def levels(self) -> list[int]:
+        """Finished levels (their summaries verify), in order."""
         return self.run.finished_levels()
 
     def config(self) -> dict[str, Any]:
         return self.run.config()
 
     def summary(self, level: int) -> dict[str, Any]:
-        return read_json(self.run.file("summary.json", level))
+        s = self.run.level(level).summary()
+        s.pop("files", None)
+        return s
 
     def table(self) -> pd.DataFrame:
         """Per-level DataFrame (level, % weights remaining, accuracies, early-stop step, ...)."""
@@ -92,30 +95,35 @@ class Result:
     def history(self, level: int | None = None) -> pd.DataFrame:
         """Evaluation curves (one row per evaluation), with a ``level`` column."""
         chosen = self.levels if level is None else [level]
-        frames = [pd.DataFrame(read_json(self.run.file("history.json", lv))).assign(level=lv)
+        frames = [pd.DataFrame(self.run.level(lv).history()).assign(level=lv)
                   for lv in chosen]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def earlybird_levels(self) -> list[int]:
+        """Finished levels that ran an early-bird search."""
+        return [lv for lv in self.levels
+                if "earlybird.json" in self.run.level(lv).summary()["files"]]
 
     def earlybird(self, level: int = 0) -> dict[str, Any]:
         """The early-bird search record of a finished level: ``check_steps``, the pairwise
         ``distance_matrix`` of the masks at those checks and ``drawn_step`` (None: the
         ticket was not drawn and the level trained in full)."""
-        path = self.run.file("earlybird.json", level)
-        if level not in self.levels or not path.exists():
-            searched = [lv for lv in self.levels if self.run.file("earlybird.json", lv).exists()]
+        searched = self.earlybird_levels()
+        if level not in searched:
             raise KeyError(f"level {level} of {self.path.name} has no early-bird search record;"
                            f" levels with one: {searched or 'none (earlybird.enabled = false)'}")
-        return read_json(path)
+        lv = self.run.level(level)
+        return lv.record("earlybird.json")
 
     def mask(self, level: int) -> Mask:
         order = list(self.config().get("prunable", {})) or None
-        return Mask(load_tensors(self.run.file("mask.safetensors", level))[0], order=order)
+        return Mask(self.run.level(level).tensors("mask"), order=order)
 
     def weights(self, level: int, which: str = "final") -> dict[str, torch.Tensor]:
         """``which='start'``: the weights the level trained from; ``'final'``: after training."""
         if which not in ("start", "final"):
             raise ValueError(f"which={which!r}; use 'start' or 'final'")
-        return load_tensors(self.run.file(f"{which}.safetensors", level))[0]
+        return self.run.level(level).tensors(which)
 
     def __repr__(self) -> str:
         return f"Result({str(self.path)!r}, levels={self.levels})"

@@ -121,14 +121,13 @@ class LotterySession(TrialGroup):
         base = model if isinstance(model, LotteryModel) else LotteryModel(
             model, data, name=name, **experiment)
         specs = expand_variants(variants, grid)
-        trials, identity = [], {}
+        trials = []
         for vname, spec in specs.items():
             over, of, mode = _control(vname, spec, specs)
             exp = _apply(base, over, vname).replace(name=vname, masks_from_mode=mode)
-            identity[vname] = {**exp.recipe(), "masks_of": of}
             trials += [Trial(f"{vname}-s{s}", vname, s, experiment=exp,
                              masks_of=f"{of}-s{s}" if of else None) for s in _seed_list(seeds)]
-        super().__init__(name, trials, {"variants": identity})
+        super().__init__(name, trials)
 
     @classmethod
     def from_config(cls, path: str | Path, overrides: Sequence[str] = (),
@@ -160,7 +159,7 @@ class LotterySession(TrialGroup):
         name = doc.get("name", path.stem)
         base_cfg = ExperimentConfig.from_dict({**base, "name": name})
         specs = expand_variants(doc.get("variants"), doc.get("grid"))
-        trials, identity, problems = [], {}, []
+        trials, problems = [], []
         seed_list = _seed_list(seeds if seeds is not None else file_seeds or [base_cfg.seed])
         for vname, spec in specs.items():
             over, of, mode = _control(vname, spec, specs)
@@ -170,15 +169,11 @@ class LotterySession(TrialGroup):
             if cfg is None:
                 continue
             cfg = dataclasses.replace(cfg, name=vname, masks_from_mode=mode)
-            identity[vname] = {"config": {k: v for k, v in cfg.to_dict().items()
-                                          if k not in ("seed", "masks_from", "name")},
-                               "masks_of": of}
             trials += [Trial(f"{vname}-s{s}", vname, s, config=cfg,
                              masks_of=f"{of}-s{s}" if of else None) for s in seed_list]
         _raise(problems)
         session = cls.__new__(cls)
-        TrialGroup.__init__(session, name, trials, {"variants": identity},
-                            {"source": str(path)})
+        TrialGroup.__init__(session, name, trials, {"source": str(path)})
         return session
 
 
@@ -220,11 +215,8 @@ class LotteryRobust(LotterySession):
         cfg = load_config(path, overrides)
         seed_list = _seed_list(seeds if seeds is not None else [cfg.seed])
         trials = [Trial(f"{cfg.name}-s{s}", cfg.name, s, config=cfg) for s in seed_list]
-        identity = {"config": {k: v for k, v in cfg.to_dict().items()
-                               if k not in ("seed", "masks_from")}}
         robust = cls.__new__(cls)
-        TrialGroup.__init__(robust, cfg.name, trials, {"variants": {cfg.name: identity}},
-                            {"source": str(path)})
+        TrialGroup.__init__(robust, cfg.name, trials, {"source": str(path)})
         return robust
 
 

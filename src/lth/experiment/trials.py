@@ -27,6 +27,13 @@ class Trial:
     experiment: LotteryModel | None = None
     masks_of: str | None = None
 
+    @property
+    def n_levels(self) -> int:
+        if self.config is not None:
+            return self.config.n_levels
+        assert self.experiment is not None
+        return self.experiment.config.n_levels
+
     def build(self, masks_from: str | None) -> LotteryModel:
         changes = {"seed": self.seed}
         if masks_from is not None:
@@ -48,8 +55,10 @@ class Outcome:
     pid: int = 0
 
 
-def run_trial(trial: Trial, store: str, masks_from: str | None, running_dir: str) -> Outcome:
-    """Run (or resume) one trial; an exception becomes a ``failed`` outcome, not a crash.
+def run_trial(trial: Trial, store: str, masks_from: str | None, running_dir: str,
+              through: int | None = None) -> Outcome:
+    """Run (or resume) one trial — up to level ``through`` if given; an exception becomes a
+    ``failed`` outcome, not a crash.
 
     While it runs, ``running_dir/<key>.pid`` holds the worker's pid for ``lth status``.
     """
@@ -58,7 +67,7 @@ def run_trial(trial: Trial, store: str, masks_from: str | None, running_dir: str
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(str(os.getpid()))
     try:
-        result = trial.build(masks_from).run(store=store)
+        result = trial.build(masks_from).run(store=store, through=through)
         return Outcome(trial.key, "done", run_dir=str(result.path),
                        wall_time_s=time.perf_counter() - t0, pid=os.getpid())
     except (Exception, LTHError) as exc:

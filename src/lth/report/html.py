@@ -107,7 +107,7 @@ def _figures(res: Results) -> list[tuple[str, str, Callable[[], Any]]]:
         items.append(("mask_overlap_experiments", f"Mask overlap (Jaccard) between "
                       f"experiments at their last level (seed {seed0})", across))
     searched = [Result(d) for d in res.levels.drop_duplicates("run_dir").run_dir
-                if Result(d).run.file("earlybird.json", 0).exists()]
+                if 0 in Result(d).earlybird_levels()]
     for r in searched[:2]:  # the first early-bird experiments of a session
         items.append((f"earlybird_distances_{_slug(r.path.name)}", f"Early-bird search: mask "
                       f"distances during the dense training ({r.path.name})",

@@ -1,0 +1,243 @@
+"""The IMP loop over a plan, a run directory and the trainer.
+
+For each level: if its files verify, skip it; else get its mask (pruned from the level it
+derives from, or reused), its start (reinitialised survivors), train, and commit. A level
+found damaged is recomputed from the last good state; the numbers are those of an
+uninterrupted run because every step is a pure function of the plan and earlier levels.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ..data import Data
+from ..errors import StoreError
+from ..masks import Mask
+from ..pruning import prune_step, random_like
+from ..reinit import KEEP_TRAINED, reinitialize
+from ..seeding import derive_seed, generator
+from ..state import get_state, set_state
+from ..store import Damaged, RunDir
+from ..train import Span, lr_function, train_level
+from . import early
+from .plan import Plan, fresh_draw
+from .progress import Progress
+from .result import levels_frame, summarize
+
+log = logging.getLogger("lth")
+State = dict[str, Any]
+
+
+def run_levels(plan: Plan, run: RunDir, model: nn.Module, data: Data, *, through: int,
+               report: Progress | None, on_level: Callable[[int], None]) -> None:
+    """Levels 0..``through`` of ``run``: verified if done, (re)computed if not."""
+    with run.lock():
+        for path in run.tidy():
+            log.info("removed leftover %s", path)
+        _ensure_theta0(plan, run)
+        for level in range(through + 1):
+            if _intact(plan, run, level):
+                if report is not None:
+                    report(level, plan.total_steps, plan.total_steps)
+                continue
+            if not (level == 0 and _reuse_level0(plan, run)):
+                _train(plan, run, model, data, level, report)
+            on_level(level)
+        summaries = run.summaries()
+        run.write_levels_csv(levels_frame([summaries[lv] for lv in sorted(summaries)])
+                             .to_csv(index=False))
+
+
+def _ensure_theta0(plan: Plan, run: RunDir) -> None:
+    try:
+        run.theta0()
+    except Damaged as exc:
+        if exc.problem != "is missing":
+            log.warning("%s; rewritten from the initialiser", exc)
+        run.save("theta0.safetensors", plan.theta0)
+
+
+def _intact(plan: Plan, run: RunDir, level: int) -> bool:
+    lv = run.level(level)
+    if not lv.file("summary.json").exists() and not lv.path.is_file():
+        return False
+    try:
+        lv.verify()
+        if level == 0 and plan.rewind_step > 0:
+            run.rewind_point()
+    except Damaged as exc:
+        log.warning("%s; level %d is recomputed", exc, level)
+        lv.discard()
+        return False
+    return True
+
+
+# -- the dense level, trained once per store ----------------------------------------------
+def _reuse_level0(plan: Plan, run: RunDir) -> bool:
+    """Copy level 0 from a run of this store that trained the identical dense level
+    (same ``level0_key``: seed, θ0, data, training), byte for byte."""
+    for other in _level0_twins(plan, run):
+        try:
+            other.level(0).verify()
+            if plan.rewind_step > 0:
+                other.rewind_point()
+        except Damaged:
+            continue
+        if plan.rewind_step > 0:
+            run.copy_file_from(other, "rewind.safetensors")
+        run.copy_level_from(other, 0)
+        summary = run.level(0).summary()
+        files = summary.pop("files")
+        own = _steps_to_mask(plan, {0: summary}, 0)
+        if summary.get("steps_to_mask") != own:  # a property of this run, not the training
+            summary["steps_to_mask"] = own
+            run.level(0).commit(summary, files)
+        log.info("level 0 shared with %s", other.path.name)
+        return True
+    return False
+
+
+def _level0_twins(plan: Plan, run: RunDir) -> list[RunDir]:
+    out = []
+    for d in sorted(run.path.parent.iterdir()):
+        if d == run.path or not (d / "level_000" / "summary.json").exists():
+            continue
+        try:
+            if RunDir(d).config().get("level0_key") == plan.level0_key:
+                out.append(RunDir(d))
+        except Damaged:
+            continue
+    return out
+
+
+# -- one level -------------------------------------------------------------------------------
+def _source(plan: Plan, level: int) -> int:
+    """The level whose trained weights give ``level`` its mask and kept weights."""
+    return 0 if plan.prune.schedule == "one_shot" else level - 1
+
+
+def _rewind_point(plan: Plan, run: RunDir) -> State:
+    return plan.theta0 if plan.rewind_step == 0 else run.rewind_point()
+
+
+def _criterion_init(plan: Plan, run: RunDir, level: int) -> State:
+    # "init" for the criteria = where the level's training effectively began:
+    # the rewind point for the dense level, the reinitialised weights afterwards.
+    return _rewind_point(plan, run) if level == 0 else run.level(level).tensors("start")
+
+
+def _source_mask(plan: Plan, level: int) -> Mask:
+    src = plan.source
+    assert src is not None
+    try:
+        tensors = src.level(level).tensors("mask")
+    except Damaged as exc:
+        raise StoreError(f"the run whose masks this one reuses is damaged: {exc}; repair it "
+                         f"first ({plan.repair_hint}), then run this again") from None
+    return Mask(tensors, order=plan.names)
+
+
+def _fits(saved: State | None, reference: State) -> bool:
+    """A file written before a crash is reused only if it has the expected tensors."""
+    return saved is not None and saved.keys() == reference.keys() and all(
+        saved[k].shape == reference[k].shape and saved[k].dtype == reference[k].dtype
+        for k in saved)
+
+
+def _mask(plan: Plan, run: RunDir, model: nn.Module, level: int) -> Mask:
+    lv = run.level(level)
+    saved = lv.tensors_if_intact("mask")
+    if _fits(saved, Mask.ones(model, plan.names).tensors()):
+        return Mask(saved, order=plan.names)
+    if level == 0:
+        mask = Mask.ones(model, plan.names)
+    elif plan.source is not None:
+        mask = _source_mask(plan, level)
+        if plan.masks_from_mode != "same":
+            prev = _mask(plan, run, model, level - 1)
+            mask = random_like(mask, prev, per_layer=plan.masks_from_mode == "random_layer",
+                               generator=generator(plan.seed, "random-prune", level))
+    else:
+        src = _source(plan, level)
+        prev = (Mask.ones(model, plan.names) if src == 0
+                else Mask(run.level(src).tensors("mask"), order=plan.names))
+        mask = prune_step(plan.prune, plan.structure, plan.groups, level, prev,
+                          _criterion_init(plan, run, src), run.level(src).tensors("final"),
+                          generator(plan.seed, "prune", level))
+    lv.save("mask", mask.tensors())
+    return mask
+
+
+def _start(plan: Plan, run: RunDir, model: nn.Module, level: int, mask: Mask) -> State:
+    lv = run.level(level)
+    saved = lv.tensors_if_intact("start")
+    if _fits(saved, plan.theta0):
+        return saved
+    if level == 0:
+        start = plan.theta0
+    else:
+        base = (run.level(_source(plan, level)).tensors("final")
+                if plan.reinit.mode in KEEP_TRAINED else _rewind_point(plan, run))
+        start = reinitialize(
+            plan.reinit, mask, base, plan.theta0,
+            fresh=lambda: fresh_draw(plan.model, plan.initializer,
+                                     derive_seed(plan.seed, "reinit-draw", level)),
+            rng=lambda name: generator(plan.seed, "reinit", level, name))
+        if plan.structure is not None:  # bias and BatchNorm of removed units: zero
+            set_state(model, start)
+            plan.structure.zero_dead_(model, plan.structure.unit_mask(mask))
+            start = get_state(model)
+    lv.save("start", start)
+    return start
+
+
+def _steps_to_mask(plan: Plan, done: dict[int, dict], level: int) -> int | None:
+    if plan.source is not None:
+        return None  # the mask is another run's; its cost is that run's
+    return early.steps_to_mask(done, level, plan.prune.schedule)
+
+
+def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
+           report: Progress | None) -> None:
+    t0, lv = time.perf_counter(), run.level(level)
+    mask = _mask(plan, run, model, level)
+    set_state(model, _start(plan, run, model, level, mask))
+    begin = 0 if level == 0 else plan.rewind_step
+    span = Span(start=begin, end=plan.total_steps, **plan.span)
+    search = None
+    if early.searching(plan.earlybird, plan.prune, plan.n_levels, level):
+        search = early.make_search(
+            plan.earlybird, plan.prune, plan.groups, plan.names, level, mask,
+            lambda: _criterion_init(plan, run, level), plan.seed,
+            spe=plan.span["steps_per_epoch"], after=plan.rewind_step, model=model,
+            structure=plan.structure)
+    finetune = level > 0 and plan.reinit.mode == "finetune"
+    history = train_level(
+        model, data, plan.train, mask, span, seed=plan.seed, level=level,
+        checkpoints=lv.checkpoint(),
+        snapshot_step=plan.rewind_step if level == 0 and plan.rewind_step > 0 else None,
+        on_snapshot=lambda s: run.save("rewind.safetensors", s),
+        progress=None if report is None else (lambda s: report(level, s, span.end)),
+        fixed_lr=lr_function(plan.train, plan.total_steps, plan.span["steps_per_epoch"])(
+            plan.total_steps - 1) if finetune else None,
+        monitor=search)
+    if report is not None and search is not None and search.drawn_step is not None:
+        report(level, span.end, span.end)  # stopped early: the level is complete
+    mask.check(model)
+    files = {"mask.safetensors": lv.digest("mask.safetensors"),
+             "start.safetensors": lv.digest("start.safetensors"),
+             "final.safetensors": lv.save("final", get_state(model)),
+             "history.json": lv.write_history(history)}
+    summary = summarize(level, mask, history, begin, time.perf_counter() - t0)
+    done = {**run.summaries(), level: summary}
+    summary["steps_to_mask"] = _steps_to_mask(plan, done, level)
+    if search is not None:
+        files["earlybird.json"] = lv.write("earlybird.json", search.record())
+        summary["earlybird_step"] = search.drawn_step
+    summary["finished_at"] = time.time()
+    lv.commit(summary, files)  # last: marks the level done
