@@ -94,3 +94,20 @@ def test_status_of_an_interrupted_python_run(digits, small_mlp, tmp_path, capsys
     (result.path / "level_002" / "summary.json").unlink()
     assert main(["status", str(tmp_path)]) == 0
     assert "2 levels done, interrupted" in capsys.readouterr().out
+
+
+def test_runs_with_one_name_but_other_settings_are_two_experiments(digits, small_mlp,
+                                                                    tmp_path):
+    for criterion in ("large_final", "movement"):
+        lth.LotteryModel(small_mlp, digits, train=FAST_TRAIN, levels=1, name="quickstart",
+                         prune={"criterion": criterion}).run(store=tmp_path)
+    lth.LotteryModel(small_mlp, digits, train=FAST_TRAIN, levels=1, name="quickstart",
+                     seed=1).run(store=tmp_path)
+    loaded = lth.load(tmp_path)
+    assert sorted(loaded.runs.experiment.unique()) == [
+        "quickstart · criterion=large_final", "quickstart · criterion=movement"]
+    seeds = loaded.runs.groupby("experiment").seed.apply(sorted).to_dict()
+    assert seeds == {"quickstart · criterion=large_final": [0, 1],
+                     "quickstart · criterion=movement": [0]}
+    assert loaded.levels.groupby("experiment").size().to_dict() == {
+        "quickstart · criterion=large_final": 4, "quickstart · criterion=movement": 2}

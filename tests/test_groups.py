@@ -271,3 +271,26 @@ def test_a_group_cannot_be_run_twice_at_once(tmp_path, base_toml):
         with pytest.raises(lth.StoreError, match="being run by another process"):
             robust.run(store=tmp_path)
     robust.run(store=tmp_path)  # free again
+
+
+def test_session_trains_the_shared_dense_level_once(digits, small_mlp, tmp_path):
+    variants = {"ticket": {}, "movement": {"prune": {"criterion": "movement"}},
+                "control": {"control": "random_reinit", "of": "ticket"}}
+    session = LotterySession(small_mlp, digits, train={"duration": "60it", "eval_every": "20it",
+                                                       "batch_size": 32},
+                             levels=1, variants=variants, seeds=[0])
+    result = session.run(store=tmp_path / "s", executor="local", workers=2)
+    runs = {row.variant: lth.Result(row.run_dir) for row in result.trials().itertuples()}
+    level0 = {v: (r.path / "level_000" / "final.safetensors").read_bytes()
+              for v, r in runs.items()}
+    assert len(set(level0.values())) == 1
+    # Trained once: the others copied its summary, finish time included.
+    stamps = {r.summary(0)["finished_at"] for r in runs.values()}
+    assert len(stamps) == 1
+    assert runs["control"].summary(0)["steps_to_mask"] is None  # still its own property
+    alone = lth.LotteryModel(small_mlp, digits, train={"duration": "60it", "eval_every": "20it",
+                                                       "batch_size": 32},
+                             levels=1, prune={"criterion": "movement"}).run(store=tmp_path / "a")
+    assert (alone.path / "level_000" / "final.safetensors").read_bytes() == level0["movement"]
+    assert (alone.path / "level_000" / "history.json").read_bytes() == \
+        (runs["movement"].path / "level_000" / "history.json").read_bytes()

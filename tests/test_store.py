@@ -13,7 +13,7 @@ import pytest
 import lth
 from lth.cli import main
 from lth.experiment import LotterySession
-from lth.store import Damaged, RunDir, Trials, load_tensors, read_record, save_tensors
+from lth.store import Damaged, RunDir, load_tensors, read_record, save_tensors
 
 from .conftest import FAST_TRAIN, states_equal
 

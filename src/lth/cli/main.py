@@ -151,6 +151,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from ..experiment.migrate import migrate
+
+    for line in migrate(args.store):
+        print(line)
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from ..report import build_report
 
@@ -173,13 +181,18 @@ def _group_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+class _Stderr(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (not when created)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"lth: {record.getMessage()}", file=sys.stderr)
+
+
 def _log_to_stderr() -> None:
     """Repairs and notes of the library (logger ``lth``) go to stderr, one line each."""
     logger = logging.getLogger("lth")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("lth: %(message)s"))
-        logger.addHandler(handler)
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        logger.addHandler(_Stderr())
         logger.setLevel(logging.INFO)
 
 
@@ -224,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--verify", action="store_true", help="check every stored file against "
                     "its digest and list the damaged ones")
     st.set_defaults(func=_cmd_status)
+    mig = sub.add_parser("migrate", help="upgrade the runs of an older lth (store format 1) "
+                         "in place, so they resume instead of training again")
+    mig.add_argument("store", nargs="?", default="runs", help="store directory (default: runs)")
+    mig.set_defaults(func=_cmd_migrate)
     rep = sub.add_parser("report", help="HTML report with figures, tables and configs")
     rep.add_argument("path", help="a run, session/robust or store directory")
     rep.add_argument("--out", required=True, help="directory for index.html, PNG/SVG, CSV")
