@@ -21,7 +21,15 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..execution import WorkerLost, make_executor
-from ..store import RunDir, Trials, atomic_write_bytes, exclusive, group_dir, short_hash
+from ..store import (
+    RunDir,
+    Trials,
+    atomic_write_bytes,
+    count_finished_levels,
+    exclusive,
+    group_dir,
+    short_hash,
+)
 from .result import Result
 from .stats import aggregate
 from .trials import Outcome, Trial, run_trial
@@ -228,7 +236,7 @@ class _Progress:
         self.update(status, 0)
 
     def update(self, status: dict, running: int) -> None:
-        levels = len(list(self.gdir.glob("trials/*/level_*/summary.json")))
+        levels = count_finished_levels(self.gdir / "trials")
         self.bar.n = min(levels, self.bar.total)
         counts = pd.Series([s["status"] for s in status.values()]).value_counts()
         self.bar.set_postfix(done=int(counts.get("done", 0)), running=running,

@@ -18,6 +18,7 @@ from .layout import (
     LevelCheckpoint,
     RunDir,
     Trials,
+    count_finished_levels,
     exclusive,
     group_dir,
     legacy_format,
@@ -25,6 +26,6 @@ from .layout import (
 )
 
 __all__ = ["FORMAT", "GROUP_KINDS", "Damaged", "Level", "LevelCheckpoint", "RunDir", "Trials",
-           "atomic_write_bytes", "digest_of", "exclusive", "group_dir", "legacy_format",
-           "load_tensors", "read_record", "save_tensors", "short_hash", "verify_file",
-           "write_record"]
+           "atomic_write_bytes", "count_finished_levels", "digest_of", "exclusive",
+           "group_dir", "legacy_format", "load_tensors", "read_record", "save_tensors",
+           "short_hash", "verify_file", "write_record"]

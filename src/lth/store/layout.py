@@ -235,6 +235,9 @@ class RunDir:
         return self.path.name
 
     def config(self) -> dict[str, Any]:
+        if legacy_format(self.path):
+            raise Damaged(self.path / CONFIG, f"was written by lth 0.1 (store format 1); "
+                                              f"`lth migrate {self.path.parent}` upgrades it")
         cfg = read_record(self.path / CONFIG)
         if not isinstance(cfg.get("identity"), dict):
             raise Damaged(self.path / CONFIG, "has no run identity")
@@ -334,6 +337,11 @@ class RunDir:
         names = list(src.summary()["files"]) + [SUMMARY]
         for name in names:
             atomic_write_bytes(dst.file(name), src.file(name).read_bytes())
+
+
+def count_finished_levels(store: Path) -> int:
+    """Levels finished in all runs of ``store`` (cheap: for progress bars)."""
+    return sum(1 for _ in Path(store).glob(f"*/level_*/{SUMMARY}"))
 
 
 def group_dir(store: str | Path, name: str, kind: str, identity: dict[str, Any],
