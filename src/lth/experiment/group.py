@@ -71,12 +71,11 @@ class TrialGroup:
             if t.variant in variants:
                 continue
             exp = t.build(None)
+            variants[t.variant] = {"experiment": short_hash(exp.recipe()),
+                                   "masks_of": t.masks_of and t.masks_of.rsplit("-s", 1)[0]}
             if t.masks_of is not None:  # its masks come later; check everything else
                 exp = exp.replace(masks_from_mode="same")
-            exp.check()
-            variants[t.variant] = {"experiment": short_hash(t.build(None).recipe()),
-                                   "masks_of": t.masks_of and t.masks_of.rsplit("-s", 1)[0]}
-            self._level0[t.variant] = exp.level0_class()
+            self._level0[t.variant] = exp.check().level0_class()
         return {"kind": self.kind, "variants": variants}
 
     def run(self, store: str | Path | None = "runs", *, executor: str = "sequential",

@@ -17,7 +17,7 @@ from ..config import EarlyBirdConfig, ExperimentConfig, PruneConfig, ReinitConfi
 from ..data import Data, load_dataset
 from ..errors import ConfigError
 from ..models import create_model
-from ..store import RunDir, legacy_format, short_hash
+from ..store import RunDir, legacy_format
 from .imp import run_levels
 from .plan import Plan, make_plan
 from .plan import as_section as _as
@@ -102,9 +102,10 @@ class LotteryModel:
     def _plan(self, model: nn.Module) -> Plan:
         return make_plan(self, model)
 
-    def check(self) -> None:
-        """Every check a run makes before training (config against model and data)."""
-        self._plan(copy.deepcopy(self.model).cpu())
+    def check(self) -> Plan:
+        """Every check a run makes before training (config against model and data);
+        returns the plan."""
+        return self._plan(copy.deepcopy(self.model).cpu())
 
     def spec(self) -> dict[str, Any]:
         """The resolved specification that names this run's directory
@@ -118,20 +119,6 @@ class LotteryModel:
         return recipe(settings_of(self.config.to_dict()), self.initializer,
                       f"{type(model).__module__}.{type(model).__qualname__}",
                       structure_sha(repr(model)), self.data.identity())
-
-    def level0_class(self) -> str:
-        """Trials of a group with equal classes (and seeds) train the same dense level 0;
-        the driver runs it once (the store's level-0 key, which also checks θ0, decides)."""
-        r = self.recipe()
-        return short_hash({**{k: r[k] for k in ("format", "lth", "initializer", "model",
-                                                  "data")},
-                           "train": r["settings"]["train"],
-                           "rewind_step": self.reinit.rewind_step,
-                           "earlybird": self.earlybird.to_dict() if self.earlybird.enabled
-                           else None,
-                           "prune": self.prune.to_dict() if self.earlybird.enabled else None,
-                           "n_levels": self.config.n_levels if self.earlybird.enabled
-                           else None})
 
     # -- running ----------------------------------------------------------------------
     def run(self, store: str | Path | None = "runs", *,

@@ -105,7 +105,6 @@ class Plan:
     structure: Structure | None
     source: RunDir | None  # the run whose masks this one reuses
     spec: dict[str, Any]
-    level0_key: str
 
     # settings, read where the loop needs them
     @property
@@ -151,6 +150,20 @@ class Plan:
     @property
     def experiment_id(self) -> str:
         return experiment_id(self.spec)
+
+    @property
+    def level0_key(self) -> str:
+        """What the dense level 0 depends on: runs with equal keys share it."""
+        return level0_key(self.spec, self.rewind_step, self._searches_level0())
+
+    def level0_class(self) -> str:
+        """The level-0 key without seed and θ0: the trials of a group whose classes and
+        seeds are equal train one level 0 (the key, θ0 included, decides in the store)."""
+        blank = {**self.spec, "seed": None, "theta0_sha256": None}
+        return level0_key(blank, self.rewind_step, self._searches_level0())
+
+    def _searches_level0(self) -> bool:
+        return early.searching(self.earlybird, self.prune, self.n_levels, 0)
 
     @property
     def repair_hint(self) -> str:
@@ -231,9 +244,8 @@ def make_plan(exp: Any, model: nn.Module) -> Plan:
             "checkpoint_every": to_steps(tr.checkpoint_every, spe)}
     spec_ = spec(exp.recipe(), seed=cfg.seed, theta0_sha256=state_sha(theta0),
                  masks_from=None if source is None else source_ids(source))
-    searches0 = early.searching(exp.earlybird, prune, cfg.n_levels, 0)
     return Plan(exp, choose_device(tr.device), names, out, groups, rates, total, k, span,
-                theta0, structure, source, spec_, level0_key(spec_, k, searches0))
+                theta0, structure, source, spec_)
 
 
 def structured_plan(prune: PruneConfig, model: nn.Module, names: list[str],
