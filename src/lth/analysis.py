@@ -18,7 +18,7 @@ import pandas as pd
 
 from .errors import StoreError
 from .experiment.result import TABLE_COLUMNS, Result
-from .store import GROUP_KINDS, Damaged, RunDir, Trials, legacy_format, read_record
+from .store import GROUP_KINDS, Damaged, RunDir, Trials, legacy_format, store_entries
 
 
 @dataclass
@@ -65,7 +65,7 @@ class Results:
 
 def _config(d: Path) -> dict[str, Any] | None:
     try:
-        return read_record(d / "config.json")
+        return RunDir(d).config()
     except Damaged:
         return None
 
@@ -87,16 +87,14 @@ class _Finder:
             self.group(path, cfg)
         elif cfg is not None and isinstance(cfg.get("identity"), dict):
             self.run(path, cfg, group=None, kind="run", status=None)
-        elif (path / "config.json").exists():
+        elif RunDir(path).has_config():
             try:
-                read_record(path / "config.json")
+                RunDir(path).config()
             except Damaged as exc:
                 self.problems.append(f"{exc}; not read (`lth run` on its config rewrites it)")
         elif path.is_dir():
-            for d in sorted(p for p in path.iterdir() if p.is_dir() and
-                            not p.name.startswith(".")):
-                if (d / "config.json").exists():
-                    self.walk(d)
+            for d in store_entries(path):
+                self.walk(d)
 
     def run(self, d: Path, cfg: dict[str, Any], *, group: str | None, kind: str,
             status: str | None) -> None:
@@ -127,9 +125,10 @@ class _Finder:
             dirs.setdefault(d.resolve(), None)
         for d, status in dirs.items():
             run_cfg = _config(d)
-            if run_cfg is None or "identity" not in run_cfg:
-                if (d / "config.json").exists():
-                    self.problems.append(f"{d / 'config.json'} is damaged; not read")
+            if run_cfg is None:
+                if RunDir(d).has_config():
+                    self.problems.append(f"{d.name}: damaged config.json; not read (`lth "
+                                         "session` on its config rewrites it)")
                 continue
             self.run(d, run_cfg, group=gdir.name, kind=cfg["kind"], status=status)
 

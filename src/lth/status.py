@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from .errors import StoreError
-from .store import GROUP_KINDS, Damaged, RunDir, Trials, legacy_format, read_record
+from .store import GROUP_KINDS, Damaged, RunDir, Trials, legacy_format, store_entries
 
 
 def _alive(pid: int) -> bool:
@@ -24,7 +24,7 @@ def _run_line(run: RunDir, cfg: dict, verify: bool) -> list[str]:
     n_levels = cfg.get("n_levels")
     done = run.finished_levels()
     in_progress = [lv for lv in run.level_numbers()
-                   if lv not in done and run.level(lv).file("checkpoint.safetensors").exists()]
+                   if lv not in done and run.level(lv).in_progress()]
     finished = n_levels is not None and done == list(range(n_levels + 1))
     state = "finished" if finished else ("interrupted" if in_progress or done else "started")
     lines = [f"{run.name}: {len(done)} levels done, {state}"]
@@ -66,13 +66,13 @@ def store_status(store: str | Path, *, verify: bool = False) -> str:
     if not store.is_dir():
         raise StoreError(f"{store} is not a directory; give the --store used for the runs")
     lines: list[str] = []
-    for d in sorted(p for p in store.iterdir() if (p / "config.json").exists()):
+    for d in store_entries(store):
         if legacy_format(d):
             lines.append(f"{d.name}: made by lth 0.1 (store format 1); `lth migrate {store}` "
                          "upgrades it")
             continue
         try:
-            cfg = read_record(d / "config.json")
+            cfg = RunDir(d).config()
         except Damaged as exc:
             lines.append(f"{d.name}: damaged config.json ({exc.problem}); running it again "
                          "(`lth run`) rewrites it")

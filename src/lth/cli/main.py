@@ -76,7 +76,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from ..store import RunDir
 
     for path in args.runs:
-        if not RunDir(path).file("config.json").is_file():
+        if not RunDir(path).has_config():
             raise StoreError(f"{path} is not a run directory (no config.json)")
     labels = args.labels.split(",") if args.labels else None
     if labels is not None and len(labels) != len(args.runs):

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..data import Data
@@ -55,16 +56,22 @@ def run_levels(plan: Plan, run: RunDir, model: nn.Module, data: Data, *, through
 
 def _ensure_theta0(plan: Plan, run: RunDir) -> None:
     try:
-        run.theta0()
+        stored = run.theta0()
     except Damaged as exc:
         if exc.problem != "is missing":
             log.warning("%s; rewritten from the initialiser", exc)
-        run.save("theta0.safetensors", plan.theta0)
+        stored = None
+    if stored is None or not _equal(stored, plan.theta0):
+        run.save_theta0(plan.theta0)
+
+
+def _equal(a: State, b: State) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _intact(plan: Plan, run: RunDir, level: int) -> bool:
     lv = run.level(level)
-    if not lv.file("summary.json").exists() and not lv.path.is_file():
+    if not lv.has_summary() and not lv.path.is_file():
         return False
     try:
         lv.verify()
@@ -89,7 +96,7 @@ def _reuse_level0(plan: Plan, run: RunDir) -> bool:
         except Damaged:
             continue
         if plan.rewind_step > 0:
-            run.copy_file_from(other, "rewind.safetensors")
+            run.copy_rewind_point_from(other)
         run.copy_level_from(other, 0)
         summary = run.level(0).summary()
         files = summary.pop("files")
@@ -105,7 +112,7 @@ def _reuse_level0(plan: Plan, run: RunDir) -> bool:
 def _level0_twins(plan: Plan, run: RunDir) -> list[RunDir]:
     out = []
     for d in sorted(run.path.parent.iterdir()):
-        if d == run.path or not (d / "level_000" / "summary.json").exists():
+        if d == run.path or not RunDir(d).level(0).has_summary():
             continue
         try:
             if RunDir(d).config().get("level0_key") == plan.level0_key:
@@ -221,7 +228,7 @@ def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
         model, data, plan.train, mask, span, seed=plan.seed, level=level,
         checkpoints=lv.checkpoint(),
         snapshot_step=plan.rewind_step if level == 0 and plan.rewind_step > 0 else None,
-        on_snapshot=lambda s: run.save("rewind.safetensors", s),
+        on_snapshot=run.save_rewind_point,
         progress=None if report is None else (lambda s: report(level, s, span.end)),
         fixed_lr=lr_function(plan.train, plan.total_steps, plan.span["steps_per_epoch"])(
             plan.total_steps - 1) if finetune else None,
@@ -229,8 +236,7 @@ def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
     if report is not None and search is not None and search.drawn_step is not None:
         report(level, span.end, span.end)  # stopped early: the level is complete
     mask.check(model)
-    files = {"mask.safetensors": lv.digest("mask.safetensors"),
-             "start.safetensors": lv.digest("start.safetensors"),
+    files = {"mask.safetensors": lv.digest("mask"), "start.safetensors": lv.digest("start"),
              "final.safetensors": lv.save("final", get_state(model)),
              "history.json": lv.write_history(history)}
     summary = summarize(level, mask, history, begin, time.perf_counter() - t0)

@@ -12,7 +12,7 @@ def check_masks_source(source: Path, names: list[str], sizes: dict[str, int],
                        n_levels: int) -> RunDir:
     """Refuse a source that is not a run, has other parameters, or lacks a level's mask."""
     src = RunDir(source)
-    if not (source / "config.json").is_file():
+    if not src.has_config():
         raise ConfigError(f"masks_from = {str(source)!r} is not a run directory (no "
                           "config.json); give the directory printed by `lth run`")
     if legacy_format(source):

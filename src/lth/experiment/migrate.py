@@ -120,9 +120,10 @@ class Migration:
     @staticmethod
     def _rewrite_files(d: Path) -> None:
         run = RunDir(d)
-        for name in ("theta0.safetensors", "rewind.safetensors"):
-            if (d / name).exists():
-                run.save(name, _tensors(d / name)[0])
+        if run.file("theta0.safetensors").exists():
+            run.save_theta0(_tensors(run.file("theta0.safetensors"))[0])
+        if run.file("rewind.safetensors").exists():
+            run.save_rewind_point(_tensors(run.file("rewind.safetensors"))[0])
         summaries = []
         for lv in run.level_numbers():
             level = run.level(lv)

@@ -23,9 +23,10 @@ from .layout import (
     group_dir,
     legacy_format,
     short_hash,
+    store_entries,
 )
 
 __all__ = ["FORMAT", "GROUP_KINDS", "Damaged", "Level", "LevelCheckpoint", "RunDir", "Trials",
            "atomic_write_bytes", "count_finished_levels", "digest_of", "exclusive",
            "group_dir", "legacy_format", "load_tensors", "read_record", "save_tensors",
-           "short_hash", "verify_file", "write_record"]
+           "short_hash", "store_entries", "verify_file", "write_record"]

@@ -103,6 +103,10 @@ class Level:
             raise Damaged(self.file(SUMMARY), "is not this level's summary")
         return s
 
+    def has_summary(self) -> bool:
+        """A summary file is there (finished, or damaged: :meth:`verify` tells)."""
+        return self.file(SUMMARY).is_file()
+
     def finished(self) -> bool:
         """The summary verifies (cheap; :meth:`verify` also checks the files)."""
         try:
@@ -142,9 +146,13 @@ class Level:
             raise Damaged(self.file(HISTORY), "holds no evaluation rows")
         return rows
 
-    def digest(self, name: str) -> str:
-        """The digest of a file this level wrote (checked)."""
-        return verify_file(self.file(name))
+    def digest(self, stem: str) -> str:
+        """The digest of a tensor file this level wrote (checked)."""
+        return verify_file(self.file(f"{stem}.safetensors"))
+
+    def in_progress(self) -> bool:
+        """Training was interrupted: a checkpoint is there."""
+        return self.file(CHECKPOINT).exists()
 
     def record(self, name: str) -> dict[str, Any]:
         """A JSON record of this level, checked against the digest its summary holds."""
@@ -288,9 +296,8 @@ class RunDir:
             levels = sorted(set(levels) | set(range(n_levels + 1)))
         for lv in levels:
             level = self.level(lv)
-            if not level.file(SUMMARY).exists():
-                if n_levels is None:  # a level in progress is not damage
-                    continue
+            if not level.has_summary() and n_levels is None:
+                continue  # a level in progress is not damage
             try:
                 level.verify()
             except Damaged as exc:
@@ -301,11 +308,18 @@ class RunDir:
     def theta0(self) -> dict[str, Any]:
         return load_tensors(self.file(THETA0))[0]
 
+    def save_theta0(self, tensors: dict[str, Any]) -> None:
+        save_tensors(self.file(THETA0), tensors)
+
     def rewind_point(self) -> dict[str, Any]:
+        """θk, the weights at the rewind step (late rewinding)."""
         return load_tensors(self.file(REWIND))[0]
 
-    def save(self, name: str, tensors: dict[str, Any]) -> str:
-        return save_tensors(self.file(name), tensors)
+    def save_rewind_point(self, tensors: dict[str, Any]) -> None:
+        save_tensors(self.file(REWIND), tensors)
+
+    def has_config(self) -> bool:
+        return (self.path / CONFIG).is_file()
 
     # -- housekeeping --------------------------------------------------------------------
     def lock(self) -> Any:
@@ -327,8 +341,8 @@ class RunDir:
     def write_levels_csv(self, csv_text: str) -> None:
         atomic_write_bytes(self.file("levels.csv"), csv_text.encode())
 
-    def copy_file_from(self, other: RunDir, name: str) -> None:
-        atomic_write_bytes(self.file(name), other.file(name).read_bytes())
+    def copy_rewind_point_from(self, other: RunDir) -> None:
+        atomic_write_bytes(self.file(REWIND), other.file(REWIND).read_bytes())
 
     def copy_level_from(self, other: RunDir, level: int) -> None:
         """Copy a verified level byte for byte (work shared between runs)."""
@@ -337,6 +351,11 @@ class RunDir:
         names = list(src.summary()["files"]) + [SUMMARY]
         for name in names:
             atomic_write_bytes(dst.file(name), src.file(name).read_bytes())
+
+
+def store_entries(store: str | Path) -> list[Path]:
+    """The run and group directories of a store (anything with a config file), sorted."""
+    return sorted(p for p in Path(store).iterdir() if (p / CONFIG).exists())
 
 
 def count_finished_levels(store: Path) -> int:
