@@ -17,7 +17,7 @@ from ..config import EarlyBirdConfig, ExperimentConfig, PruneConfig, ReinitConfi
 from ..data import Data, load_dataset
 from ..errors import ConfigError
 from ..models import create_model
-from ..store import RunDir, legacy_format
+from ..store import RunDir
 from .imp import run_levels
 from .plan import Plan, make_plan
 from .plan import as_section as _as
@@ -161,7 +161,6 @@ class LotteryModel:
                 **({"structure": {"units": plan.structure.describe(),
                                   "kept_whole": plan.structure.refused}}
                    if plan.structure is not None else {})}
-        _note_legacy(store, self.config.name)
         run = RunDir.open(store, self.config.name, plan.spec, info)
         model = model.to(plan.device)
         data = self.data.to(plan.device)
@@ -188,12 +187,3 @@ class LotteryModel:
                 tracker.close()
         return run
 
-
-def _note_legacy(store: Path, name: str) -> None:
-    """Runs of the same name made by lth 0.1 are not resumed: say so, once per run."""
-    if not store.is_dir():
-        return
-    for d in store.glob(f"{name}-*"):
-        if legacy_format(d):
-            log.warning("%s was made by lth 0.1 (store format 1) and is not resumed; "
-                        "`lth migrate %s` upgrades it in place", d, store)

@@ -1,5 +1,6 @@
-"""The run store: self-checking files (:mod:`.files`) and the layout of runs, levels and
-groups (:mod:`.layout`). Nothing outside this package knows a file name or format."""
+"""The run store: self-checking files (:mod:`.files`), the layout (:mod:`.layout`) of runs
+(:mod:`.run`), levels (:mod:`.level`) and groups (:mod:`.group`). Nothing outside this
+package knows a file name or format."""
 
 from .files import (
     Damaged,
@@ -11,20 +12,10 @@ from .files import (
     verify_file,
     write_record,
 )
-from .layout import (
-    FORMAT,
-    GROUP_KINDS,
-    Level,
-    LevelCheckpoint,
-    RunDir,
-    Trials,
-    count_finished_levels,
-    exclusive,
-    group_dir,
-    legacy_format,
-    short_hash,
-    store_entries,
-)
+from .group import Trials, group_dir
+from .layout import FORMAT, GROUP_KINDS, exclusive, legacy_format, short_hash
+from .level import Level, LevelCheckpoint
+from .run import RunDir, count_finished_levels, store_entries
 
 __all__ = ["FORMAT", "GROUP_KINDS", "Damaged", "Level", "LevelCheckpoint", "RunDir", "Trials",
            "atomic_write_bytes", "count_finished_levels", "digest_of", "exclusive",

@@ -1,0 +1,140 @@
+"""One level's directory: its files, its summary (written last, with the digests of the
+level's files) and its mid-training checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .files import Damaged, load_tensors, read_record, save_tensors, verify_file, write_record
+from .layout import CHECKPOINT, HISTORY, SUMMARY
+
+if TYPE_CHECKING:
+    from .run import RunDir
+
+
+class Level:
+    """One level's directory."""
+
+    def __init__(self, run: RunDir, level: int):
+        self.run, self.level = run, level
+        self.path = run.path / f"level_{level:03d}"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # -- reading ------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """The level's summary record (:class:`Damaged` if missing or damaged)."""
+        s = read_record(self.file(SUMMARY))
+        if s.get("level") != self.level or not isinstance(s.get("files"), dict):
+            raise Damaged(self.file(SUMMARY), "is not this level's summary")
+        return s
+
+    def has_summary(self) -> bool:
+        """A summary file is there (finished, or damaged: :meth:`verify` tells)."""
+        return self.file(SUMMARY).is_file()
+
+    def finished(self) -> bool:
+        """The summary verifies (cheap; :meth:`verify` also checks the files)."""
+        try:
+            self.summary()
+        except Damaged:
+            return False
+        return True
+
+    def verify(self) -> None:
+        """Check the summary and every file it lists; :class:`Damaged` names the first bad."""
+        recorded = self.summary()["files"]
+        for name, digest in recorded.items():
+            verify_file(self.file(name), digest)
+
+    def recorded(self, name: str) -> str | None:
+        try:
+            return self.summary()["files"].get(name)
+        except Damaged:
+            return None
+
+    def tensors(self, stem: str) -> dict[str, Any]:
+        """``mask``, ``start`` or ``final`` of this level, checked against its digests."""
+        name = f"{stem}.safetensors"
+        return load_tensors(self.file(name), self.recorded(name))[0]
+
+    def tensors_if_intact(self, stem: str) -> dict[str, Any] | None:
+        """A file this level wrote before it finished (reused on resume), or None."""
+        try:
+            return self.tensors(stem)
+        except Damaged:
+            return None
+
+    def history(self) -> list[dict[str, float]]:
+        rec = read_record(self.file(HISTORY))
+        rows = rec.get("rows")
+        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+            raise Damaged(self.file(HISTORY), "holds no evaluation rows")
+        return rows
+
+    def digest(self, stem: str) -> str:
+        """The digest of a tensor file this level wrote (checked)."""
+        return verify_file(self.file(f"{stem}.safetensors"))
+
+    def in_progress(self) -> bool:
+        """Training was interrupted: a checkpoint is there."""
+        return self.file(CHECKPOINT).exists()
+
+    def record(self, name: str) -> dict[str, Any]:
+        """A JSON record of this level, checked against the digest its summary holds."""
+        verify_file(self.file(name), self.recorded(name))
+        return read_record(self.file(name))
+
+    # -- writing ------------------------------------------------------------------------
+    def save(self, stem: str, tensors: dict[str, Any]) -> str:
+        return save_tensors(self.file(f"{stem}.safetensors"), tensors)
+
+    def write(self, name: str, record: dict[str, Any]) -> str:
+        return write_record(self.file(name), record)
+
+    def write_history(self, rows: list[dict[str, float]]) -> str:
+        return write_record(self.file(HISTORY), {"rows": rows})
+
+    def commit(self, summary: dict[str, Any], files: dict[str, str]) -> None:
+        """Write the summary last, with the digests of the level's files: the level is
+        finished from this moment on."""
+        write_record(self.file(SUMMARY), {**summary, "level": self.level, "files": files})
+        self.checkpoint().clear()
+
+    def discard(self) -> None:
+        """Forget a damaged level's results (its checkpoint is kept if it verifies)."""
+        if self.path.exists() and not self.path.is_dir():
+            self.path.unlink()
+        self.file(SUMMARY).unlink(missing_ok=True)
+
+    def checkpoint(self) -> LevelCheckpoint:
+        return LevelCheckpoint(self.file(CHECKPOINT))
+
+
+class LevelCheckpoint:
+    """The mid-level checkpoint of one level (see :class:`lth.train.loop.Checkpoints`).
+    A damaged checkpoint is dropped: the level restarts from its start, same numbers."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        if not self.path.exists():
+            return None
+        try:
+            tensors, meta = load_tensors(self.path)
+        except Damaged:
+            self.clear()
+            return None
+        if not isinstance(meta, dict):
+            self.clear()
+            return None
+        return tensors, meta
+
+    def save(self, tensors: dict[str, Any], meta: dict[str, Any]) -> None:
+        save_tensors(self.path, tensors, meta)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
