@@ -19,7 +19,14 @@ from .config import (  # noqa: E402
     TrainConfig,
     load_config,
 )
-from .data import Data, from_arrays, from_dataset, load_dataset, load_digits  # noqa: E402
+from .data import (  # noqa: E402
+    Data,
+    from_arrays,
+    from_dataset,
+    load_dataset,
+    load_digits,
+    register_dataset,
+)
 from .errors import ConfigError, DataError, LTHError, ModelError, StoreError  # noqa: E402
 from .experiment import (  # noqa: E402
     GroupResult,
@@ -32,7 +39,7 @@ from .init import initialize  # noqa: E402
 from .masks import Mask, prunable_names  # noqa: E402
 from .models import MODELS, create_model, register_model  # noqa: E402
 from .pruning import CRITERIA, register_criterion  # noqa: E402
-from .reinit import REINIT_MODES  # noqa: E402
+from .reinit import REINIT_MODES, register_reinit  # noqa: E402
 
 __all__ = [
     "CRITERIA", "MODELS", "REINIT_MODES", "ConfigError", "Data", "DataConfig", "DataError",
@@ -40,5 +47,6 @@ __all__ = [
     "LotteryRobust", "LotterySession", "Mask", "ModelConfig", "ModelError",
     "PruneConfig", "ReinitConfig", "Result", "Results", "StoreError", "TrainConfig", "__version__",
     "create_model", "from_arrays", "from_dataset", "initialize", "load_config", "load_dataset",
-    "load", "load_digits", "prunable_names", "register_criterion", "register_model", "report",
+    "load", "load_digits", "prunable_names", "register_criterion", "register_dataset",
+    "register_model", "register_reinit", "report",
 ]

@@ -25,7 +25,6 @@ from .errors import ConfigError
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "step", "cosine")
 SCOPES = ("layer", "global")
-SCHEDULES = ("geometric", "target", "linear", "one_shot")
 STRUCTURES = ("weight", "unit")
 UNIT_SCORES = ("l1", "l2", "bn_gamma")
 MASK_SOURCE_MODES = ("same", "random_layer", "random_global")
@@ -119,7 +118,7 @@ class PruneConfig(_Section):
     unit_score: str = "l1"
 
     def problems(self) -> list[Problem]:
-        from .pruning.criteria import CRITERIA
+        from .pruning import CRITERIA, SCHEDULES
 
         p: list[Problem] = []
         _choice(p, "criterion", self.criterion, CRITERIA)

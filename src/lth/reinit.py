@@ -12,6 +12,8 @@ Modes (each optionally ``same_sign``: the result takes θ0's sign wherever θ0 i
 - ``lr_rewind`` / ``finetune`` (Renda et al. 2020): not a reinitialisation — the pruned
   network keeps the previous level's trained weights (see :data:`KEEP_TRAINED`).
 
+A new mode is a function of :class:`ReinitInputs` added with :func:`register_reinit`.
+
 Every parameter and buffer that is not masked (biases, BatchNorm statistics) goes back
 to its rewind-point value; pruned weights are exactly zero.
 """
@@ -19,20 +21,45 @@ to its rewind-point value; pruned weights are exactly zero.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 
 import torch
 
 from .config import ReinitConfig
 from .masks import Mask
+from .registry import Registry
 
-REINIT_MODES = ("rewind", "jitter", "random", "reshuffle", "constant", "lr_rewind",
-                "finetune")
+State = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ReinitInputs:
+    """What a mode sees for one masked tensor; it returns the tensor's new values (the
+    caller zeroes pruned positions and applies ``same_sign``)."""
+
+    cfg: ReinitConfig
+    keep: torch.Tensor  # bool, True = survives
+    rewind: torch.Tensor  # the rewind point (for KEEP_TRAINED: the previous level's final)
+    theta0: torch.Tensor
+    generator: torch.Generator  # this tensor's own noise stream
+    fresh: Callable[[], torch.Tensor]  # this tensor in a fresh draw of the initialiser
+
+
+ReinitMode = Callable[[ReinitInputs], torch.Tensor]
+REINIT_MODES: Registry[ReinitMode] = Registry("reinit mode")
+
+
+def register_reinit(fn: ReinitMode, *, name: str | None = None,
+                    replace: bool = False) -> ReinitMode:
+    """Add ``fn`` to :data:`REINIT_MODES` under its own name (or ``name``)."""
+    return REINIT_MODES.register(fn, name=name, replace=replace)
+
+
 # Retraining variants (Renda et al. 2020): keep the previous level's trained weights.
 # ``lr_rewind`` replays the learning-rate schedule from ``rewind_step``; ``finetune``
 # trains the same number of steps at the schedule's final learning rate.
 KEEP_TRAINED = ("lr_rewind", "finetune")
-
-State = dict[str, torch.Tensor]
 
 
 def _shuffle_within(values: torch.Tensor, slots: torch.Tensor, g: torch.Generator) -> None:
@@ -46,6 +73,46 @@ def _with_sign_of(w: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return torch.where((torch.sign(w) != torch.sign(ref)) & (ref != 0), -w, w)
 
 
+@register_reinit
+def rewind(s: ReinitInputs) -> torch.Tensor:
+    return s.rewind.clone()
+
+
+@register_reinit
+def jitter(s: ReinitInputs) -> torch.Tensor:
+    sd = s.cfg.jitter_sd * (float(s.theta0.float().std()) if s.cfg.jitter_relative else 1.0)
+    return s.rewind + sd * torch.randn(s.rewind.shape, generator=s.generator,
+                                       dtype=s.rewind.dtype)
+
+
+@register_reinit
+def random(s: ReinitInputs) -> torch.Tensor:
+    return s.fresh().clone()
+
+
+@register_reinit
+def reshuffle(s: ReinitInputs) -> torch.Tensor:
+    w = s.rewind.clone()
+    if s.cfg.same_sign:
+        _shuffle_within(w, s.keep & (s.theta0 > 0), s.generator)
+        _shuffle_within(w, s.keep & (s.theta0 <= 0), s.generator)
+    else:
+        _shuffle_within(w, s.keep, s.generator)
+    return w
+
+
+@register_reinit
+def constant(s: ReinitInputs) -> torch.Tensor:
+    c = s.cfg.constant if s.cfg.constant is not None else float(s.theta0.float().std())
+    base = s.rewind
+    return c * (torch.randint(0, 2, base.shape, generator=s.generator) * 2 - 1).to(base.dtype)
+
+
+for _name in KEEP_TRAINED:  # the trained weights as they are (``rewind`` holds them)
+    register_reinit(rewind, name=_name)
+REINIT_MODES.mark_builtin()
+
+
 def reinitialize(cfg: ReinitConfig, mask: Mask, rewind: State, theta0: State, *,
                  fresh: Callable[[], State], rng: Callable[[str], torch.Generator]) -> State:
     """Full model state for a pruned level (CPU tensors, same keys as ``rewind``).
@@ -53,39 +120,15 @@ def reinitialize(cfg: ReinitConfig, mask: Mask, rewind: State, theta0: State, *,
     ``rng(name)`` gives the generator for one layer's noise: one stream per layer keeps
     each layer's draw independent of the order layers are visited in.
     """
+    mode = REINIT_MODES[cfg.mode]
+    drawn = cache(fresh)  # one fresh draw for all layers, and only if a mode asks
     state = {k: v.clone() for k, v in rewind.items()}
-    if cfg.mode in KEEP_TRAINED:  # ``rewind`` holds the previous level's final weights
-        for name, keep in mask.items():
-            state[name] = torch.where(keep.cpu(), state[name], torch.zeros((), dtype=
-                                      state[name].dtype))
-        return state
-    drawn: State | None = None
     for name, keep_mask in mask.items():
         keep = keep_mask.cpu()
-        generator = rng(name)
-        base, w0 = rewind[name], theta0[name]
-        if cfg.mode == "rewind":
-            w = base.clone()
-        elif cfg.mode == "jitter":
-            sd = cfg.jitter_sd * (float(w0.float().std()) if cfg.jitter_relative else 1.0)
-            w = base + sd * torch.randn(base.shape, generator=generator, dtype=base.dtype)
-        elif cfg.mode == "random":
-            drawn = drawn if drawn is not None else fresh()
-            w = drawn[name].clone()
-        elif cfg.mode == "reshuffle":
-            w = base.clone()
-            if cfg.same_sign:
-                _shuffle_within(w, keep & (w0 > 0), generator)
-                _shuffle_within(w, keep & (w0 <= 0), generator)
-            else:
-                _shuffle_within(w, keep, generator)
-        elif cfg.mode == "constant":
-            c = cfg.constant if cfg.constant is not None else float(w0.float().std())
-            sign = (torch.randint(0, 2, base.shape, generator=generator) * 2 - 1).to(base.dtype)
-            w = c * sign
-        else:  # guarded by ReinitConfig
-            raise ValueError(f"unknown reinit mode {cfg.mode!r}")
-        if cfg.same_sign:
-            w = _with_sign_of(w, w0)
+        w = mode(ReinitInputs(cfg, keep, rewind[name], theta0[name], rng(name),
+                              lambda name=name: drawn()[name]))
+        # KEEP_TRAINED modes keep the trained signs: same_sign is about the rewind point.
+        if cfg.same_sign and cfg.mode not in KEEP_TRAINED:
+            w = _with_sign_of(w, theta0[name])
         state[name] = torch.where(keep, w, torch.zeros((), dtype=w.dtype))
     return state

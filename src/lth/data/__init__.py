@@ -6,16 +6,31 @@ import inspect
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import ConfigError, unknown_name
+from ..errors import ConfigError
+from ..registry import Registry
 from .core import AUGMENTATIONS, Data, from_arrays, split_validation
 from .digits import load_digits
 from .streaming import StreamedSplit, from_dataset
 from .vision import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist
 
-DATASETS: dict[str, Callable[..., Data]] = {
-    "digits": load_digits, "mnist": load_mnist, "fashion_mnist": load_fashion_mnist,
-    "cifar10": load_cifar10, "cifar100": load_cifar100,
-}
+Loader = Callable[..., Data]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+def register_dataset(fn: Loader, *, name: str | None = None, replace: bool = False) -> Loader:
+    """Add a loader to :data:`DATASETS` under ``name`` (default: its own name).
+
+    A loader takes any of ``val_size``, ``split_seed``, ``root``, ``download`` and
+    ``augment`` as keywords and returns a :class:`Data`; see :func:`load_dataset`.
+    """
+    return DATASETS.register(fn, name=name, replace=replace)
+
+
+for _name, _loader in {"digits": load_digits, "mnist": load_mnist,
+                       "fashion_mnist": load_fashion_mnist, "cifar10": load_cifar10,
+                       "cifar100": load_cifar100}.items():
+    register_dataset(_loader, name=_name)
+DATASETS.mark_builtin()
 
 
 def load_dataset(name: str, *, val_size: float | None = None, split_seed: int = 0,
@@ -26,9 +41,7 @@ def load_dataset(name: str, *, val_size: float | None = None, split_seed: int = 
     ``val_size=None`` keeps the dataset's own default. Settings a loader does not take
     (``root`` for the embedded digits) are errors.
     """
-    if name not in DATASETS:
-        raise ConfigError(unknown_name("dataset", name, DATASETS))
-    loader = DATASETS[name]
+    loader = DATASETS[name]  # an unknown name: ConfigError with a did-you-mean
     accepted = inspect.signature(loader).parameters
     given = {"val_size": val_size, "split_seed": split_seed, "root": root,
              "download": download, "augment": augment}
@@ -44,4 +57,4 @@ def load_dataset(name: str, *, val_size: float | None = None, split_seed: int = 
 __all__ = ["AUGMENTATIONS", "DATASETS", "Data", "StreamedSplit", "from_arrays",
            "from_dataset", "load_cifar10",
            "load_cifar100", "load_dataset", "load_digits", "load_fashion_mnist", "load_mnist",
-           "split_validation"]
+           "register_dataset", "split_validation"]

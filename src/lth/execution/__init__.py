@@ -1,7 +1,9 @@
 """Executors: where trials run. Sequential (in this process), a local process pool, Ray.
 
 Each executor submits ``run_trial`` calls and reports finished ones; the scheduling
-(dependencies, retries, progress) lives in :mod:`lth.experiment.group`.
+(dependencies, retries, progress) lives in :mod:`lth.experiment.group`. Executors with
+worker processes ship the user's registry entries to them (:mod:`lth.registry`) and refuse
+at creation an entry no worker could import.
 """
 
 from __future__ import annotations
@@ -9,13 +11,30 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import ConfigError, LTHError
 from ..experiment.trials import Outcome
+from ..registry import EntryRef, Registry, portable_entries, restore
 
-EXECUTORS = ("sequential", "local", "ray")
+
+class Executor(Protocol):
+    """Runs submitted calls somewhere; ``capacity`` calls at a time are worth submitting."""
+
+    capacity: int
+
+    def submit(self, fn: Callable[..., Outcome], *args: Any) -> Any: ...
+
+    def wait(self, handles: list, timeout: float) -> list: ...
+
+    def result(self, handle: Any) -> Outcome: ...
+
+    def shutdown(self) -> None: ...
+
+
+EXECUTORS: Registry[Callable[[int | None], Executor]] = Registry("executor", workers=False)
 
 
 class WorkerLost(LTHError):
@@ -27,7 +46,7 @@ class Sequential:
 
     capacity = 1
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int | None = None) -> None:  # one at a time, whatever asked
         self._done: dict[int, Outcome] = {}
         self._next = 0
 
@@ -53,11 +72,21 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+def _in_worker(refs: tuple[EntryRef, ...], path: tuple[str, ...],
+               fn: Callable[..., Outcome], *args: Any) -> Outcome:
+    # Per call, not in a pool initializer: a failing import is then this trial's error,
+    # reported as such, not a pool that breaks with "a process terminated abruptly".
+    restore(refs, path=path)
+    return fn(*args)
+
+
 class Local:
     """A pool of spawned worker processes (one thread each); rebuilt if a worker dies."""
 
     def __init__(self, workers: int | None = None):
         self.capacity = workers or os.cpu_count() or 1
+        # Spawned workers start with this process's sys.path (multiprocessing passes it).
+        self._refs = portable_entries()
         self._pool = self._new_pool()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
@@ -66,10 +95,10 @@ class Local:
 
     def submit(self, fn: Callable[..., Outcome], *args: Any) -> cf.Future:
         try:
-            return self._pool.submit(fn, *args)
+            return self._pool.submit(_in_worker, self._refs, (), fn, *args)
         except cf.process.BrokenProcessPool:
             self._pool = self._new_pool()
-            return self._pool.submit(fn, *args)
+            return self._pool.submit(_in_worker, self._refs, (), fn, *args)
 
     def wait(self, handles: list, timeout: float) -> list:
         done, _ = cf.wait(handles, timeout=timeout, return_when=cf.FIRST_COMPLETED)
@@ -93,6 +122,9 @@ class Ray:
             import ray
         except ImportError:
             raise ConfigError("executor 'ray' needs Ray: pip install 'lth[ray]'") from None
+        refs = portable_entries()  # before starting Ray: a refusal should cost nothing
+        # Ray workers do not inherit sys.path; on this machine this path finds the modules.
+        self._ship = (refs, tuple(sys.path))
         self._ray = ray
         self._started = not ray.is_initialized()
         if self._started:
@@ -107,7 +139,7 @@ class Ray:
         self._task = ray.remote(num_cpus=1, max_retries=0)(_ray_trial)
 
     def submit(self, fn: Callable[..., Outcome], *args: Any) -> Any:
-        return self._task.remote(fn, *args)
+        return self._task.remote(*self._ship, fn, *args)
 
     def wait(self, handles: list, timeout: float) -> list:
         done, _ = self._ray.wait(handles, num_returns=1, timeout=timeout)
@@ -116,6 +148,8 @@ class Ray:
     def result(self, handle: Any) -> Outcome:
         try:
             return self._ray.get(handle)
+        except LTHError:  # a worker that cannot import a user entry: that, not "it died"
+            raise
         except self._ray.exceptions.RayError as exc:
             raise WorkerLost(f"the Ray task died ({type(exc).__name__})") from None
 
@@ -124,23 +158,29 @@ class Ray:
             self._ray.shutdown()
 
 
-def _ray_trial(fn: Callable[..., Outcome], *args: Any) -> Outcome:
+def _ray_trial(refs: tuple[EntryRef, ...], path: tuple[str, ...],
+               fn: Callable[..., Outcome], *args: Any) -> Outcome:
     _init_worker()
-    return fn(*args)
+    return _in_worker(refs, path, fn, *args)
 
 
-def make_executor(name: str, workers: int | None = None) -> Sequential | Local | Ray:
+for _name, _cls in (("sequential", Sequential), ("local", Local), ("ray", Ray)):
+    EXECUTORS.register(_cls, name=_name)
+EXECUTORS.mark_builtin()
+
+
+def make_executor(name: str, workers: int | None = None) -> Executor:
+    """The executor registered as ``name``, for ``workers`` parallel trials (``None``: one
+    per CPU core).
+
+    >>> make_executor("sequential").capacity
+    1
+    """
     if workers is not None and workers < 1:
         raise ConfigError(f"workers = {workers}; give 1 or more (or leave it out: one per "
                           "CPU core)")
-    if name == "sequential":
-        return Sequential()
-    if name == "local":
-        return Local(workers)
-    if name == "ray":
-        return Ray(workers)
-    from ..errors import unknown_name
-    raise ConfigError(unknown_name("executor", name, EXECUTORS))
+    return EXECUTORS[name](workers)
 
 
-__all__ = ["EXECUTORS", "Local", "Ray", "Sequential", "WorkerLost", "make_executor"]
+__all__ = ["EXECUTORS", "Executor", "Local", "Ray", "Sequential", "WorkerLost",
+           "make_executor"]

@@ -13,14 +13,17 @@ from typing import Any
 from torch import nn
 
 from ..errors import ConfigError, did_you_mean, unknown_name
+from ..registry import Registry
 
-MODELS: dict[str, Callable[..., nn.Module]] = {}
+ModelBuilder = Callable[..., nn.Module]
+MODELS: Registry[ModelBuilder] = Registry("model")
 _FILLED = ("input_shape", "num_classes")
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    MODELS[fn.__name__] = fn
-    return fn
+def register_model(fn: ModelBuilder, *, name: str | None = None,
+                   replace: bool = False) -> ModelBuilder:
+    """Add ``fn`` to :data:`MODELS` under its own name (or ``name``); use as a decorator."""
+    return MODELS.register(fn, name=name, replace=replace)
 
 
 def check_options(name: str, options: dict[str, Any]) -> list[tuple[str, str]]:
@@ -38,13 +41,12 @@ def create_model(name: str, *, input_shape: Sequence[int], num_classes: int,
     >>> create_model("lenet_300_100", input_shape=(1, 28, 28), num_classes=10)[1]
     Linear(in_features=784, out_features=300, bias=True)
     """
-    if name not in MODELS:
-        raise ConfigError(unknown_name("model", name, MODELS))
+    builder = MODELS[name]  # an unknown name: ConfigError with a did-you-mean
     problems = check_options(name, options)
     if problems:
         raise ConfigError("; ".join(f"model.{k}: {m}" for k, m in problems))
     try:
-        return MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes, **options)
+        return builder(input_shape=tuple(input_shape), num_classes=num_classes, **options)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
@@ -78,3 +80,5 @@ def lenet_300_100(*, input_shape: Sequence[int], num_classes: int) -> nn.Module:
 __all__ = ["MODELS", "check_options", "create_model", "register_model", "unknown_name"]
 
 from . import paper  # noqa: E402,F401
+
+MODELS.mark_builtin()

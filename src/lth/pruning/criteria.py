@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..registry import Registry
+
 
 @dataclass(frozen=True)
 class ScoreInputs:
@@ -25,13 +27,17 @@ class ScoreInputs:
 
 
 Criterion = Callable[[ScoreInputs], torch.Tensor]
-CRITERIA: dict[str, Criterion] = {}
+CRITERIA: Registry[Criterion] = Registry("criterion")
 
 
-def register_criterion(fn: Criterion) -> Criterion:
-    """Add ``fn`` to :data:`CRITERIA` under its own name."""
-    CRITERIA[fn.__name__] = fn
-    return fn
+def register_criterion(fn: Criterion, *, name: str | None = None,
+                       replace: bool = False) -> Criterion:
+    """Add ``fn`` to :data:`CRITERIA` under its own name (or ``name``); use as a decorator.
+
+    To run in worker processes (``executor='local'`` or ``'ray'``) it must be defined at
+    the top level of a module they can import, not in ``__main__`` or a notebook.
+    """
+    return CRITERIA.register(fn, name=name, replace=replace)
 
 
 @register_criterion
@@ -102,3 +108,6 @@ def large_final_diff_sign(s: ScoreInputs) -> torch.Tensor:
 @register_criterion
 def random(s: ScoreInputs) -> torch.Tensor:
     return torch.rand(s.final.shape, generator=s.generator)
+
+
+CRITERIA.mark_builtin()

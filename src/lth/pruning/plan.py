@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +24,7 @@ import torch
 from ..config import PruneConfig
 from ..errors import ConfigError
 from ..masks import Mask
+from ..registry import Registry
 from .criteria import CRITERIA, ScoreInputs
 from .selection import kept_count, select
 from .structured import Structure
@@ -108,11 +109,33 @@ def make_groups(scope: str, rates: dict[str, float], sizes: dict[str, int]) -> l
     return [Group(tuple(ns), r, sum(sizes[n] for n in ns)) for r, ns in by_rate.items()]
 
 
-def scheduled_density(schedule: str, rate: float, level: int) -> float:
-    """Fraction of a group's original weights kept after ``level`` pruning rounds."""
-    if schedule == "linear":
-        return max(0.0, 1.0 - rate * level)
+Schedule = Callable[[float, int], float]  # (rate, level) -> density
+SCHEDULES: Registry[Schedule] = Registry("schedule")
+
+
+def geometric(rate: float, level: int) -> float:
     return (1.0 - rate) ** level
+
+
+def linear(rate: float, level: int) -> float:
+    return max(0.0, 1.0 - rate * level)
+
+
+# 'target' and 'one_shot' have geometric densities: 'target' differs in how the rate is
+# solved (resolve_rates), 'one_shot' in which level's weights are pruned (the IMP loop).
+for _name, _schedule in (("geometric", geometric), ("target", geometric), ("linear", linear),
+                         ("one_shot", geometric)):
+    SCHEDULES.register(_schedule, name=_name)
+SCHEDULES.mark_builtin()
+
+
+def scheduled_density(schedule: str, rate: float, level: int) -> float:
+    """Fraction of a group's original weights kept after ``level`` pruning rounds.
+
+    >>> scheduled_density("geometric", 0.5, 2), scheduled_density("linear", 0.25, 2)
+    (0.25, 0.5)
+    """
+    return SCHEDULES[schedule](rate, level)
 
 
 def next_mask(cfg: PruneConfig, groups: Sequence[Group], level: int, mask: Mask,

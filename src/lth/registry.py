@@ -1,0 +1,213 @@
+"""One registry type for everything chosen by name: models, datasets, criteria, reinit
+modes, pruning schedules, executors.
+
+Entries lth registers while it is imported are *built in*: every worker process has them,
+because it imports lth. Entries registered later are the user's and exist only in the
+process that registered them, so executors that start worker processes ship a description
+of them (:func:`portable_entries`) and the workers import them again (:func:`restore`).
+An entry no worker could import (defined in ``__main__`` or a notebook, a lambda, a local
+function) is refused when such an executor is created, not deep inside a worker.
+
+>>> SHAPES = Registry("shape", workers=False)  # a registry only this process reads
+>>> @SHAPES.register
+... def square(x): return x * x
+>>> SHAPES["square"](3), "square" in SHAPES, SHAPES.names()
+(9, True, ('square',))
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, overload
+
+from .errors import ConfigError, unknown_name
+
+T = TypeVar("T")
+
+_ALL: dict[str, Registry[Any]] = {}  # kind -> registry, for shipping entries to workers
+
+
+class Registry(Generic[T]):
+    """A typed mapping name -> object, filled by :meth:`register`.
+
+    ``workers=True``: worker processes read it too (criteria, models, ...), so its user
+    entries are shipped to them; ``False`` for registries only the main process reads
+    (executors).
+    """
+
+    def __init__(self, kind: str, *, workers: bool = True) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+        self._builtin: dict[str, T] = {}
+        if workers:
+            if kind in _ALL:  # restore() finds a registry by kind: one per kind
+                raise ValueError(f"a registry of kind {kind!r} exists already")
+            _ALL[kind] = self
+
+    @overload
+    def register(self, obj: T, /, *, name: str | None = None, replace: bool = False) -> T: ...
+
+    @overload
+    def register(self, obj: None = None, /, *, name: str | None = None,
+                 replace: bool = False) -> Callable[[T], T]: ...
+
+    def register(self, obj: T | None = None, /, *, name: str | None = None,
+                 replace: bool = False) -> T | Callable[[T], T]:
+        """Add ``obj`` under ``name`` (default: its ``__name__``); returns ``obj``, so it
+        works as a decorator, bare or as ``@REG.register(name="x")``.
+
+        A name taken by a different object is an error unless ``replace=True``; the same
+        function defined again (a re-run notebook cell, a reloaded module) replaces itself.
+        """
+        if obj is None:
+            return lambda o: self.register(o, name=name, replace=replace)
+        key = name if name is not None else getattr(obj, "__name__", None)
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"cannot register {obj!r} as a {self.kind}: it has no __name__; "
+                              "give one with name='...'")
+        old = self._entries.get(key, obj)
+        if old is not obj and not replace and _location(old) != _location(obj):
+            raise ConfigError(f"{self.kind} {key!r} is already registered ({_describe(old)}); "
+                              "choose another name, or pass replace=True to register "
+                              f"{_describe(obj)} in its place")
+        self._entries[key] = obj
+        return obj
+
+    def mark_builtin(self) -> None:
+        """Record every entry registered so far as lth's own (called once lth has filled
+        the registry at import; later entries are the user's)."""
+        self._builtin = dict(self._entries)
+
+    def user_entries(self) -> dict[str, T]:
+        """Entries registered after lth's own (including built-in names replaced)."""
+        return {n: o for n, o in self._entries.items() if self._builtin.get(n) is not o}
+
+    def __getitem__(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):  # TypeError: an unhashable "name"
+            raise ConfigError(unknown_name(self.kind, name, self._entries)) from None
+
+    get = __getitem__
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+        self._builtin.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._entries)
+
+    def items(self) -> Iterable[tuple[str, T]]:
+        return self._entries.items()
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {list(self._entries)})"
+
+
+@dataclass(frozen=True)
+class EntryRef:
+    """Where a worker finds a user entry again: ``import module; module.qualname``."""
+
+    kind: str
+    name: str
+    module: str
+    qualname: str
+
+
+def _location(obj: object) -> tuple[str, str] | None:
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    return (module, qualname) if isinstance(module, str) and isinstance(qualname, str) else None
+
+
+def _describe(obj: object) -> str:
+    where = _location(obj)
+    return f"{where[0]}.{where[1]}" if where else repr(obj)
+
+
+def _resolve(module: str, qualname: str) -> object:
+    target: object = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _unimportable(obj: object) -> str | None:
+    """Why a worker process could not import ``obj`` again, or ``None`` if it can."""
+    where = _location(obj)
+    if where is None:
+        return "it has no module and name; register a function or class instead"
+    module, qualname = where
+    if module in ("__main__", "__mp_main__"):
+        return "it is defined in __main__ (a script run directly, or a notebook)"
+    if "<" in qualname:
+        return "it is a lambda or a function defined inside another function"
+    try:
+        mod = importlib.import_module(module)
+        found = _resolve(module, qualname)
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not importable"
+        return f"{module}.{qualname} cannot be imported ({type(exc).__name__}: {exc})"
+    if getattr(mod, "__spec__", None) is None:  # built in memory, not found on sys.path
+        return f"module {module!r} was not imported from a file"
+    if found is not obj:
+        return f"{module}.{qualname} is another object"
+    return None
+
+
+def portable_entries() -> tuple[EntryRef, ...]:
+    """The user entries that worker processes need, as picklable references.
+
+    Raises one :class:`~lth.errors.ConfigError` naming every entry a worker could not
+    import.
+
+    >>> portable_entries()
+    ()
+    """
+    refs, problems = [], []
+    for registry in _ALL.values():
+        for name, obj in registry.user_entries().items():
+            problem = _unimportable(obj)
+            if problem:
+                problems.append(f"{registry.kind} {name!r}: {problem}")
+            else:
+                module, qualname = _location(obj)  # type: ignore[misc]
+                refs.append(EntryRef(registry.kind, name, module, qualname))
+    if problems:
+        raise ConfigError(
+            "worker processes cannot import " + "; ".join(problems) + ". Workers import lth "
+            "and find your entries again by module and name: move them into a module they "
+            "can import (e.g. a .py file next to your script or notebook, then `import` it "
+            "and register there), or run with executor='sequential'")
+    return tuple(refs)
+
+
+def restore(refs: Iterable[EntryRef], *, path: Iterable[str] = ()) -> None:
+    """Import and register ``refs`` in this (worker) process.
+
+    ``path``: directories to append to ``sys.path`` first, for workers that do not inherit
+    the main process's path (Ray). Registering an entry again is a no-op.
+    """
+    sys.path.extend(p for p in path if p not in sys.path)
+    for ref in refs:
+        try:
+            obj = _resolve(ref.module, ref.qualname)
+        except Exception as exc:  # noqa: BLE001 - named in the error, with the fix
+            raise ConfigError(
+                f"a worker process cannot import {ref.kind} {ref.name!r} from "
+                f"{ref.module}.{ref.qualname} ({type(exc).__name__}: {exc}); put its module "
+                "on the workers' path (PYTHONPATH) or use executor='sequential'") from None
+        _ALL[ref.kind].register(obj, name=ref.name, replace=True)
+
+
+__all__ = ["EntryRef", "Registry", "portable_entries", "restore"]
