@@ -71,7 +71,8 @@ def test_learning_curves_by_level_draw_seed_means_with_sd_bands(results):
                                                "Training accuracy", "Test accuracy"]
     assert axes[2].get_xlabel() == "Training iteration (step)" and "%" in axes[3].get_ylabel()
     assert "2 seeds" in fig.get_suptitle()
-    assert [t.get_text() for t in axes[0].get_legend().get_texts()] == [
+    # one legend for the four panels, beside them (it used to sit on the training-loss panel)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
         "level 0", "level 1", "level 2"]
     ticket = results.curves.query("experiment == 'ticket'")
     for ax, column, scale in zip(axes, ["train_loss", "test_loss", "train_acc", "test_acc"],
@@ -328,3 +329,21 @@ def test_figure_modules_load_on_first_use():
     assert callable(lth.report.figures_forward.pretraining_sweep_figure)
     with pytest.raises(AttributeError, match="no attribute 'figurez'"):
         lth.report.figurez  # noqa: B018
+
+
+def test_a_long_legend_sits_beside_the_axes_in_columns():
+    names = [f"quickstart · criterion=movement, seed_block={i}" for i in range(30)]
+    levels = pd.DataFrame([{"experiment": n, "seed": 0, "level": lv,
+                            "pct_remaining": 100 * 0.8 ** lv, "early_stop_step": 10 * lv,
+                            "early_stop_test_acc": 0.5 + i / 100, "final_test_acc": 0.5}
+                           for i, n in enumerate(names) for lv in range(3)])
+    fig = accuracy_vs_weights(levels, metric="both")
+    legend = fig.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [*names, "at early stop", "final"]
+    fig.draw_without_rendering()
+    box, ax = legend.get_window_extent(), fig.axes[0].get_window_extent()
+    assert not box.overlaps(ax) and box.x0 > ax.x1  # to the right of the data
+    assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1  # not cut off: the figure widens
+    assert fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1  # in columns, not too tall
+    assert ax.width > 0.35 * fig.bbox.width  # the plot keeps its room
+    renders(fig)

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from ..errors import ConfigError, did_you_mean, unknown_name
@@ -30,6 +31,7 @@ from .figures_weights import (
     jaccard,
     mask_overlap,
     new_figure,
+    outside_legend,
     style,
     weight_histograms,
 )
@@ -168,7 +170,11 @@ def learning_curves(curves: Any, *, by: str = "level", experiment: Any = None,
     for ax in axes[1]:
         ax.set_xlabel("Training iteration (step)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0, 0].legend(title=legend, fontsize="small", ncols=2 if len(groups) > 6 else 1)
+    entries: dict[str, Any] = {}  # one entry per line, from whichever panel drew it
+    for ax in axes.flat:
+        for line in ax.lines:
+            entries.setdefault(line.get_label(), line)
+    outside_legend(fig, list(entries.values()), list(entries), title=legend)
     fig.suptitle("\n".join(filter(None, [f"Learning curves: {what}", _seeds_note(frame)])))
     return fig
 
@@ -208,7 +214,14 @@ def _vs_weights(levels: Any, columns: list[str], experiments: Any, ylabel: str, 
     _weights_axis(ax, frame["pct_remaining"])
     ax.set(ylabel=ylabel, title="\n".join(filter(None, [title, "; ".join(
         filter(None, [note, _seeds_note(frame)]))])))
-    ax.legend(title="Experiment")
+    # Several metrics: one entry per experiment (its colour) plus one per line style,
+    # rather than experiments x metrics entries.
+    handles = ax.containers[::len(columns)] + [
+        Line2D([], [], color=PALETTE[6], linestyle=LINESTYLES[j % len(LINESTYLES)])
+        for j in range(len(columns) if len(columns) > 1 else 0)]
+    labels = [str(n) for n in names] + ([ACC_METRICS[c] for c in columns]
+                                        if len(columns) > 1 else [])
+    outside_legend(ax, handles, labels, title="Experiment")
     ax.grid(alpha=0.3)
     return fig
 
@@ -267,7 +280,7 @@ def layer_density(layers: Any, *, experiment: Any = None, seed: Any = None) -> F
     seeds = f"seed {frame['seed'].iloc[0]}" if seed is not None else _seeds_note(frame)
     ax.set(xlabel="Pruning level (IMP round)", ylabel="Weights remaining in the layer (%)",
            title="\n".join(filter(None, [f"Per-layer density: {name}", seeds])))
-    ax.legend(title="Layer", fontsize="small")
+    outside_legend(ax, title="Layer")
     ax.grid(alpha=0.3)
     return fig
 

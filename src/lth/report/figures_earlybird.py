@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.patches import Rectangle
 
 from ..errors import ConfigError
-from .figures_weights import HEATMAP, PALETTE, _as_result, new_figure
+from .figures_weights import HEATMAP, PALETTE, _as_result, new_figure, outside_legend
 
 
 def earlybird_distances(result: Any, level: int = 0) -> Any:
@@ -51,5 +51,5 @@ def earlybird_distances(result: Any, level: int = 0) -> Any:
     ax2.set(xlabel="Training step", ylabel="Normalised Hamming distance",
             title="Early-bird rule" + ("" if drawn is not None else " (not drawn)"))
     ax2.set_ylim(bottom=0)
-    ax2.legend(fontsize=8)
+    outside_legend(ax2)
     return fig

@@ -8,14 +8,17 @@ state, no GUI backend) and writes nothing; save one with ``fig.savefig("overlap.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 
 from ..errors import ConfigError, unknown_name
 from ..experiment.result import Result
@@ -37,6 +40,41 @@ def style(i: int) -> dict[str, str]:
 
 def new_figure(width: float = 6.4, height: float = 4.4) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
+
+
+_EM = 8.33 / 72  # inches per em of the legends' "small" font (10 pt * 0.833)
+
+
+def outside_legend(owner: Axes | Figure, handles: Sequence[Any] | None = None,
+                   labels: Sequence[str] | None = None, *, title: str | None = None) -> Legend:
+    """A legend right of ``owner`` (an Axes, or a whole Figure of several panels), never over
+    the data: in as many columns as the figure's height needs, and the figure widened by the
+    legend's width so the plot keeps its size (constrained layout makes the room).
+
+    >>> fig = new_figure()
+    >>> ax = fig.add_subplot()
+    >>> _ = ax.plot([0, 1], label="a")
+    >>> outside_legend(ax).get_texts()[0].get_text()
+    'a'
+    """
+    fig = owner if isinstance(owner, Figure) else owner.figure
+    if handles is None:
+        handles, labels = owner.get_legend_handles_labels() if isinstance(owner, Axes) \
+            else fig.axes[0].get_legend_handles_labels()
+    labels = [str(v) for v in (labels if labels is not None else [h.get_label()
+                                                                  for h in handles])]
+    width, height = fig.get_size_inches()
+    rows = max(1, int((height - 0.7) / (1.5 * _EM)))  # one entry: a line of text + spacing
+    ncols = max(1, math.ceil(len(labels) / rows))
+    longest = max([len(v) for v in labels] + [4])
+    column = (2.0 + 0.8 + 0.55 * longest + 1.0) * _EM  # handle, pad, text, column gap
+    wide = max(ncols * column, 0.55 * len(title or "") * _EM)
+    fig.set_size_inches(width + wide + 0.3, height)
+    kw = {"title": title, "ncols": ncols, "fontsize": "small", "title_fontsize": "small"}
+    if isinstance(owner, Figure):
+        return fig.legend(handles, labels, loc="outside right upper", **kw)
+    return owner.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                        borderaxespad=0.0, **kw)
 
 
 def _as_mask(mask: Any, what: str) -> Mask:
@@ -153,7 +191,7 @@ def weight_histograms(result: Result, level: int, layer: str | None = None, *,
     ax.set(xlabel="|weight| at initialization (θ0)",
            ylabel="Number of weights" + (" (log scale)" if log_count else ""),
            title=f"Initial |weight| of kept vs pruned weights: level {level}, {where}")
-    ax.legend()
+    outside_legend(ax)
     ax.grid(alpha=0.3)
     return fig
 
@@ -185,6 +223,6 @@ def init_vs_final(result: Result, level: int, layer: str, *, max_points: int = 2
            ylabel="Weight after training (final)",
            title=f"{layer}, level {level}: {pruned:.1f}% pruned\n"
                  f"({survivors:,} surviving weights{shown})")
-    ax.legend(loc="upper left")
+    outside_legend(ax)
     ax.grid(alpha=0.3)
     return fig

@@ -1,0 +1,116 @@
+"""What a report is made of: one section per (dataset, model) of what ``lth.load`` read,
+the time the runs took (elapsed and compute), and what is left out of it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..analysis import Results
+
+
+def slug(name: Any) -> str:
+    """A file-name-safe form of a user-given name (the page shows the escaped original)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._") or "x"
+
+
+@dataclass
+class Section:
+    """The runs of one (dataset, model) pair, with their rows of every table."""
+
+    dataset: str
+    model: str
+    results: Results
+    slug: str
+
+    @property
+    def title(self) -> str:
+        return f"{self.dataset} · {self.model}"
+
+
+def _rows(frame: pd.DataFrame, run_dirs: set[str]) -> pd.DataFrame:
+    if "run_dir" not in frame:  # an empty table
+        return frame
+    return frame[frame["run_dir"].isin(run_dirs)].reset_index(drop=True)
+
+
+def split(res: Results) -> list[Section]:
+    """One section per (dataset, model) that has a finished level, in order of the names.
+
+    Runs of different datasets (or models) share no axis: their accuracies and training
+    lengths are not comparable. Runs without a finished level stay in their section's
+    ``runs`` (and in :func:`left_out`)."""
+    runs = res.runs.copy()
+    for column, unknown in (("dataset", "unknown data"), ("model", "unknown model")):
+        values = runs[column] if column in runs else pd.Series(None, index=runs.index)
+        runs[column] = [unknown if pd.isna(v) else str(v) for v in values]
+    sections: list[Section] = []
+    used: set[str] = set()
+    for (dataset, model), part in runs.groupby(["dataset", "model"], sort=True):
+        dirs = set(part["run_dir"])
+        sub = Results(part.reset_index(drop=True), _rows(res.levels, dirs),
+                      _rows(res.layers, dirs), _rows(res.curves, dirs))
+        if sub.levels.empty:
+            continue
+        name = slug(f"{dataset}_{model}")
+        while name in used:  # two pairs with the same file-name form
+            name += "_"
+        used.add(name)
+        sections.append(Section(dataset, model, sub, name))
+    return sections
+
+
+def wall_times(levels: pd.DataFrame) -> tuple[float, float, int]:
+    """(elapsed, compute, untimed): seconds during which at least one level was training
+    (the union of the intervals [finished_at - wall_time_s, finished_at]), the levels'
+    training times added up, and how many levels lack ``finished_at`` (their time is
+    added to both in full).
+
+    A shared dense level 0 is one level copied into several runs (same times): it counts
+    once.
+
+    >>> t = pd.DataFrame({"wall_time_s": [10.0, 10.0, 4.0, 3.0],
+    ...                   "finished_at": [110.0, 105.0, 200.0, None]})
+    >>> wall_times(t)
+    (22.0, 27.0, 1)
+    """
+    if "wall_time_s" not in levels:
+        return 0.0, 0.0, 0
+    finished = levels["finished_at"] if "finished_at" in levels \
+        else pd.Series(float("nan"), index=levels.index)
+    t = pd.DataFrame({"wall": pd.to_numeric(levels["wall_time_s"], errors="coerce"),
+                      "end": pd.to_numeric(finished, errors="coerce")}).dropna(subset=["wall"])
+    untimed = t[t["end"].isna()]
+    timed = t.dropna(subset=["end"]).drop_duplicates()
+    elapsed, reach = 0.0, float("-inf")
+    for start, end in sorted(zip(timed["end"] - timed["wall"], timed["end"], strict=True)):
+        if end > reach:  # the part of [start, end] not yet covered
+            elapsed += end - max(start, reach)
+            reach = end
+    rest = float(untimed["wall"].sum())
+    return elapsed + rest, float(timed["wall"].sum()) + rest, len(untimed)
+
+
+def duration(seconds: float) -> str:
+    """``"985.0 s (16.4 min)"``: seconds, and minutes or hours where they read easier."""
+    text = f"{seconds:,.1f} s"
+    if seconds >= 3 * 3600:
+        return f"{text} ({seconds / 3600:.1f} h)"
+    return f"{text} ({seconds / 60:.1f} min)" if seconds >= 120 else text
+
+
+def left_out(res: Results) -> list[str]:
+    """What the report cannot show: what ``lth.load`` could not read, and runs without a
+    finished level."""
+    out = list(res.problems)
+    done = set(res.levels["run_dir"]) if "run_dir" in res.levels else set()
+    for row in res.runs.itertuples():
+        if row.run_dir not in done:
+            out.append(f"{Path(row.run_dir).name} ({row.experiment}, seed {row.seed}): no "
+                       f"finished level yet (status {row.status}); running it again resumes "
+                       "it")
+    return out
