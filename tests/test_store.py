@@ -241,3 +241,14 @@ def test_legacy_runs_are_named_not_resumed(digits, small_mlp, tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 0
     assert "lth migrate" in capsys.readouterr().out
     assert "lth migrate" in lth.load(tmp_path).problems[0]
+
+
+@pytest.mark.parametrize("stem", ["mask.safetensors", "start.safetensors", "history.json"])
+def test_a_file_copied_from_another_level_is_not_reused(digits, small_mlp, tmp_path, straight,
+                                                        stem):
+    run = experiment(small_mlp, digits).run(store=tmp_path / "b")
+    shutil.copy(run.path / "level_001" / stem, run.path / "level_002" / stem)
+    if stem == "history.json":  # the tables read it: not shown as level 2's curves
+        loaded = lth.load(tmp_path / "b")
+        assert loaded.problems and 2 not in set(loaded.curves.level)
+    same_numbers(straight, experiment(small_mlp, digits).run(store=tmp_path / "b"))

@@ -3,11 +3,16 @@ level's files) and its mid-training checkpoint."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .files import Damaged, load_tensors, read_record, save_tensors, verify_file, write_record
 from .layout import CHECKPOINT, HISTORY, SUMMARY
+
+# Summary fields every reader relies on.
+_NUMBERS = ("density", "pct_remaining", "weights_remaining", "best_test_acc",
+            "final_test_acc", "early_stop_step", "train_steps")
 
 if TYPE_CHECKING:
     from .run import RunDir
@@ -29,6 +34,9 @@ class Level:
         s = read_record(self.file(SUMMARY))
         if s.get("level") != self.level or not isinstance(s.get("files"), dict):
             raise Damaged(self.file(SUMMARY), "is not this level's summary")
+        if not isinstance(s.get("layer_density"), dict) or not all(
+                isinstance(s.get(k), int | float) for k in _NUMBERS):
+            raise Damaged(self.file(SUMMARY), "has fields of the wrong type")
         return s
 
     def has_summary(self) -> bool:
@@ -68,8 +76,8 @@ class Level:
             return None
 
     def history(self) -> list[dict[str, float]]:
-        rec = read_record(self.file(HISTORY))
-        rows = rec.get("rows")
+        verify_file(self.file(HISTORY), self.recorded(HISTORY))  # not another level's
+        rows = read_record(self.file(HISTORY)).get("rows")
         if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
             raise Damaged(self.file(HISTORY), "holds no evaluation rows")
         return rows
@@ -104,10 +112,12 @@ class Level:
         self.checkpoint().clear()
 
     def discard(self) -> None:
-        """Forget a damaged level's results (its checkpoint is kept if it verifies)."""
-        if self.path.exists() and not self.path.is_dir():
+        """Forget a damaged level: every file, so that nothing of it (a mask put there from
+        another level, say) is reused when it is recomputed."""
+        if self.path.is_dir():
+            shutil.rmtree(self.path)
+        elif self.path.exists():
             self.path.unlink()
-        self.file(SUMMARY).unlink(missing_ok=True)
 
     def checkpoint(self) -> LevelCheckpoint:
         return LevelCheckpoint(self.file(CHECKPOINT))
