@@ -252,3 +252,12 @@ def test_a_file_copied_from_another_level_is_not_reused(digits, small_mlp, tmp_p
         loaded = lth.load(tmp_path / "b")
         assert loaded.problems and 2 not in set(loaded.curves.level)
     same_numbers(straight, experiment(small_mlp, digits).run(store=tmp_path / "b"))
+
+
+def test_config_with_a_wrong_typed_identity_is_rewritten(digits, small_mlp, tmp_path, straight):
+    from lth.store import write_record
+
+    run = experiment(small_mlp, digits).run(store=tmp_path / "b")
+    cfg = read_record(run.path / "config.json")
+    write_record(run.path / "config.json", {**cfg, "identity": "x"})  # its digest is valid
+    same_numbers(straight, experiment(small_mlp, digits).run(store=tmp_path / "b"))

@@ -49,6 +49,8 @@ class RunDir:
             saved = read_record(cfg)
         except Damaged:
             saved = None
+        if saved is not None and not isinstance(saved.get("identity"), dict):
+            saved = None  # a record of the wrong shape: damage, rewritten below
         if saved is None and not cfg.exists():
             note_legacy_siblings(Path(store), name)
         if saved is not None and saved.get("identity") != identity:
