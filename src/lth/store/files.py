@@ -73,6 +73,17 @@ def digest_of(obj: Any) -> str:
     return hashlib.sha256(_canonical(obj)).hexdigest()
 
 
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise Damaged(path, "is missing") from None
+    except IsADirectoryError:
+        raise Damaged(path, "is a directory, not a file") from None
+    except OSError as exc:
+        raise Damaged(path, f"cannot be read ({exc.strerror})") from None
+
+
 # -- JSON records ---------------------------------------------------------------------------
 def write_record(path: str | Path, record: dict[str, Any]) -> str:
     """Write a JSON object with its own digest (key ``sha256``); returns the digest."""
@@ -85,14 +96,7 @@ def write_record(path: str | Path, record: dict[str, Any]) -> str:
 def read_record(path: str | Path) -> dict[str, Any]:
     """A record written by :func:`write_record`, checked; :class:`Damaged` otherwise."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise Damaged(path, "is missing") from None
-    except IsADirectoryError:
-        raise Damaged(path, "is a directory, not a file") from None
-    except OSError as exc:
-        raise Damaged(path, f"cannot be read ({exc.strerror})") from None
+    raw = _read_bytes(path)
     try:
         obj = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -170,12 +174,7 @@ def load_tensors(path: str | Path, expect: str | None = None
     from safetensors.torch import load as st_load
 
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise Damaged(path, "is missing") from None
-    except IsADirectoryError:
-        raise Damaged(path, "is a directory, not a file") from None
+    raw = _read_bytes(path)
     digest, meta = verify_tensor_bytes(raw, path)
     if expect is not None and digest != expect:
         raise Damaged(path, "is not the file its level recorded (replaced by another)")
@@ -191,13 +190,7 @@ def verify_file(path: str | Path, expect: str | None = None) -> str:
     if path.suffix == ".json":
         digest = digest_of(read_record(path))
     else:
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise Damaged(path, "is missing") from None
-        except IsADirectoryError:
-            raise Damaged(path, "is a directory, not a file") from None
-        digest = verify_tensor_bytes(raw, path)[0]
+        digest = verify_tensor_bytes(_read_bytes(path), path)[0]
     if expect is not None and digest != expect:
         raise Damaged(path, "is not the file its level recorded (replaced by another)")
     return digest
