@@ -80,25 +80,8 @@ checkpoint_every = "20it"
 rewind_step = "20it"      # late rewinding: the run keeps rewind.safetensors
 """
 
-BASE_TOML = """\
-# Base experiment of the campaign's session (as experiment.toml, rewinding to θ0).
-name = "tiny"
-seed = 0
-n_levels = 2
-
-[model]
-name = "mlp"
-hidden = [16]
-
-[data]
-name = "digits"
-
-[train]
-duration = "60it"
-eval_every = "20it"
-batch_size = 32
-checkpoint_every = "20it"
-"""
+# The session's base: the same experiment, rewinding to θ0 (no [reinit] table).
+BASE_TOML = EXPERIMENT_TOML.split("[reinit]")[0]
 
 SESSION_TOML = """\
 # Tiny session of the corruption campaign: the ticket and its random-reinit control.
