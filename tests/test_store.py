@@ -187,7 +187,7 @@ def test_damaged_masks_source_names_the_file_and_a_working_fix(tmp_path, capsys)
     (ticket / "level_002" / "summary.json").unlink()  # the mask is gone, with its level
     assert main(control) == 2
     err = capsys.readouterr().err
-    assert "finish (or repair) that run first" in err
+    assert "level_002/summary.json is missing" in err and f"(lth run {ticket})" in err
     (ticket / "level_001" / "mask.safetensors").write_bytes(b"garbage")
     # The ticket's level 2 is redone; the command the message names repairs the source.
     fix = f"lth run {ticket}"

@@ -18,7 +18,16 @@ import pandas as pd
 
 from .errors import StoreError
 from .experiment.result import TABLE_COLUMNS, Result
-from .store import GROUP_KINDS, Damaged, RunDir, Trials, legacy_format, store_entries
+from .status import rewrite_hint
+from .store import (
+    GROUP_KINDS,
+    Damaged,
+    RunDir,
+    Trials,
+    is_run_or_group,
+    legacy_format,
+    store_entries,
+)
 
 
 @dataclass
@@ -63,15 +72,8 @@ class Results:
         return paths
 
 
-def _config(d: Path) -> dict[str, Any] | None:
-    try:
-        return RunDir(d).config()
-    except Damaged:
-        return None
-
-
 class _Finder:
-    """Walks a path for runs, noting what it cannot use."""
+    """Walks a path for runs, noting what it cannot use (and the command that repairs it)."""
 
     def __init__(self) -> None:
         self.entries: list[dict[str, Any]] = []
@@ -81,25 +83,31 @@ class _Finder:
         if legacy_format(path):
             self.problems.append(f"{path}: made by lth 0.1 (store format 1), not read; "
                                  f"`lth migrate {path.parent}` upgrades it")
-            return
-        cfg = _config(path)
-        if cfg is not None and cfg.get("kind") in GROUP_KINDS:
-            self.group(path, cfg)
-        elif cfg is not None and isinstance(cfg.get("identity"), dict):
-            self.run(path, cfg, group=None, kind="run", status=None)
-        elif RunDir(path).has_config():
-            try:
-                RunDir(path).config()
-            except Damaged as exc:
-                self.problems.append(f"{exc}; not read (`lth run` on its config rewrites it)")
+        elif is_run_or_group(path):
+            self.entry(path)
         elif path.is_dir():
             for d in store_entries(path):
                 self.walk(d)
 
+    def entry(self, d: Path) -> None:
+        run = RunDir(d)
+        kind = run.kind()
+        fix = rewrite_hint(kind)
+        try:
+            cfg = run.config()
+        except Damaged as exc:
+            self.problems.append(f"{exc}; {fix}")
+            cfg = None
+        if kind in GROUP_KINDS:
+            self.group(d, kind, cfg)
+        elif cfg is not None:
+            self.run(d, cfg, group=None, kind="run", status=None, fix=fix)
+
     def run(self, d: Path, cfg: dict[str, Any], *, group: str | None, kind: str,
-            status: str | None) -> None:
+            status: str | None, fix: str) -> None:
         identity = cfg["identity"]
         run = RunDir(d)
+        self.problems += [f"{exc}; left out ({fix})" for exc in run.verify(deep=False)]
         finished = run.finished_levels()
         n_levels = cfg.get("n_levels", identity.get("settings", {}).get("n_levels"))
         complete = n_levels is not None and finished == list(range(n_levels + 1))
@@ -111,26 +119,31 @@ class _Finder:
             "dataset": (cfg.get("data") or {}).get("name"), "model": cfg.get("model"),
             "n_levels": n_levels, "levels_done": len(finished), "_identity": identity})
 
-    def group(self, gdir: Path, cfg: dict[str, Any]) -> None:
+    def group(self, gdir: Path, kind: str, cfg: dict[str, Any] | None) -> None:
         """The trials in the group's order, then runs its record lacks (interrupted
         trials; a damaged trials.json)."""
         trials = Trials(gdir)
+        fix = f"`lth {kind}` with its config repairs it"
+        damaged = trials.problem()
+        if damaged is not None and cfg is not None:
+            self.problems.append(f"{damaged}; {fix}")
         dirs: dict[Path, str | None] = {}
-        for entry in trials.read().values():
+        for key, entry in trials.read().items():
             run = trials.run_path(entry)
-            if run is not None:
+            if run is not None and run.is_dir():
                 dirs[run.resolve()] = entry.get("status")
+            elif entry.get("status") == "done":
+                self.problems.append(f"{gdir.name}: the run of trial {key} is missing; {fix}")
         store = gdir / "trials"
-        for d in sorted(store.iterdir()) if store.is_dir() else []:
+        for d in store_entries(store) if store.is_dir() else []:
             dirs.setdefault(d.resolve(), None)
         for d, status in dirs.items():
-            run_cfg = _config(d)
-            if run_cfg is None:
-                if RunDir(d).has_config():
-                    self.problems.append(f"{d.name}: damaged config.json; not read (`lth "
-                                         "session` on its config rewrites it)")
+            try:
+                run_cfg = RunDir(d).config()
+            except Damaged as exc:
+                self.problems.append(f"{exc}; not read ({fix})")
                 continue
-            self.run(d, run_cfg, group=gdir.name, kind=cfg["kind"], status=status)
+            self.run(d, run_cfg, group=gdir.name, kind=kind, status=status, fix=fix)
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -20,18 +20,26 @@ def _alive(pid: int) -> bool:
     return pid > 0
 
 
-def _run_line(run: RunDir, cfg: dict, verify: bool) -> list[str]:
-    n_levels = cfg.get("n_levels")
+def rewrite_hint(kind: str) -> str:
+    """How a damaged or missing config of a ``kind`` directory gets rewritten."""
+    return f"the command that made it (`lth {kind} FILE`) rewrites it"
+
+
+def _damage_line(exc: Damaged, base: Path, prefix: str = "", fix: str = "") -> str:
+    return f"    damaged {prefix}{exc.path.relative_to(base)}: {exc.problem}{fix}"
+
+
+def _run_lines(run: RunDir) -> list[str]:
+    try:
+        n_levels = run.config().get("n_levels")
+    except Damaged:
+        n_levels = None
     done = run.finished_levels()
     in_progress = [lv for lv in run.level_numbers()
                    if lv not in done and run.level(lv).in_progress()]
     finished = n_levels is not None and done == list(range(n_levels + 1))
     state = "finished" if finished else ("interrupted" if in_progress or done else "started")
-    lines = [f"{run.name}: {len(done)} levels done, {state}"]
-    if verify:
-        lines += [f"    damaged {exc.path.relative_to(run.path)}: {exc.problem}"
-                  for exc in run.verify()]
-    return lines
+    return [f"{run.name}: {len(done)} levels done, {state}"]
 
 
 def _group_lines(d: Path, kind: str, verify: bool) -> list[str]:
@@ -51,11 +59,21 @@ def _group_lines(d: Path, kind: str, verify: bool) -> list[str]:
         else:
             counts["not finished"] += 1
     if verify:
+        problem = trials.problem()
+        if problem is not None:
+            detail.append(f"    damaged {problem.path.relative_to(d)}: {problem.problem} "
+                          f"(`lth {kind}` with its config rebuilds it)")
+        recorded = {}
         for key, t in entries.items():
             run = trials.run_path(t)
             if run is not None:
-                detail += [f"    damaged {key}: {exc.path.relative_to(d)}: {exc.problem}"
-                           for exc in RunDir(run).verify()]
+                recorded[run.resolve()] = key
+                if t.get("status") == "done" and not run.is_dir():
+                    detail.append(f"    damaged {key}: {run.relative_to(d)}: is missing")
+        for run in store_entries(d / "trials") if (d / "trials").is_dir() else []:
+            key = recorded.get(run.resolve())
+            detail += [_damage_line(exc, d, f"{key}: " if key else "")
+                       for exc in RunDir(run).verify()]
     summary = ", ".join(f"{v} {k}" for k, v in counts.items())
     return [f"{d.name} [{kind}]: {summary}", *detail]
 
@@ -71,14 +89,17 @@ def store_status(store: str | Path, *, verify: bool = False) -> str:
             lines.append(f"{d.name}: made by lth 0.1 (store format 1); `lth migrate {store}` "
                          "upgrades it")
             continue
-        try:
-            cfg = RunDir(d).config()
-        except Damaged as exc:
-            lines.append(f"{d.name}: damaged config.json ({exc.problem}); running it again "
-                         "(`lth run`) rewrites it")
-            continue
-        if cfg.get("kind") in GROUP_KINDS:
-            lines += _group_lines(d, cfg["kind"], verify)
+        run = RunDir(d)
+        kind = run.kind()
+        config = run.config_problem()
+        if kind in GROUP_KINDS:
+            block = _group_lines(d, kind, verify)
+            problems = [config] if config else []
         else:
-            lines += _run_line(RunDir(d), cfg, verify)
+            block = _run_lines(run)
+            problems = run.verify() if verify else [config] if config else []
+        block[1:1] = [_damage_line(exc, d, fix=f"; {rewrite_hint(kind)}"
+                                   if config and exc.path == config.path else "")
+                      for exc in problems]
+        lines += block
     return "\n".join(lines) if lines else f"{store}: no runs"

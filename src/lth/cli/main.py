@@ -35,13 +35,18 @@ def _run_config(path: str, overrides: list[str]):
     from ..config import ExperimentConfig, _set_dotted, parse_override
     from ..store import Damaged, RunDir
 
-    if not Path(path).is_dir():
+    run = RunDir(path)
+    if not run.path.is_dir() and (run.path.exists() or run.kept_config() is None):
         return load_config(path, overrides)
     try:
-        stored = RunDir(path).config().get("experiment")
+        stored = run.config().get("experiment")
     except Damaged as exc:
-        raise StoreError(f"{path} is not a run directory lth can resume ({exc.problem}); "
-                         "run its config file instead") from None
+        if not run.restore_config():
+            raise StoreError(f"{path} is not a run directory lth can resume ({exc.problem});"
+                             " run its config file instead") from None
+        logging.getLogger("lth").warning("%s; restored from the copy kept by the runs that "
+                                         "reuse its masks", exc)
+        stored = run.config().get("experiment")
     if not isinstance(stored, dict):
         raise StoreError(f"{path} was made from Python, not a config file; re-run the "
                          "script that made it to resume or repair it")

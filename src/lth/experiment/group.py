@@ -11,6 +11,7 @@ checkpoint; one that failed is skipped (and counted) unless ``retry_failed``.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from collections.abc import Sequence
@@ -29,11 +30,13 @@ from ..store import (
     exclusive,
     group_dir,
     short_hash,
+    tidy_group,
 )
 from .result import Result
 from .stats import aggregate
 from .trials import Outcome, Trial, run_trial
 
+log = logging.getLogger("lth")
 LEVEL_METRICS = ["pct_remaining", "best_test_acc", "final_test_acc", "early_stop_step",
                  "early_stop_test_acc", "early_stop_val_loss"]
 CURVE_METRICS = ["train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
@@ -121,6 +124,8 @@ def _reconcile(trials: Trials, wanted: list[Trial], retry_failed: bool) -> dict[
         elif entry.get("status") not in ("pending", "failed"):
             entry["status"] = "pending"
     trials.write(status)
+    for path in tidy_group(trials.gdir):
+        log.info("removed leftover %s", path)
     return status
 
 

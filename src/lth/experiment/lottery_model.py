@@ -158,6 +158,7 @@ class LotteryModel:
                 "prunable": {n: model.get_parameter(n).numel() for n in plan.names},
                 "output_layer": plan.output, "rates": plan.rates,
                 "total_steps": plan.total_steps, "rewind_step": plan.rewind_step,
+                **({"masks_source": plan.source.config()} if plan.source is not None else {}),
                 **({"structure": {"units": plan.structure.describe(),
                                   "kept_whole": plan.structure.refused}}
                    if plan.structure is not None else {})}

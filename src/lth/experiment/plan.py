@@ -30,7 +30,7 @@ from ..seeding import derive_seed
 from ..state import get_state, tensor_bytes
 from ..store import RunDir
 from . import early
-from .mask_source import check_masks_source, source_ids
+from .mask_source import check_masks_source, repair_hint, source_ids
 from .spec import experiment_id, level0_key, run_id, spec
 
 
@@ -168,18 +168,6 @@ class Plan:
     @property
     def repair_hint(self) -> str:
         return repair_hint(self.source) if self.source is not None else ""
-
-
-def repair_hint(run: RunDir) -> str:
-    """How to recompute a run's damaged files: ``lth run RUN_DIR`` for a run made from a
-    config file; the script that made it otherwise."""
-    try:
-        made_from_config = "experiment" in run.config()
-    except LTHError:
-        made_from_config = False
-    if made_from_config:
-        return f"lth run {run.path}"
-    return f"re-run the script that made {run.path} (same store)"
 
 
 def make_plan(exp: Any, model: nn.Module) -> Plan:

@@ -12,12 +12,12 @@ from .files import (
     verify_file,
     write_record,
 )
-from .group import Trials, group_dir
+from .group import Trials, group_dir, tidy_group
 from .layout import FORMAT, GROUP_KINDS, exclusive, legacy_format, short_hash
 from .level import Level, LevelCheckpoint
-from .run import RunDir, count_finished_levels, store_entries
+from .run import RunDir, count_finished_levels, is_run_or_group, store_entries
 
 __all__ = ["FORMAT", "GROUP_KINDS", "Damaged", "Level", "LevelCheckpoint", "RunDir", "Trials",
            "atomic_write_bytes", "count_finished_levels", "digest_of", "exclusive",
-           "group_dir", "legacy_format", "load_tensors", "read_record", "save_tensors",
-           "short_hash", "store_entries", "verify_file", "write_record"]
+           "group_dir", "is_run_or_group", "legacy_format", "load_tensors", "read_record", "save_tensors",
+           "short_hash", "store_entries", "tidy_group", "verify_file", "write_record"]

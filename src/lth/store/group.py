@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .files import Damaged, read_record, write_record
+from ..errors import StoreError
+from .files import Damaged, is_temporary, read_record, write_record
 from .layout import TRIALS
-from .run import RunDir
+from .run import RunDir, store_entries
 
 
 def group_dir(store: str | Path, name: str, kind: str, identity: dict[str, Any],
@@ -35,6 +36,18 @@ class Trials:
             return {}
         return {k: v for k, v in entries.items() if isinstance(v, dict)}
 
+    def problem(self) -> Damaged | None:
+        """What is wrong with ``trials.json`` (None: it reads as the driver wrote it)."""
+        try:
+            entries = read_record(self.path).get("trials")
+        except Damaged as exc:
+            return exc
+        if not isinstance(entries, dict) or not all(
+                isinstance(v, dict) and isinstance(v.get("status"), str)
+                and isinstance(v.get("run_dir", ""), str) for v in entries.values()):
+            return Damaged(self.path, "has fields of the wrong type")
+        return None
+
     def write(self, entries: dict[str, dict[str, Any]]) -> None:
         write_record(self.path, {"trials": entries})
 
@@ -54,3 +67,23 @@ class Trials:
             except (OSError, ValueError):
                 continue
         return out
+
+
+def tidy_group(gdir: Path) -> list[Path]:
+    """Remove what interrupted writers left in a group: its own temporary files, and those
+    and the stale checkpoints of every trial nobody is running (a trial that runs again
+    tidies itself; this covers a group where none does). Call while holding the group's
+    lock."""
+    trials = Path(gdir) / "trials"
+    removed = [p for p in Path(gdir).rglob("*.tmp")
+               if is_temporary(p) and trials not in p.parents]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    for d in store_entries(trials) if trials.is_dir() else []:
+        run = RunDir(d)
+        try:
+            with run.lock():
+                removed += run.tidy()
+        except StoreError:
+            continue  # a trial still running (a worker of another driver): its own business
+    return removed

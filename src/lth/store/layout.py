@@ -43,6 +43,10 @@ CONFIG, TRIALS, SUMMARY, HISTORY, EARLYBIRD = ("config.json", "trials.json", "su
 CHECKPOINT, THETA0, REWIND = ("checkpoint.safetensors", "theta0.safetensors",
                               "rewind.safetensors")
 GROUP_KINDS = ("session", "robust")
+# Directory names: a run is ``<name>-<run_id>``, a group ``<name>-<kind>-<group_id>``; the
+# name tells a run or group apart from other folders of a store when its config is gone.
+RUN_DIR_NAME = re.compile(r".+-[0-9a-f]{12}")
+GROUP_DIR_NAME = re.compile(r".+-(session|robust)-[0-9a-f]{12}")
 
 
 def short_hash(obj: Any) -> str:

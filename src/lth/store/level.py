@@ -90,6 +90,12 @@ class Level:
         """Training was interrupted: a checkpoint is there."""
         return self.file(CHECKPOINT).exists()
 
+    def trained(self) -> bool:
+        """Training ended (its weights are written, no checkpoint is left): without a
+        summary, the level is damaged, not interrupted."""
+        return not self.in_progress() and (self.file("final.safetensors").exists()
+                                           or self.file(HISTORY).exists())
+
     def record(self, name: str) -> dict[str, Any]:
         """A JSON record of this level, checked against the digest its summary holds."""
         verify_file(self.file(name), self.recorded(name))

@@ -20,15 +20,36 @@ from .layout import (
     CHECKPOINT,
     CONFIG,
     FORMAT,
+    GROUP_DIR_NAME,
+    GROUP_KINDS,
     REWIND,
+    RUN_DIR_NAME,
     SUMMARY,
     THETA0,
+    TRIALS,
     exclusive,
     legacy_format,
     note_legacy_siblings,
     short_hash,
 )
 from .level import Level
+
+# Config fields readers rely on, with their types (a record whose digest is right but whose
+# fields are not is damage too: rewritten by the command that made it).
+_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
+    "kind": str, "name": str, "run_id": str, "experiment_id": str, "level0_key": str,
+    "n_levels": int, "rewind_step": int, "prunable": dict, "data": dict, "model": str,
+    "experiment": dict, "masks_source": dict}
+
+
+def _wrong_fields(cfg: dict[str, Any]) -> list[str]:
+    wrong = [k for k, t in _CONFIG_TYPES.items() if k in cfg and not isinstance(cfg[k], t)]
+    if isinstance(cfg.get("kind"), str) and cfg["kind"] not in GROUP_KINDS:
+        wrong.append("kind")
+    prunable = cfg.get("prunable")
+    if isinstance(prunable, dict) and not all(isinstance(v, int) for v in prunable.values()):
+        wrong.append("prunable")
+    return wrong
 
 
 class RunDir:
@@ -72,7 +93,55 @@ class RunDir:
         cfg = read_record(self.path / CONFIG)
         if not isinstance(cfg.get("identity"), dict):
             raise Damaged(self.path / CONFIG, "has no run identity")
+        wrong = _wrong_fields(cfg)
+        if wrong:
+            raise Damaged(self.path / CONFIG, f"has fields of the wrong type ({', '.join(wrong)})")
         return cfg
+
+    def config_problem(self) -> Damaged | None:
+        """What is wrong with the config (None: it reads as lth wrote it)."""
+        try:
+            self.config()
+        except Damaged as exc:
+            return exc
+        return None
+
+    def kind(self) -> str:
+        """``run``, ``session`` or ``robust``: from the config or, when it is damaged or
+        gone, from the directory's name and contents."""
+        try:
+            return self.config().get("kind") or "run"
+        except Damaged:
+            pass
+        named = GROUP_DIR_NAME.fullmatch(self.name)
+        if named and ((self.path / TRIALS).exists() or (self.path / "trials").is_dir()):
+            return named.group(1)
+        return "run"
+
+    def kept_config(self) -> dict[str, Any] | None:
+        """The copy of this run's config that a run reusing its masks keeps
+        (``masks_source``), if one in the same store does; it must hash to this
+        directory's run_id."""
+        store = self.path.parent
+        for sibling in sorted(store.iterdir()) if store.is_dir() else []:
+            try:
+                kept = RunDir(sibling).config().get("masks_source")
+            except Damaged:
+                continue
+            if (isinstance(kept, dict) and isinstance(kept.get("identity"), dict)
+                    and f"{kept.get('name')}-{short_hash(kept['identity'])}" == self.name
+                    and not _wrong_fields(kept)):
+                return kept
+        return None
+
+    def restore_config(self) -> bool:
+        """Rewrite a missing or damaged config from :meth:`kept_config`; False: no copy."""
+        kept = self.kept_config()
+        if kept is None:
+            return False
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_record(self.path / CONFIG, kept)
+        return True
 
     def level(self, level: int) -> Level:
         return Level(self, level)
@@ -101,30 +170,42 @@ class RunDir:
                 continue
         return out
 
-    def verify(self, n_levels: int | None = None) -> list[Damaged]:
-        """Every problem with this run's files (empty: intact)."""
+    def verify(self, n_levels: int | None = None, *, deep: bool = True) -> list[Damaged]:
+        """Every problem with this run's files (empty: intact). ``deep``: check each file
+        against its digest (reads everything); else only the config, the summaries and
+        which files are there. ``n_levels``: levels 0..n_levels must all be finished."""
         problems: list[Damaged] = []
-        for check in (self.config, lambda: verify_file(self.path / THETA0)):
+
+        def check(fn: Any) -> None:
             try:
-                check()
+                fn()
             except Damaged as exc:
                 problems.append(exc)
-        if self.file(REWIND).exists():
-            try:
-                verify_file(self.file(REWIND))
-            except Damaged as exc:
-                problems.append(exc)
+
+        def present(path: Path) -> None:
+            verify_file(path) if deep else _exists(path)
+
+        try:
+            cfg = self.config()
+        except Damaged as exc:
+            problems.append(exc)
+            cfg = {}
+        check(lambda: present(self.file(THETA0)))
+        if self.file(REWIND).exists() or (cfg.get("rewind_step", 0) > 0
+                                          and self.level(0).has_summary()):
+            check(lambda: present(self.file(REWIND)))
         levels = self.level_numbers()
         if n_levels is not None:
             levels = sorted(set(levels) | set(range(n_levels + 1)))
+        summed = [lv for lv in levels if self.level(lv).has_summary()]
         for lv in levels:
             level = self.level(lv)
-            if not level.has_summary() and n_levels is None:
-                continue  # a level in progress is not damage
-            try:
-                level.verify()
-            except Damaged as exc:
-                problems.append(exc)
+            if level.path.is_file():
+                problems.append(Damaged(level.path, "is a file, not a level directory"))
+            elif level.has_summary():
+                check(level.verify if deep else level.summary)
+            elif n_levels is not None or (summed and lv < summed[-1]) or level.trained():
+                problems.append(Damaged(level.file(SUMMARY), "is missing"))
         return problems
 
     # -- run-level tensors ---------------------------------------------------------------
@@ -176,9 +257,22 @@ class RunDir:
             atomic_write_bytes(dst.file(name), src.file(name).read_bytes())
 
 
+def _exists(path: Path) -> None:
+    if not path.is_file():
+        raise Damaged(path, "is missing")
+
+
 def store_entries(store: str | Path) -> list[Path]:
-    """The run and group directories of a store (anything with a config file), sorted."""
-    return sorted(p for p in Path(store).iterdir() if (p / CONFIG).exists())
+    """The run and group directories of a store, sorted."""
+    return sorted(p for p in Path(store).iterdir() if is_run_or_group(p))
+
+
+def is_run_or_group(d: Path) -> bool:
+    """A run or group directory: it has a config file, or it is named like one and holds
+    a run's or group's files (its config is gone)."""
+    return d.is_dir() and ((d / CONFIG).exists() or bool(RUN_DIR_NAME.fullmatch(d.name) and (
+        any((d / name).exists() for name in (THETA0, TRIALS, "trials"))
+        or any(d.glob("level_*")))))
 
 
 def count_finished_levels(store: Path) -> int:
