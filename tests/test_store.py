@@ -261,3 +261,167 @@ def test_config_with_a_wrong_typed_identity_is_rewritten(digits, small_mlp, tmp_
     cfg = read_record(run.path / "config.json")
     write_record(run.path / "config.json", {**cfg, "identity": "x"})  # its digest is valid
     same_numbers(straight, experiment(small_mlp, digits).run(store=tmp_path / "b"))
+
+
+def verify_listing(store, capsys):
+    capsys.readouterr()
+    assert main(["status", str(store), "--verify"]) == 0
+    return [ln.strip() for ln in capsys.readouterr().out.splitlines() if "damaged" in ln]
+
+
+def numbers(loaded):
+    """The levels table without what depends on the clock."""
+    return loaded.levels.drop(columns=["finished_at", "wall_time_s"])
+
+
+def rewrite(path, **fields):
+    """A record with some fields changed, its digest recomputed (it verifies)."""
+    from lth.store import write_record
+
+    write_record(path, {**read_record(path), **fields})
+
+
+@pytest.mark.parametrize("damage", [
+    "delete rewind", "delete last summary", "delete first summary", "level is a file",
+    "delete config", "prunable wrong type", "data wrong type"])
+def test_status_verify_and_load_name_every_damage(digits, small_mlp, tmp_path, damage,
+                                                  capsys):
+    """Each kind of damage is listed by `status --verify` and in `Results.problems`; the
+    run's own command repairs it."""
+    reinit = {"rewind_step": "10it"}
+    run = experiment(small_mlp, digits, reinit=reinit).run(store=tmp_path / "b").path
+    pristine = lth.load(tmp_path / "b")
+    assert not verify_listing(tmp_path / "b", capsys) and not pristine.problems
+    named = {"delete rewind": "rewind.safetensors", "delete last summary": "summary.json",
+             "delete first summary": "summary.json", "level is a file": "level_001",
+             "delete config": "config.json", "prunable wrong type": "prunable",
+             "data wrong type": "data"}[damage]
+    if damage == "delete rewind":
+        (run / "rewind.safetensors").unlink()
+    elif damage == "delete last summary":
+        (run / "level_002" / "summary.json").unlink()
+    elif damage == "delete first summary":
+        (run / "level_000" / "summary.json").unlink()
+    elif damage == "level is a file":
+        shutil.rmtree(run / "level_001")
+        (run / "level_001").write_text("oops")
+    elif damage == "delete config":
+        (run / "config.json").unlink()
+    else:
+        field = damage.split()[0]
+        rewrite(run / "config.json", **{field: "x"})
+    listed = verify_listing(tmp_path / "b", capsys)
+    assert listed and named in listed[0], listed
+    loaded = lth.load(tmp_path / "b")
+    assert any(named in p for p in loaded.problems), loaded.problems
+    if "config" in damage or "type" in damage:
+        assert "`lth run FILE`" in listed[0]
+    rerun = experiment(small_mlp, digits, reinit=reinit).run(store=tmp_path / "b")
+    assert not verify_listing(tmp_path / "b", capsys) and not lth.load(tmp_path / "b").problems
+    assert numbers(lth.load(tmp_path / "b")).equals(numbers(pristine))
+    assert rerun.path == run
+
+
+def test_an_interrupted_level_is_not_called_damaged(digits, small_mlp, tmp_path, capsys):
+    run = experiment(small_mlp, digits).run(store=tmp_path / "b").path
+    shutil.rmtree(run / "level_002")
+    (run / "level_002").mkdir()
+    shutil.copy(run / "level_001" / "mask.safetensors", run / "level_002")  # began, no more
+    assert not verify_listing(tmp_path / "b", capsys)
+    assert not lth.load(tmp_path / "b").problems
+
+
+@pytest.fixture
+def finished_session(digits, small_mlp, tmp_path):
+    session = LotterySession(small_mlp, digits, train=TRAIN, levels=1,
+                             variants={"ticket": {},
+                                       "control": {"control": "random_reinit", "of": "ticket"}})
+    return session, session.run(store=tmp_path / "s")
+
+
+@pytest.mark.parametrize("damage", ["trials.json truncated", "trials.json []",
+                                    "trial run_dir wrong type", "session config deleted",
+                                    "session kind wrong type", "trial config deleted",
+                                    "trial prunable wrong type", "trial run deleted"])
+def test_session_damage_is_listed_and_repaired(finished_session, tmp_path, damage, capsys):
+    session, first = finished_session
+    gdir = first.path
+    pristine = lth.load(tmp_path / "s")
+    trial = next(p for p in (gdir / "trials").iterdir() if p.name.startswith("ticket"))
+    if damage == "trials.json truncated":
+        (gdir / "trials.json").write_text('{"trials": {')
+    elif damage == "trials.json []":
+        (gdir / "trials.json").write_text("[]")
+    elif damage == "trial run_dir wrong type":
+        rec = read_record(gdir / "trials.json")
+        rec["trials"]["ticket-s0"]["run_dir"] = 7
+        rewrite(gdir / "trials.json", **rec)
+    elif damage == "session config deleted":
+        (gdir / "config.json").unlink()
+    elif damage == "session kind wrong type":
+        rewrite(gdir / "config.json", kind=3)
+    elif damage == "trial config deleted":
+        (trial / "config.json").unlink()
+    elif damage == "trial prunable wrong type":
+        rewrite(trial / "config.json", prunable="x")
+    else:
+        shutil.rmtree(trial)
+    listed = verify_listing(tmp_path / "s", capsys)
+    assert listed, damage
+    assert not any(ln.startswith(f"{trial.parent.parent.name}: 0 levels") for ln in listed)
+    capsys.readouterr()
+    assert main(["status", str(tmp_path / "s")]) == 0
+    assert "[session]" in capsys.readouterr().out  # still shown as the session it is
+    loaded = lth.load(tmp_path / "s")
+    assert loaded.problems, damage
+    session.run(store=tmp_path / "s")
+    assert not verify_listing(tmp_path / "s", capsys)
+    again = lth.load(tmp_path / "s")
+    assert not again.problems
+    assert numbers(again).equals(numbers(pristine))
+
+
+def test_a_finished_session_removes_leftovers(finished_session, tmp_path):
+    session, first = finished_session
+    gdir = first.path
+    trial = next((gdir / "trials").iterdir())
+    litter = [gdir / ".trials.json.1234.tmp", trial / "level_001" / ".final.safetensors.9.tmp"]
+    for p in litter:
+        p.write_bytes(b"half")
+    shutil.copy(trial / "level_001" / "final.safetensors",
+                trial / "level_001" / "checkpoint.safetensors")
+    session.run(store=tmp_path / "s")
+    assert not any(p.exists() for p in litter)
+    assert not (trial / "level_001" / "checkpoint.safetensors").exists()
+
+
+@pytest.mark.parametrize("damage", ["summary flipped", "config deleted", "directory deleted"])
+def test_masks_source_damage_names_a_fix_that_works(tmp_path, capsys, damage):
+    toml = tmp_path / "t.toml"
+    toml.write_text('name = "t"\nn_levels = 2\n[model]\nname = "mlp"\nhidden = [16]\n'
+                    '[data]\nname = "digits"\n[train]\nduration = "60it"\n'
+                    'eval_every = "20it"\nbatch_size = 32\n')
+    store = str(tmp_path / "s")
+    assert main(["run", str(toml), "--store", store, "--quiet"]) == 0
+    (ticket,) = (tmp_path / "s").iterdir()
+    control = ["run", str(toml), "--store", store, "--quiet", "--masks-from", str(ticket),
+               "--set", 'reinit.mode="random"', "--set", 'name="c"']
+    assert main(control) == 0
+    pristine = lth.load(store)
+    if damage == "summary flipped":
+        flip(ticket / "level_002" / "summary.json", n=4)
+    elif damage == "config deleted":
+        (ticket / "config.json").unlink()
+    else:
+        shutil.rmtree(ticket)
+    capsys.readouterr()
+    assert main(control) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("lth: error") == 1
+    assert {"summary flipped": "level_002/summary.json", "config deleted": "config.json",
+            "directory deleted": "config.json"}[damage] in err
+    assert f"(lth run {ticket}" in err
+    assert main(["run", str(ticket), "--quiet"]) == 0
+    assert main(control) == 0
+    again = lth.load(store)
+    assert numbers(again).equals(numbers(pristine)) and not again.problems
