@@ -187,7 +187,7 @@ def test_damaged_masks_source_names_the_file_and_a_working_fix(tmp_path, capsys)
     (ticket / "level_002" / "summary.json").unlink()  # the mask is gone, with its level
     assert main(control) == 2
     err = capsys.readouterr().err
-    assert "level_002/summary.json is missing" in err and f"(lth run {ticket})" in err
+    assert "level_002/summary.json is missing" in err and f"(`lth run {ticket}`)" in err
     (ticket / "level_001" / "mask.safetensors").write_bytes(b"garbage")
     # The ticket's level 2 is redone; the command the message names repairs the source.
     fix = f"lth run {ticket}"
@@ -283,7 +283,7 @@ def rewrite(path, **fields):
 
 @pytest.mark.parametrize("damage", [
     "delete rewind", "delete last summary", "delete first summary", "level is a file",
-    "delete config", "prunable wrong type", "data wrong type"])
+    "delete config", "prunable wrong type", "data wrong type", "levels.csv edited"])
 def test_status_verify_and_load_name_every_damage(digits, small_mlp, tmp_path, damage,
                                                   capsys):
     """Each kind of damage is listed by `status --verify` and in `Results.problems`; the
@@ -295,7 +295,7 @@ def test_status_verify_and_load_name_every_damage(digits, small_mlp, tmp_path, d
     named = {"delete rewind": "rewind.safetensors", "delete last summary": "summary.json",
              "delete first summary": "summary.json", "level is a file": "level_001",
              "delete config": "config.json", "prunable wrong type": "prunable",
-             "data wrong type": "data"}[damage]
+             "data wrong type": "data", "levels.csv edited": "levels.csv"}[damage]
     if damage == "delete rewind":
         (run / "rewind.safetensors").unlink()
     elif damage == "delete last summary":
@@ -307,13 +307,18 @@ def test_status_verify_and_load_name_every_damage(digits, small_mlp, tmp_path, d
         (run / "level_001").write_text("oops")
     elif damage == "delete config":
         (run / "config.json").unlink()
+    elif damage == "levels.csv edited":  # a derived table: checked against the summaries
+        text = (run / "levels.csv").read_text().splitlines()
+        text[2] = text[2].replace(",", ",9", 1)
+        (run / "levels.csv").write_text("\n".join(text) + "\n")
     else:
         field = damage.split()[0]
         rewrite(run / "config.json", **{field: "x"})
     listed = verify_listing(tmp_path / "b", capsys)
     assert listed and named in listed[0], listed
     loaded = lth.load(tmp_path / "b")
-    assert any(named in p for p in loaded.problems), loaded.problems
+    if damage != "levels.csv edited":  # lth.load reads the summaries, not the table
+        assert any(named in p for p in loaded.problems), loaded.problems
     if "config" in damage or "type" in damage:
         assert "`lth run FILE`" in listed[0]
     rerun = experiment(small_mlp, digits, reinit=reinit).run(store=tmp_path / "b")
@@ -323,8 +328,7 @@ def test_status_verify_and_load_name_every_damage(digits, small_mlp, tmp_path, d
 
 
 def test_an_interrupted_level_is_not_called_damaged(digits, small_mlp, tmp_path, capsys):
-    run = experiment(small_mlp, digits).run(store=tmp_path / "b").path
-    shutil.rmtree(run / "level_002")
+    run = experiment(small_mlp, digits, levels=1).run(store=tmp_path / "b").path
     (run / "level_002").mkdir()
     shutil.copy(run / "level_001" / "mask.safetensors", run / "level_002")  # began, no more
     assert not verify_listing(tmp_path / "b", capsys)
@@ -342,7 +346,8 @@ def finished_session(digits, small_mlp, tmp_path):
 @pytest.mark.parametrize("damage", ["trials.json truncated", "trials.json []",
                                     "trial run_dir wrong type", "session config deleted",
                                     "session kind wrong type", "trial config deleted",
-                                    "trial prunable wrong type", "trial run deleted"])
+                                    "trial prunable wrong type", "trial run deleted",
+                                    "trial levels.csv deleted"])
 def test_session_damage_is_listed_and_repaired(finished_session, tmp_path, damage, capsys):
     session, first = finished_session
     gdir = first.path
@@ -364,6 +369,8 @@ def test_session_damage_is_listed_and_repaired(finished_session, tmp_path, damag
         (trial / "config.json").unlink()
     elif damage == "trial prunable wrong type":
         rewrite(trial / "config.json", prunable="x")
+    elif damage == "trial levels.csv deleted":
+        (trial / "levels.csv").unlink()
     else:
         shutil.rmtree(trial)
     listed = verify_listing(tmp_path / "s", capsys)
@@ -373,7 +380,7 @@ def test_session_damage_is_listed_and_repaired(finished_session, tmp_path, damag
     assert main(["status", str(tmp_path / "s")]) == 0
     assert "[session]" in capsys.readouterr().out  # still shown as the session it is
     loaded = lth.load(tmp_path / "s")
-    assert loaded.problems, damage
+    assert loaded.problems or damage == "trial levels.csv deleted", damage
     session.run(store=tmp_path / "s")
     assert not verify_listing(tmp_path / "s", capsys)
     again = lth.load(tmp_path / "s")
@@ -420,7 +427,7 @@ def test_masks_source_damage_names_a_fix_that_works(tmp_path, capsys, damage):
     assert err.count("lth: error") == 1
     assert {"summary flipped": "level_002/summary.json", "config deleted": "config.json",
             "directory deleted": "config.json"}[damage] in err
-    assert f"(lth run {ticket}" in err
+    assert f"(`lth run {ticket}`" in err
     assert main(["run", str(ticket), "--quiet"]) == 0
     assert main(control) == 0
     again = lth.load(store)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .errors import StoreError
 from .experiment.result import TABLE_COLUMNS, Result
-from .status import rewrite_hint
+from .status import command_hint
 from .store import (
     GROUP_KINDS,
     Damaged,
@@ -92,14 +92,14 @@ class _Finder:
     def entry(self, d: Path) -> None:
         run = RunDir(d)
         kind = run.kind()
-        fix = rewrite_hint(kind)
+        fix = command_hint(kind)
         try:
             cfg = run.config()
         except Damaged as exc:
             self.problems.append(f"{exc}; {fix}")
             cfg = None
         if kind in GROUP_KINDS:
-            self.group(d, kind, cfg)
+            self.group(d, kind)
         elif cfg is not None:
             self.run(d, cfg, group=None, kind="run", status=None, fix=fix)
 
@@ -107,7 +107,11 @@ class _Finder:
             status: str | None, fix: str) -> None:
         identity = cfg["identity"]
         run = RunDir(d)
-        self.problems += [f"{exc}; left out ({fix})" for exc in run.verify(deep=False)]
+        self.problems += [f"{exc}; left out; {fix}" for exc in run.verify(deep=False)]
+        source = run.masks_source()
+        if source is not None and not source.path.is_dir():
+            self.problems.append(f"{d.name} reuses the masks of {source.name}, which is not in "
+                                 f"this store; if it was, `lth run {source.path}` restores it")
         finished = run.finished_levels()
         n_levels = cfg.get("n_levels", identity.get("settings", {}).get("n_levels"))
         complete = n_levels is not None and finished == list(range(n_levels + 1))
@@ -119,13 +123,13 @@ class _Finder:
             "dataset": (cfg.get("data") or {}).get("name"), "model": cfg.get("model"),
             "n_levels": n_levels, "levels_done": len(finished), "_identity": identity})
 
-    def group(self, gdir: Path, kind: str, cfg: dict[str, Any] | None) -> None:
+    def group(self, gdir: Path, kind: str) -> None:
         """The trials in the group's order, then runs its record lacks (interrupted
         trials; a damaged trials.json)."""
         trials = Trials(gdir)
-        fix = f"`lth {kind}` with its config repairs it"
+        fix = command_hint(kind)
         damaged = trials.problem()
-        if damaged is not None and cfg is not None:
+        if damaged is not None:
             self.problems.append(f"{damaged}; {fix}")
         dirs: dict[Path, str | None] = {}
         for key, entry in trials.read().items():
@@ -141,7 +145,7 @@ class _Finder:
             try:
                 run_cfg = RunDir(d).config()
             except Damaged as exc:
-                self.problems.append(f"{exc}; not read ({fix})")
+                self.problems.append(f"{exc}; not read; {fix}")
                 continue
             self.run(d, run_cfg, group=gdir.name, kind=kind, status=status, fix=fix)
 
@@ -227,8 +231,8 @@ def load(path: str | Path) -> Results:
             try:
                 curves.append(pd.DataFrame(r.run.level(lv).history()).assign(level=lv, **ids))
             except Damaged as exc:
-                finder.problems.append(f"{exc}; its curves are left out (`lth run` "
-                                       "recomputes the level)")
+                finder.problems.append(f"{exc}; its curves are left out; "
+                                       f"{command_hint(e['kind'])}")
     front = ["experiment", "seed", "level"]
 
     def frame(rows: list[dict]) -> pd.DataFrame:

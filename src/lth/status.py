@@ -20,9 +20,9 @@ def _alive(pid: int) -> bool:
     return pid > 0
 
 
-def rewrite_hint(kind: str) -> str:
-    """How a damaged or missing config of a ``kind`` directory gets rewritten."""
-    return f"the command that made it (`lth {kind} FILE`) rewrites it"
+def command_hint(kind: str) -> str:
+    """How a damaged file of a run or group of ``kind`` gets rewritten."""
+    return f"the command that made it (`lth {kind} FILE`) repairs it"
 
 
 def _damage_line(exc: Damaged, base: Path, prefix: str = "", fix: str = "") -> str:
@@ -61,8 +61,7 @@ def _group_lines(d: Path, kind: str, verify: bool) -> list[str]:
     if verify:
         problem = trials.problem()
         if problem is not None:
-            detail.append(f"    damaged {problem.path.relative_to(d)}: {problem.problem} "
-                          f"(`lth {kind}` with its config rebuilds it)")
+            detail.append(_damage_line(problem, d, fix=f"; {command_hint(kind)}"))
         recorded = {}
         for key, t in entries.items():
             run = trials.run_path(t)
@@ -98,7 +97,7 @@ def store_status(store: str | Path, *, verify: bool = False) -> str:
         else:
             block = _run_lines(run)
             problems = run.verify() if verify else [config] if config else []
-        block[1:1] = [_damage_line(exc, d, fix=f"; {rewrite_hint(kind)}"
+        block[1:1] = [_damage_line(exc, d, fix=f"; {command_hint(kind)}"
                                    if config and exc.path == config.path else "")
                       for exc in problems]
         lines += block

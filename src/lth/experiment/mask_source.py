@@ -20,7 +20,7 @@ def repair_hint(run: RunDir) -> str:
     except LTHError:
         made_from_config = "experiment" in (run.kept_config() or {})
     if made_from_config:
-        return f"lth run {run.path}"
+        return f"`lth run {run.path}`"
     return f"re-run the script that made {run.path} (same store)"
 
 
@@ -36,7 +36,7 @@ def check_masks_source(source: Path, names: list[str], sizes: dict[str, int],
     except Damaged as exc:
         if src.kept_config() is not None:
             raise ConfigError(f"the run whose masks this one reuses is damaged: {exc}; repair "
-                              f"it first ({repair_hint(src)}: it restores the config from "
+                              f"it first ({repair_hint(src)}, which restores the config from "
                               "the copy this store keeps), then run this again") from None
         if not src.path.is_dir() or exc.problem == "is missing":
             raise ConfigError(f"masks_from = {str(source)!r} is not a run directory (no "

@@ -17,7 +17,6 @@ from typing import Any
 from ..config import EarlyBirdConfig, PruneConfig, ReinitConfig, TrainConfig
 from ..errors import StoreError
 from ..store import GROUP_KINDS, RunDir, Trials, legacy_format, short_hash, write_record
-from ..store.files import atomic_write_bytes
 from .result import levels_frame
 from .spec import experiment_id, level0_key, recipe, run_id, settings_of, spec
 
@@ -145,8 +144,7 @@ class Migration:
                 summary = _old(level.file("summary.json"))
                 level.commit(summary, files)
                 summaries.append(summary)
-        csv = levels_frame(summaries).to_csv(index=False)
-        atomic_write_bytes(d / "levels.csv", csv.encode())
+        run.write_levels_csv(levels_frame(summaries).to_csv(index=False))
 
     def group(self, gdir: Path) -> None:
         cfg = _old(gdir / "config.json")

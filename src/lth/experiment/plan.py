@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import UNIT_SCORES, PruneConfig
 from ..durations import to_steps
-from ..errors import ConfigError, LTHError, ModelError
+from ..errors import ConfigError, ModelError
 from ..init import initialize
 from ..masks import layer_kinds, output_layer, prunable_names
 from ..pruning import (

@@ -19,5 +19,6 @@ from .run import RunDir, count_finished_levels, is_run_or_group, store_entries
 
 __all__ = ["FORMAT", "GROUP_KINDS", "Damaged", "Level", "LevelCheckpoint", "RunDir", "Trials",
            "atomic_write_bytes", "count_finished_levels", "digest_of", "exclusive",
-           "group_dir", "is_run_or_group", "legacy_format", "load_tensors", "read_record", "save_tensors",
-           "short_hash", "store_entries", "tidy_group", "verify_file", "write_record"]
+           "group_dir", "is_run_or_group", "legacy_format", "load_tensors", "read_record",
+           "save_tensors", "short_hash", "store_entries", "tidy_group", "verify_file",
+           "write_record"]

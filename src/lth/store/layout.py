@@ -42,6 +42,7 @@ CONFIG, TRIALS, SUMMARY, HISTORY, EARLYBIRD = ("config.json", "trials.json", "su
                                                "history.json", "earlybird.json")
 CHECKPOINT, THETA0, REWIND = ("checkpoint.safetensors", "theta0.safetensors",
                               "rewind.safetensors")
+LEVELS_CSV = "levels.csv"  # a table derived from the summaries: checked against them
 GROUP_KINDS = ("session", "robust")
 # Directory names: a run is ``<name>-<run_id>``, a group ``<name>-<kind>-<group_id>``; the
 # name tells a run or group apart from other folders of a store when its config is gone.

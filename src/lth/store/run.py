@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from .layout import (
     FORMAT,
     GROUP_DIR_NAME,
     GROUP_KINDS,
+    LEVELS_CSV,
     REWIND,
     RUN_DIR_NAME,
     SUMMARY,
@@ -124,15 +128,24 @@ class RunDir:
         directory's run_id."""
         store = self.path.parent
         for sibling in sorted(store.iterdir()) if store.is_dir() else []:
-            try:
-                kept = RunDir(sibling).config().get("masks_source")
-            except Damaged:
-                continue
-            if (isinstance(kept, dict) and isinstance(kept.get("identity"), dict)
-                    and f"{kept.get('name')}-{short_hash(kept['identity'])}" == self.name
-                    and not _wrong_fields(kept)):
-                return kept
+            reuser = RunDir(sibling)
+            source = reuser.masks_source()
+            if source is not None and source.path == self.path:
+                kept = reuser.config()["masks_source"]
+                if not _wrong_fields(kept):
+                    return kept
         return None
+
+    def masks_source(self) -> RunDir | None:
+        """Where, in this run's store, the run whose masks it reuses would be (from the copy
+        of its config this run keeps); None if it reuses none."""
+        try:
+            kept = self.config().get("masks_source")
+        except Damaged:
+            return None
+        if not isinstance(kept, dict) or not isinstance(kept.get("identity"), dict):
+            return None
+        return RunDir(self.path.parent / f"{kept.get('name')}-{short_hash(kept['identity'])}")
 
     def restore_config(self) -> bool:
         """Rewrite a missing or damaged config from :meth:`kept_config`; False: no copy."""
@@ -206,7 +219,25 @@ class RunDir:
                 check(level.verify if deep else level.summary)
             elif n_levels is not None or (summed and lv < summed[-1]) or level.trained():
                 problems.append(Damaged(level.file(SUMMARY), "is missing"))
+        if deep and summed:
+            check(self._check_levels_csv)
         return problems
+
+    def _check_levels_csv(self) -> None:
+        """levels.csv has one row per finished level, each cell equal to its summary's
+        (a column is a summary field, ``density[<param>]`` one of its layer densities)."""
+        path = self.file(LEVELS_CSV)
+        try:
+            rows = list(csv.DictReader(io.StringIO(path.read_text())))
+        except FileNotFoundError:
+            raise Damaged(path, "is missing (the next `lth run` rebuilds it)") from None
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise Damaged(path, f"cannot be read ({exc})") from None
+        summaries = self.summaries()
+        if [row.get("level") for row in rows] != [str(lv) for lv in sorted(summaries)] or \
+                not all(_row_matches(row, summaries[int(row["level"])]) for row in rows):
+            raise Damaged(path, "does not match the level summaries (the next `lth run` "
+                                "rebuilds it)")
 
     # -- run-level tensors ---------------------------------------------------------------
     def theta0(self) -> dict[str, Any]:
@@ -243,7 +274,7 @@ class RunDir:
         return removed
 
     def write_levels_csv(self, csv_text: str) -> None:
-        atomic_write_bytes(self.file("levels.csv"), csv_text.encode())
+        atomic_write_bytes(self.file(LEVELS_CSV), csv_text.encode())
 
     def copy_rewind_point_from(self, other: RunDir) -> None:
         atomic_write_bytes(self.file(REWIND), other.file(REWIND).read_bytes())
@@ -255,6 +286,28 @@ class RunDir:
         names = list(src.summary()["files"]) + [SUMMARY]
         for name in names:
             atomic_write_bytes(dst.file(name), src.file(name).read_bytes())
+
+
+def _row_matches(row: dict[str, str | None], summary: dict[str, Any]) -> bool:
+    for column, cell in row.items():
+        if column is None or cell is None:
+            return False  # more or fewer cells than columns
+        if column.startswith("density[") and column.endswith("]"):
+            value = summary["layer_density"].get(column[8:-1])
+        else:
+            value = summary.get(column)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            if cell != "":
+                return False
+        elif isinstance(value, int | float):
+            try:
+                if float(cell) != float(value):
+                    return False
+            except ValueError:
+                return False
+        elif cell != str(value):
+            return False
+    return True
 
 
 def _exists(path: Path) -> None:
