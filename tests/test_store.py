@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -432,3 +433,21 @@ def test_masks_source_damage_names_a_fix_that_works(tmp_path, capsys, damage):
     assert main(control) == 0
     again = lth.load(store)
     assert numbers(again).equals(numbers(pristine)) and not again.problems
+
+
+def test_a_masks_source_with_fewer_levels_names_the_command_that_extends_it(tmp_path, capsys):
+    toml = tmp_path / "t.toml"
+    toml.write_text('name = "t"\nn_levels = 1\n[model]\nname = "mlp"\nhidden = [16]\n'
+                    '[data]\nname = "digits"\n[train]\nduration = "40it"\n'
+                    'eval_every = "20it"\nbatch_size = 32\n')
+    store = str(tmp_path / "s")
+    assert main(["run", str(toml), "--store", store, "--quiet"]) == 0
+    (ticket,) = (tmp_path / "s").iterdir()
+    control = ["run", str(toml), "--store", store, "--quiet", "--masks-from", str(ticket),
+               "--set", "n_levels=2", "--set", 'name="c"']
+    capsys.readouterr()
+    assert main(control) == 2
+    fix = re.search(r"`(lth run [^`]+)`", capsys.readouterr().err).group(1)
+    assert fix == f"lth run {ticket} --set n_levels=2"
+    assert main(fix.split()[1:] + ["--quiet"]) == 0
+    assert main(control) == 0

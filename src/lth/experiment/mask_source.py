@@ -52,9 +52,11 @@ def check_masks_source(source: Path, names: list[str], sizes: dict[str, int],
                           f"({names[:4]}...); use a run of the same architecture")
     theirs_levels = cfg.get("n_levels", n_levels)
     if theirs_levels < n_levels:
+        extend = (f"`lth run {source} --set n_levels={n_levels}`" if "experiment" in cfg else
+                  f"re-run the script that made {source} with {n_levels} levels")
         raise ConfigError(f"masks_from = {str(source)!r} has {theirs_levels} levels, this run "
-                          f"asks for {n_levels}; lower n_levels, or extend it first (`lth run "
-                          f"{source} --set n_levels={n_levels}`)")
+                          f"asks for {n_levels}; lower n_levels, or extend that run first "
+                          f"({extend})")
     for level in range(1, n_levels + 1):
         try:
             src.level(level).summary()
