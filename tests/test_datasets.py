@@ -499,7 +499,10 @@ def test_from_dataset_uses_item_labels_and_names_bad_items():
         def __getitem__(self, i):
             return self.x[i], [0, 1]
 
-    with pytest.raises(lth.DataError, match="single class indices"):
+    # Vector labels are fine (multi-label, regression); the splits must agree.
+    with pytest.raises(lth.DataError, match=r"the label of item 0 of the test dataset is "
+                                            r"int64 \(\) but that of item 0 of the train "
+                                            r"dataset is int64 \(2,\)"):
         lth.from_dataset(VectorLabels(4, 0), Squares(2, 0))
 
 

@@ -89,7 +89,7 @@ def test_resume_from_checkpoint_is_bit_identical(digits, opt):
     ckpt = Recorder(stop_after=45)
     with pytest.raises(KeyboardInterrupt):
         train_level(crashed, digits, cfg, mask, span, seed=3, level=2, checkpoints=ckpt)
-    assert ckpt.saved[1]["step"] == 50 and ckpt.saved[1]["sums.count"] == 10
+    assert ckpt.saved[1]["step"] == 50 and ckpt.saved[1]["sums"]["examples"] == 10 * 32
     resumed = copy.deepcopy(base)  # a fresh process: nothing but the checkpoint survives
     ckpt.stop_after = None
     h2 = train_level(resumed, digits, cfg, mask, span, seed=3, level=2, checkpoints=ckpt)

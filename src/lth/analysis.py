@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import StoreError
-from .experiment.result import TABLE_COLUMNS, Result
+from .experiment.result import Result, scores_of, table_columns
 from .status import command_hint
 from .store import (
     GROUP_KINDS,
@@ -221,7 +221,7 @@ def load(path: str | Path) -> Results:
         sizes = r.config().get("prunable", {})
         for lv in r.levels:
             s = r.summary(lv)
-            row = {**ids, **{c: s.get(c) for c in TABLE_COLUMNS},
+            row = {**ids, **{c: s.get(c) for c in table_columns(scores_of(s))},
                    "finished_at": s.get("finished_at")}
             row.update({f"density[{n}]": d for n, d in s["layer_density"].items()})
             levels.append(row)

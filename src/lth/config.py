@@ -257,8 +257,30 @@ class DataConfig(_Section):
         return p
 
 
+@dataclass(frozen=True)
+class TaskConfig(_Section):
+    """What the model is trained to do (:mod:`lth.tasks`): a registered task by ``name``;
+    ``output``: which part of the model's output the loss reads when it returns a tuple
+    (an index) or a dict / dataclass (a key or field); ``early_stop``: the metric whose best
+    validation value marks the early-stop iteration (``loss``, or one of the task's)."""
+
+    name: str = "classification"
+    output: int | str | None = None
+    early_stop: str = "loss"
+
+    def problems(self) -> list[Problem]:
+        from .tasks import TASKS
+
+        p: list[Problem] = []
+        _choice(p, "name", self.name, TASKS)
+        if self.name in TASKS:
+            _choice(p, "early_stop", self.early_stop, ["loss", *TASKS[self.name].scores])
+        return p
+
+
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
-             "prune": PruneConfig, "reinit": ReinitConfig, "earlybird": EarlyBirdConfig}
+             "prune": PruneConfig, "reinit": ReinitConfig, "earlybird": EarlyBirdConfig,
+             "task": TaskConfig}
 
 
 @dataclass(frozen=True)
@@ -283,6 +305,7 @@ class ExperimentConfig(_Section):
     prune: PruneConfig = field(default_factory=PruneConfig)
     reinit: ReinitConfig = field(default_factory=ReinitConfig)
     earlybird: EarlyBirdConfig = field(default_factory=EarlyBirdConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
 
     def to_dict(self) -> dict[str, Any]:
         top = {"name": self.name, "seed": self.seed, "n_levels": self.n_levels,

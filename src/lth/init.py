@@ -1,12 +1,18 @@
 """Initial weights θ0 from a seed, without touching torch's global RNG state.
 
-Schemes: ``default`` (each module's own ``reset_parameters``), ``keep`` (the weights the
-model already has), and Glorot/Kaiming normal/uniform for Linear and Conv weights (the
-paper uses Glorot normal); biases and norm layers keep their module defaults.
+Schemes: ``default`` (each module's own ``reset_parameters``, or ``_reset_parameters`` as
+``nn.MultiheadAttention`` and ``nn.Transformer`` name it), ``keep`` (the weights the model
+already has), and Glorot/Kaiming normal/uniform for Linear and Conv weights (the paper uses
+Glorot normal); biases and norm layers keep their module defaults.
+
+Modules are reset children first, so that a parent's initialiser has the last word, as it
+has when the model is built (``MultiheadAttention`` zeroes its ``out_proj.bias`` after the
+projection drew it).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -24,6 +30,24 @@ _WEIGHT_INITS: dict[str, Callable[..., torch.Tensor]] = {
         t, nonlinearity="relu", generator=generator),
 }
 SCHEMES = ("default", "keep", *_WEIGHT_INITS)
+RESET_HOOKS = ("reset_parameters", "_reset_parameters")  # a module's own initialiser
+
+
+def _children_first(module: nn.Module) -> list[nn.Module]:
+    out: list[nn.Module] = []
+    for child in module.children():
+        out += _children_first(child)
+    return [*out, module]
+
+
+def same_for_every_seed(model: nn.Module, names: list[str], scheme: str) -> list[str]:
+    """Parameters among ``names`` that two seeds draw alike (not constant ones): no
+    initialiser redraws them, so trials over seeds would share their θ0."""
+    a = initialize(copy.deepcopy(model), scheme, seed=1)
+    b = initialize(copy.deepcopy(model), scheme, seed=2)
+    return [n for n in names
+            if torch.equal(a.get_parameter(n), b.get_parameter(n))
+            and a.get_parameter(n).unique().numel() > 1]
 
 
 @torch.no_grad()
@@ -45,10 +69,12 @@ def initialize(model: nn.Module, scheme: str, seed: int) -> nn.Module:
         return model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for module in model.modules():
-            reset = getattr(module, "reset_parameters", None)
-            if callable(reset):
-                reset()
+        for module in _children_first(model):
+            for hook in RESET_HOOKS:
+                reset = getattr(module, hook, None)
+                if callable(reset):
+                    reset()
+                    break
     if scheme in _WEIGHT_INITS:
         g = torch.Generator().manual_seed(seed)
         for module in model.modules():

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .errors import ModelError
 
@@ -69,32 +71,59 @@ def prunable_names(model: nn.Module, include: Sequence[str] = (),
     return names
 
 
-def output_layer(model: nn.Module, names: Sequence[str], example: torch.Tensor) -> list[str]:
-    """Prunable parameters of the last module that the forward pass reaches.
+class _ParameterUse(TorchFunctionMode):
+    """Records, in order, which watched parameters each torch function call reads."""
 
-    Found by running ``example`` through the model with hooks on the modules that own
-    prunable parameters; falls back to the last prunable parameter if none fire.
+    def __init__(self, watched: dict[int, str]):
+        super().__init__()
+        self.watched, self.calls = watched, []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        used = [self.watched[id(t)] for t in _tensors((args, kwargs)) if id(t) in self.watched]
+        if used:
+            self.calls.append(used)
+        return func(*args, **kwargs)
+
+
+def _tensors(tree: Any) -> Iterable[Any]:
+    if isinstance(tree, list | tuple):
+        for item in tree:
+            yield from _tensors(item)
+    elif isinstance(tree, dict):
+        for item in tree.values():
+            yield from _tensors(item)
+    elif torch.is_tensor(tree):
+        yield tree
+
+
+def output_layer(model: nn.Module, names: Sequence[str], example: torch.Tensor) -> list[str]:
+    """The prunable parameters the forward pass reads last (all of their module's).
+
+    Found by running ``example`` through the model while recording which prunable
+    parameters each torch call reads, so that a parameter used directly in ``forward``
+    (``F.linear(x, self.w)``) counts where it is used, not where its module ends; falls
+    back to the last prunable parameter if none is seen.
     """
     canon = _canonical_names(model)
     wanted = set(names)
-    owners: dict[nn.Module, list[str]] = {}
-    for module in model.modules():
-        own = [canon[id(p)] for p in module.parameters(recurse=False) if canon[id(p)] in wanted]
-        if own:
-            owners[module] = own
-    order: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda mod, *_: order.append(mod)) for m in owners]
+    watched = {id(p): canon[id(p)] for p in model.parameters() if canon[id(p)] in wanted}
+    owner = {canon[id(p)]: m for m in model.modules() for p in m.parameters(recurse=False)
+             if canon[id(p)] in wanted}
     modes = [(m, m.training) for m in model.modules()]  # restored module by module
+    recorder = _ParameterUse(watched)
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), recorder:
             model(example)
     finally:
-        for h in hooks:
-            h.remove()
         for m, mode in modes:
             m.training = mode
-    return owners[order[-1]] if order else [names[-1]]
+    if not recorder.calls:
+        return [names[-1]]
+    last = recorder.calls[-1]
+    modules = {id(owner[n]) for n in last}
+    return [n for n in names if id(owner[n]) in modules]
 
 
 class Mask:

@@ -13,11 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import ConfigError
-
-LEVEL_METRICS = ("pct_remaining", "best_test_acc", "final_test_acc", "early_stop_step",
-                 "early_stop_test_acc", "early_stop_val_loss", "train_steps", "steps_to_mask",
-                 "earlybird_step")  # absent or None values are skipped
-CURVE_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+from .experiment.result import curve_metrics, level_metrics
 
 
 class Tracker(Protocol):
@@ -57,11 +53,11 @@ class TensorBoard:
 
     def log_level(self, level: int, summary: dict[str, Any], history: list[dict]) -> None:
         assert self._w is not None
-        for m in LEVEL_METRICS:
+        for m in level_metrics(summary):  # absent or None values are skipped
             if _finite(summary.get(m)):
                 self._w.add_scalar(f"levels/{m}", summary[m], global_step=level)
         for row in history:
-            for m in CURVE_METRICS:
+            for m in curve_metrics(row):
                 if _finite(row.get(m)):
                     self._w.add_scalar(f"level_{level}/{m}", row[m], global_step=int(row["step"]))
         self._w.flush()
@@ -113,10 +109,10 @@ class MLflow:
 
         assert self.run_id is not None
         now = int(time.time() * 1000)
-        metrics = [Metric(m, float(summary[m]), now, level) for m in LEVEL_METRICS
+        metrics = [Metric(m, float(summary[m]), now, level) for m in level_metrics(summary)
                    if _finite(summary.get(m))]
         metrics += [Metric(f"level_{level}.{m}", float(row[m]), now, int(row["step"]))
-                    for row in history for m in CURVE_METRICS if _finite(row.get(m))]
+                    for row in history for m in curve_metrics(row) if _finite(row.get(m))]
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
 

@@ -17,16 +17,17 @@ from ..errors import ConfigError, LTHError, StoreError
 
 
 def _table(df: pd.DataFrame) -> str:
-    cols = {"level": "level", "pct_remaining": "% weights", "best_test_acc": "best test acc",
-            "final_test_acc": "final test acc", "early_stop_step": "early-stop it",
-            "early_stop_test_acc": "acc @ early stop"}
+    from ..experiment.result import shown_columns
+
+    shown = shown_columns(df.columns)
+    metric = [name for c, name in shown.items() if c not in ("pct_remaining", "early_stop_step")]
+    cols = {"level": "level", **shown}
     if "earlybird_step" in df and df["earlybird_step"].notna().any():
         cols.update({"train_steps": "steps trained", "earlybird_step": "drawn at",
                      "steps_to_mask": "steps to find mask"})
     view = df[list(cols)].rename(columns=cols)
     return view.to_string(index=False, na_rep="-", formatters={
-        "% weights": "{:.1f}".format, "best test acc": "{:.4f}".format,
-        "final test acc": "{:.4f}".format, "acc @ early stop": "{:.4f}".format,
+        "% weights": "{:.1f}".format, **dict.fromkeys(metric, "{:.4f}".format),
         "drawn at": lambda v: "-" if pd.isna(v) else f"{v:.0f}"})
 
 
@@ -110,15 +111,18 @@ def _group_table(result) -> str:
         sd = "" if r["n"] < 2 else f" ± {r['sd']:{fmt}}"
         return f"{r['mean']:{fmt}}{sd}"
 
+    scores = [m[len("final_test_"):] for m in stats["metric"].unique()
+              if m.startswith("final_test_")]
     rows = []
     for (exp, level), part in stats.groupby(["experiment", "level"], sort=False):
         m = part.set_index("metric")
-        rows.append({"experiment": exp, "level": level,
-                     "% weights": f"{m.loc['pct_remaining', 'mean']:.1f}",
-                     "n": int(m.loc["final_test_acc", "n"]),
-                     "acc @ early stop": cell(m, "early_stop_test_acc", ".4f"),
-                     "final test acc": cell(m, "final_test_acc", ".4f"),
-                     "early-stop it": cell(m, "early_stop_step", ".0f")})
+        row = {"experiment": exp, "level": level,
+               "% weights": f"{m.loc['pct_remaining', 'mean']:.1f}",
+               "n": int(m.loc["early_stop_step", "n"])}
+        for score in scores:
+            row[f"{score} @ early stop"] = cell(m, f"early_stop_test_{score}", ".4f")
+            row[f"final test {score}"] = cell(m, f"final_test_{score}", ".4f")
+        rows.append({**row, "early-stop it": cell(m, "early_stop_step", ".0f")})
     return pd.DataFrame(rows).to_string(index=False)
 
 

@@ -22,7 +22,10 @@ class Data:
     ``x`` is float, or uint8 (images kept at a quarter of the memory): a uint8 batch is
     scaled to [0, 1] and normalised per channel by ``mean``/``std`` when it is used.
     ``augment = "crop_flip"`` applies seeded random crops (4-pixel padding) and horizontal
-    flips to training batches. ``y`` holds int64 class labels.
+    flips to training batches. Other inputs keep their kind: integers (token ids for
+    ``nn.Embedding``) stay int64, booleans bool, other floats become float32. ``y`` holds
+    what the task needs: int64 class indices (``num_classes`` of them) or token ids, float32
+    targets (``num_classes``: how many per example).
     """
 
     x_train: torch.Tensor
@@ -117,6 +120,35 @@ def _streamed(x: Any) -> bool:
     return isinstance(x, StreamedSplit)
 
 
+def as_input(t: torch.Tensor, where: str) -> torch.Tensor:
+    """An input tensor as every split stores it, in memory or streamed: uint8 (images) and
+    other integers (token ids, as int64) and bool kept, floats as float32."""
+    if t.dtype == torch.uint8 or t.dtype == torch.bool:
+        return t
+    if t.is_complex():
+        raise DataError(f"{where} is complex ({t.dtype}); give real numbers")
+    if not t.is_floating_point():
+        return t.long()
+    t = t.float()
+    if not bool(torch.isfinite(t).all()):
+        raise DataError(f"{where} contains NaN or infinite values; clean or impute them first")
+    return t
+
+
+def as_labels(t: torch.Tensor, where: str) -> torch.Tensor:
+    """Targets as every split stores them: integers (and 1-D whole-number floats: class
+    indices) as int64, other numbers and booleans as float32."""
+    if t.is_complex():
+        raise DataError(f"{where} is complex ({t.dtype}); give real numbers")
+    if t.is_floating_point():
+        if not bool(torch.isfinite(t).all()):
+            raise DataError(f"{where} contains NaN or infinite values")
+        if t.dim() == 1 and bool((t == t.round()).all()):
+            return t.long()  # class indices given as floats
+        return t.float()
+    return t.float() if t.dtype == torch.bool else t.long()
+
+
 def _as_tensor(value: Any, key: str, *, labels: bool) -> torch.Tensor:
     if _streamed(value):
         return value
@@ -125,19 +157,7 @@ def _as_tensor(value: Any, key: str, *, labels: bool) -> torch.Tensor:
     except (TypeError, ValueError) as exc:
         raise DataError(f"{key} cannot be turned into a tensor ({exc}); "
                         "pass a numpy array or torch tensor") from None
-    if labels:
-        if t.is_floating_point() and not bool((t == t.round()).all()):
-            raise DataError(f"{key} holds non-integer labels; pass class indices 0..C-1")
-        if t.dim() != 1:
-            raise DataError(f"{key} has shape {tuple(t.shape)}; labels must be 1-D class "
-                            "indices (not one-hot)")
-        return t.long()
-    if t.dtype == torch.uint8:  # images: kept compact, scaled per batch by Data.prepare
-        return t
-    t = t.float()
-    if not bool(torch.isfinite(t).all()):
-        raise DataError(f"{key} contains NaN or infinite values; clean or impute them first")
-    return t
+    return as_labels(t, key) if labels else as_input(t, key)
 
 
 def split_validation(x: torch.Tensor, y: torch.Tensor, val_size: float, seed: int
@@ -196,11 +216,21 @@ def from_arrays(x_train: Any, y_train: Any, x_test: Any, y_test: Any, *,
     if "x_val" not in t:
         t["x_train"], t["y_train"], t["x_val"], t["y_val"] = split_validation(
             t["x_train"], t["y_train"], val_size, split_seed)
+    shapes = {k: tuple(t[k].shape[1:]) for k in ("y_train", "y_val", "y_test")}
+    if len({shapes[k] for k in shapes if len(t[k])}) > 1 or len(
+            {t[k].dtype for k in shapes}) > 1:
+        raise DataError("the splits' labels differ in shape or kind: " + ", ".join(
+            f"{k} {str(t[k].dtype).replace('torch.', '')} {tuple(t[k].shape)}" for k in shapes)
+            + "; give every split the same kind of labels (one-hot rows for classes? pass "
+            "class indices, y.argmax(1))")
     labels = torch.cat([t["y_train"], t["y_val"], t["y_test"]])
-    seen = int(labels.max()) + 1 if labels.numel() else 0
-    if num_classes is None:
-        num_classes = seen
-    if labels.numel() and (int(labels.min()) < 0 or seen > num_classes):
-        raise DataError(f"labels range over [{int(labels.min())}, {seen - 1}] but "
-                        f"num_classes={num_classes}; labels must be 0..num_classes-1")
+    if labels.is_floating_point():  # targets: as many outputs as values per example
+        num_classes = num_classes or (int(labels[0].numel()) if labels.numel() else 1)
+    else:
+        seen = int(labels.max()) + 1 if labels.numel() else 0
+        if num_classes is None:
+            num_classes = seen
+        if labels.numel() and (int(labels.min()) < 0 or seen > num_classes):
+            raise DataError(f"labels range over [{int(labels.min())}, {seen - 1}] but "
+                            f"num_classes={num_classes}; labels must be 0..num_classes-1")
     return Data(**t, num_classes=num_classes, name=name, mean=mean, std=std, augment=augment)

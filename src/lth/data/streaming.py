@@ -18,12 +18,12 @@ import torch
 
 from ..errors import DataError
 from ..state import tensor_bytes
-from .core import Data, from_arrays
+from .core import Data, as_input, from_arrays
 
 
 def _to_tensor(x: Any, where: str) -> torch.Tensor:
     if torch.is_tensor(x):
-        return x
+        return as_input(x, where)
     arr = np.asarray(x)  # numpy arrays and PIL images
     if arr.dtype == object:
         raise DataError(f"{where} is a {type(x).__name__}, not an array; give the dataset a "
@@ -33,34 +33,47 @@ def _to_tensor(x: Any, where: str) -> torch.Tensor:
         t = t.permute(2, 0, 1)  # HWC image -> CHW
     elif t.dtype == torch.uint8 and t.dim() == 2:
         t = t.unsqueeze(0)  # grey image -> 1×H×W
+    return as_input(t, where)
+
+
+def _label(value: Any, where: str) -> torch.Tensor:
+    try:
+        t = value if torch.is_tensor(value) else torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError):
+        raise DataError(f"{where} is {value!r}, not a number or array") from None
+    if t.dtype == torch.float64:
+        t = t.float()
     return t
 
 
-def _item(dataset: Any, i: int) -> tuple[torch.Tensor, int]:
+def _item(dataset: Any, i: int, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     item = dataset[i]
+    where = f"item {i} of the {split} dataset ({type(dataset).__name__})"
     if not isinstance(item, tuple | list) or len(item) < 2:
-        raise DataError(f"item {i} of {type(dataset).__name__} is not an (input, label) pair")
-    try:
-        label = int(np.asarray(item[1]).item())
-    except (TypeError, ValueError):
-        raise DataError(f"item {i} of {type(dataset).__name__} has label {item[1]!r}; labels "
-                        "must be single class indices") from None
-    return _to_tensor(item[0], f"input of item {i}"), label
+        raise DataError(f"{where} is not an (input, label) pair")
+    return _to_tensor(item[0], f"the input of {where}"), _label(item[1], f"the label of {where}")
 
 
-def _materialise(dataset: Any, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _materialise(dataset: Any, split: str, sample: tuple[torch.Tensor, torch.Tensor]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every item of one split, stacked; one error naming the split and item whose input
+    or label differs in shape or kind from the train dataset's first."""
     xs, ys = [], []
     for i in range(len(dataset)):
-        x, y = _item(dataset, i)
-        if x.shape != sample.shape or x.dtype != sample.dtype:
-            raise DataError(f"item {i} of {type(dataset).__name__} is {x.dtype} "
-                            f"{tuple(x.shape)} but item 0 is {sample.dtype} "
-                            f"{tuple(sample.shape)}; every input must have one shape")
+        x, y = _item(dataset, i, split)
+        for what, got, first in (("input", x, sample[0]), ("label", y, sample[1])):
+            if got.shape != first.shape or got.dtype != first.dtype:
+                raise DataError(
+                    f"the {what} of item {i} of the {split} dataset is "
+                    f"{str(got.dtype).replace('torch.', '')} {tuple(got.shape)} but that of "
+                    f"item 0 of the train dataset is {str(first.dtype).replace('torch.', '')} "
+                    f"{tuple(first.shape)}; every {what} must have one shape and kind")
         xs.append(x)
         ys.append(y)
     if not xs:
-        return torch.empty(0, *sample.shape, dtype=sample.dtype), torch.empty(0, dtype=torch.long)
-    return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
+        return (torch.empty(0, *sample[0].shape, dtype=sample[0].dtype),
+                torch.empty(0, *sample[1].shape, dtype=sample[1].dtype))
+    return torch.stack(xs), torch.stack(ys)
 
 
 class StreamedSplit:
@@ -104,8 +117,8 @@ def _labels(dataset: Any) -> torch.Tensor:
     # ``targets`` skips loading every item, unless a target_transform would change labels.
     if (targets is not None and len(targets) == len(dataset)
             and getattr(dataset, "target_transform", None) is None):
-        return torch.as_tensor(np.asarray(targets), dtype=torch.long)
-    return torch.tensor([_item(dataset, i)[1] for i in range(len(dataset))], dtype=torch.long)
+        return _label(targets, f"the targets of {type(dataset).__name__}")
+    return torch.stack([_item(dataset, i)[1] for i in range(len(dataset))])
 
 
 def _memory_budget() -> int:
@@ -132,8 +145,8 @@ def from_dataset(train: Any, test: Any, *, val: Any = None, val_size: float = 0.
                             "(needs __len__ and __getitem__)")
         if len(ds) == 0 and key != "val":
             raise DataError(f"the {key} dataset is empty")
-    sample = _item(train, 0)[0]
-    est = sum(len(ds) for ds in splits.values()) * sample.numel() * sample.element_size()
+    sample = _item(train, 0)
+    est = sum(len(ds) for ds in splits.values()) * sample[0].numel() * sample[0].element_size()
     if stream is None:
         stream = est > (max_bytes if max_bytes is not None else _memory_budget())
     kwargs = {"val_size": val_size, "split_seed": split_seed, "num_classes": num_classes,
@@ -141,7 +154,7 @@ def from_dataset(train: Any, test: Any, *, val: Any = None, val_size: float = 0.
               "mean": None if mean is None else tuple(np.ravel(mean)),
               "std": None if std is None else tuple(np.ravel(std)), "augment": augment}
     if not stream:
-        pairs = {k: _materialise(ds, sample) for k, ds in splits.items()}
+        pairs = {k: _materialise(ds, k, sample) for k, ds in splits.items()}
         xs = {k: v[0] for k, v in pairs.items()}
         ys = {k: v[1] for k, v in pairs.items()}
         return from_arrays(xs["train"], ys["train"], xs["test"], ys["test"],

@@ -32,14 +32,11 @@ from ..store import (
     short_hash,
     tidy_group,
 )
-from .result import Result
+from .result import Result, curve_metrics, level_metrics
 from .stats import aggregate
 from .trials import Outcome, Trial, run_trial
 
 log = logging.getLogger("lth")
-LEVEL_METRICS = ["pct_remaining", "best_test_acc", "final_test_acc", "early_stop_step",
-                 "early_stop_test_acc", "early_stop_val_loss"]
-CURVE_METRICS = ["train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
 
 
 class TrialGroup:
@@ -298,7 +295,9 @@ class GroupResult:
         table = self.table()
         if table.empty:
             return pd.DataFrame()
-        out = aggregate(table, ["experiment", "level"], LEVEL_METRICS)
+        metrics = [m for m in level_metrics(table.columns)
+                   if m not in ("train_steps", "steps_to_mask", "earlybird_step")]
+        out = aggregate(table, ["experiment", "level"], metrics)
         trials = self.trials()
         ok = trials[trials.status == "done"].groupby("variant").size()
         bad = trials[trials.status == "failed"].groupby("variant").size()
@@ -322,7 +321,7 @@ class GroupResult:
         curves = self.curves()
         if curves.empty:
             return pd.DataFrame()
-        return aggregate(curves, ["experiment", "level", "step"], CURVE_METRICS)
+        return aggregate(curves, ["experiment", "level", "step"], curve_metrics(curves.columns))
 
     def pruning_summary(self) -> pd.DataFrame:
         """Per experiment, level and layer: weights, weights kept and % pruned (seed means)."""

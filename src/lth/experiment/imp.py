@@ -232,14 +232,15 @@ def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
         progress=None if report is None else (lambda s: report(level, s, span.end)),
         fixed_lr=lr_function(plan.train, plan.total_steps, plan.span["steps_per_epoch"])(
             plan.total_steps - 1) if finetune else None,
-        monitor=search)
+        monitor=search, task=plan.task, output=plan.task_config.output)
     if report is not None and search is not None and search.drawn_step is not None:
         report(level, span.end, span.end)  # stopped early: the level is complete
     mask.check(model)
     files = {"mask.safetensors": lv.digest("mask"), "start.safetensors": lv.digest("start"),
              "final.safetensors": lv.save("final", get_state(model)),
              "history.json": lv.write_history(history)}
-    summary = summarize(level, mask, history, begin, time.perf_counter() - t0)
+    summary = summarize(level, mask, history, begin, time.perf_counter() - t0, plan.task,
+                        plan.task_config.early_stop)
     done = {**run.summaries(), level: summary}
     summary["steps_to_mask"] = _steps_to_mask(plan, done, level)
     if search is not None:

@@ -13,11 +13,19 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..config import EarlyBirdConfig, ExperimentConfig, PruneConfig, ReinitConfig, TrainConfig
+from ..config import (
+    EarlyBirdConfig,
+    ExperimentConfig,
+    PruneConfig,
+    ReinitConfig,
+    TaskConfig,
+    TrainConfig,
+)
 from ..data import Data, load_dataset
 from ..errors import ConfigError
 from ..models import create_model
 from ..store import RunDir
+from ..tasks import TASKS, Task, use_task
 from .imp import run_levels
 from .plan import Plan, make_plan
 from .plan import as_section as _as
@@ -26,6 +34,22 @@ from .result import Result
 from .spec import recipe, settings_of, structure_sha
 
 log = logging.getLogger("lth")
+
+
+def _resolve_task(task: str | Task | TaskConfig | dict | None, output: int | str | None,
+                  early_stop: str | None) -> tuple[Task, TaskConfig]:
+    """The task object and its ``[task]`` settings, from any way of giving it."""
+    if isinstance(task, Task):
+        use_task(task)  # configs (and the identity) name it
+        task = {"name": task.name}
+    elif isinstance(task, str):
+        task = {"name": task}
+    settings = _as(TaskConfig, task, "task")
+    changes = {k: v for k, v in (("output", output), ("early_stop", early_stop))
+               if v is not None}
+    if changes:
+        settings = _as(TaskConfig, {**settings.to_dict(), **changes}, "task")
+    return TASKS[settings.name], settings
 
 
 class LotteryModel:
@@ -49,7 +73,13 @@ class LotteryModel:
                  earlybird: EarlyBirdConfig | dict | None = None,
                  levels: int = 5, seed: int = 0, initializer: str = "default",
                  name: str = "experiment", masks_from: str | Path | Result | None = None,
-                 masks_from_mode: str = "same", info: dict[str, Any] | None = None):
+                 masks_from_mode: str = "same", info: dict[str, Any] | None = None,
+                 task: str | Task | TaskConfig | dict | None = None,
+                 output: int | str | None = None, early_stop: str | None = None):
+        """``task``: what the model learns (:mod:`lth.tasks`): a registered name
+        (``"regression"``), your own :class:`~lth.tasks.Task`, or the ``[task]`` settings;
+        classification by default. ``output``: which part of a tuple/dict model output the
+        loss reads; ``early_stop``: the metric that marks the early-stop iteration."""
         self.model = model
         self.data = data
         self.train = _as(TrainConfig, train, "train")
@@ -58,25 +88,27 @@ class LotteryModel:
         self.earlybird = _as(EarlyBirdConfig, earlybird, "earlybird")
         if isinstance(masks_from, Result):
             masks_from = masks_from.path
+        self.task, task_config = _resolve_task(task, output, early_stop)
         self.config = ExperimentConfig(name=name, seed=seed, n_levels=levels,
                                        masks_from=None if masks_from is None else str(masks_from),
                                        masks_from_mode=masks_from_mode,
                                        train=self.train, prune=self.prune, reinit=self.reinit,
-                                       earlybird=self.earlybird)
+                                       earlybird=self.earlybird, task=task_config)
         self.initializer = initializer
         self.info = info or {}
 
     def replace(self, **changes: Any) -> LotteryModel:
         """A copy with some top-level settings changed (``seed``, ``masks_from``, ``name``,
         ``masks_from_mode``, ``levels``, ``train``, ``prune``, ``reinit``, ``earlybird``,
-        ``initializer``)."""
+        ``initializer``, ``task``, ``output``, ``early_stop``)."""
         c = self.config
         kwargs: dict[str, Any] = {
             "train": self.train, "prune": self.prune, "reinit": self.reinit,
             "earlybird": self.earlybird, "levels": c.n_levels, "seed": c.seed,
             "initializer": self.initializer,
             "name": c.name, "masks_from": c.masks_from, "masks_from_mode": c.masks_from_mode,
-            "info": self.info}
+            "info": self.info, "task": self.task, "output": c.task.output,
+            "early_stop": c.task.early_stop}
         unknown = set(changes) - set(kwargs)
         if unknown:
             raise ConfigError(f"cannot replace {sorted(unknown)}; allowed: {sorted(kwargs)}")
@@ -95,7 +127,7 @@ class LotteryModel:
                    earlybird=cfg.earlybird,
                    levels=cfg.n_levels, seed=cfg.seed, initializer=cfg.model.initializer,
                    name=cfg.name, masks_from=cfg.masks_from,
-                   masks_from_mode=cfg.masks_from_mode,
+                   masks_from_mode=cfg.masks_from_mode, task=cfg.task,
                    info={"experiment": cfg.to_dict(), "model": cfg.model.name})
 
     # -- planning: every check happens here, before any training ----------------------
@@ -118,7 +150,7 @@ class LotteryModel:
         model = self.model
         return recipe(settings_of(self.config.to_dict()), self.initializer,
                       f"{type(model).__module__}.{type(model).__qualname__}",
-                      structure_sha(repr(model)), self.data.identity())
+                      structure_sha(repr(model)), self.data.identity(), self.task.describe())
 
     # -- running ----------------------------------------------------------------------
     def run(self, store: str | Path | None = "runs", *,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import UNIT_SCORES, PruneConfig
+from ..config import UNIT_SCORES, PruneConfig, TaskConfig
 from ..durations import to_steps
-from ..errors import ConfigError, ModelError
-from ..init import initialize
+from ..errors import ConfigError, LTHError, ModelError
+from ..init import initialize, same_for_every_seed
 from ..masks import layer_kinds, output_layer, prunable_names
 from ..pruning import (
     Group,
@@ -29,6 +30,7 @@ from ..pruning import (
 from ..seeding import derive_seed
 from ..state import get_state, tensor_bytes
 from ..store import RunDir
+from ..tasks import Task, select_output
 from . import early
 from .mask_source import check_masks_source, repair_hint, source_ids
 from .spec import experiment_id, level0_key, run_id, spec
@@ -132,6 +134,14 @@ class Plan:
         return self.exp.train
 
     @property
+    def task(self) -> Task:
+        return self.exp.task
+
+    @property
+    def task_config(self) -> TaskConfig:
+        return self.exp.config.task
+
+    @property
     def prune(self) -> PruneConfig:
         return self.exp.prune
 
@@ -170,26 +180,81 @@ class Plan:
         return repair_hint(self.source) if self.source is not None else ""
 
 
+log = logging.getLogger("lth")
+_FIXED_DRAWS: dict[tuple[str, str], list[str]] = {}  # (structure, initializer) -> names
+
+
+def _warn_fixed_draws(model: nn.Module, names: list[str], initializer: str) -> None:
+    """Warn (once per model and initializer) about prunable parameters no initialiser
+    redraws: their θ0 is the same for every seed."""
+    if initializer == "keep":
+        return
+    key = (repr(model), initializer)
+    if key not in _FIXED_DRAWS:
+        _FIXED_DRAWS[key] = same_for_every_seed(model, names, initializer)
+        if _FIXED_DRAWS[key]:
+            log.warning("%s: no initialiser redraws %s (no reset_parameters or "
+                        "_reset_parameters on their modules): their θ0 is the same for every "
+                        "seed; give those modules a reset_parameters() or draw them yourself "
+                        "and use initializer = 'keep'", type(model).__name__,
+                        ", ".join(_FIXED_DRAWS[key]))
+
+
+def _check_task(exp: Any, raw: Any) -> None:
+    """The task fits the data's targets and the model's output: one clear error if not."""
+    task, data = exp.task, exp.data
+    for split in ("train", "val", "test"):
+        task.check_targets(getattr(data, f"y_{split}"), split)
+    pred = select_output(raw, exp.config.task.output)
+    if not torch.is_tensor(pred):
+        raise ModelError(f"task.output = {exp.config.task.output!r} selects a "
+                         f"{type(pred).__name__} from the model's output, not a tensor")
+    if task.labels == "class" and (pred.dim() != 2 or pred.shape[1] < data.num_classes):
+        raise ModelError(f"model output has shape {tuple(pred.shape)}; expected "
+                         f"(batch, {data.num_classes}) class scores for {data.num_classes} "
+                         "classes")
+    target = data.y_train[:len(pred)]
+    try:
+        loss = task.loss(pred, target)
+        task.metric_values(pred, target)
+    except Exception as exc:  # the user's loss or metrics: say what they were given
+        raise ModelError(f"task {task.name!r} failed on the model's output "
+                         f"{tuple(pred.shape)} and targets {tuple(target.shape)} "
+                         f"({type(exc).__name__}: {exc}); check the task, the model's "
+                         "output and task.output") from exc
+    if not torch.is_tensor(loss) or loss.numel() != 1:
+        raise ModelError(f"the loss of task {task.name!r} returned "
+                         f"{tuple(loss.shape) if torch.is_tensor(loss) else type(loss).__name__}"
+                         "; it must be one number (a mean over the batch)")
+
+
 def make_plan(exp: Any, model: nn.Module) -> Plan:
     """Check ``exp`` against its model and data and derive its plan; initialises
     ``model`` (a copy) to θ0. Every check a run makes happens here, before training."""
     cfg, tr, prune = exp.config, exp.train, exp.prune
-    initialize(model, exp.initializer, derive_seed(cfg.seed, "init"))
-    theta0 = get_state(model)
-    names = prunable_names(model, prune.include, prune.exclude)
     example = exp.data.prepare(exp.data.x_train[:2])
     try:
+        if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+            with torch.no_grad():
+                model.eval()(example)  # lazy modules take their shapes from the data
+        initialize(model, exp.initializer, derive_seed(cfg.seed, "init"))
+        theta0 = get_state(model)
+        names = prunable_names(model, prune.include, prune.exclude)
+        _warn_fixed_draws(model, names, exp.initializer)
         out = output_layer(model, names, example)
         with torch.no_grad():
-            logits = model.eval()(example)
+            raw = model.eval()(example)
+    except LTHError:
+        raise
     except Exception as exc:  # the user's forward: report what we fed it
-        raise ModelError(f"{type(model).__name__} failed on a batch of shape "
+        kind = str(example.dtype).replace("torch.", "")
+        hint = (" (integer inputs are passed as they are, e.g. token ids for nn.Embedding; "
+                "for numeric features give floats)" if not example.is_floating_point() else "")
+        raise ModelError(f"{type(model).__name__} failed on a batch of {kind} inputs of shape "
                          f"{tuple(example.shape)} from the data ({type(exc).__name__}: "
-                         f"{exc}); check the model's expected input shape") from exc
-    n_classes = exp.data.num_classes
-    if logits.dim() != 2 or logits.shape[1] < n_classes:
-        raise ModelError(f"model output has shape {tuple(logits.shape)}; expected "
-                         f"(batch, {n_classes}) class scores for {n_classes} classes")
+                         f"{exc}); check the model's expected input shape and dtype{hint}") \
+            from exc
+    _check_task(exp, raw)
     sizes = {n: model.get_parameter(n).numel() for n in names}
     structure = None
     if prune.structure == "unit":

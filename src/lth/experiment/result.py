@@ -11,53 +11,101 @@ import torch
 
 from ..masks import Mask
 from ..store import RunDir
+from ..tasks import CLASSIFICATION, Task
 
-TABLE_COLUMNS = ["level", "pct_remaining", "weights_remaining", "best_test_acc",
-                 "final_test_acc", "early_stop_step", "early_stop_test_acc",
-                 "early_stop_val_loss", "train_steps", "steps_to_mask", "earlybird_step",
-                 "wall_time_s"]
+
+def scores_of(summary: dict[str, Any]) -> list[str]:
+    """The task metrics a level summary reports (``acc`` for classification)."""
+    return [k[len("best_test_"):] for k in summary if k.startswith("best_test_")]
+
+
+def table_columns(scores: list[str]) -> list[str]:
+    """The per-level table's main columns for a task with metrics ``scores``."""
+    return ["level", "pct_remaining", "weights_remaining",
+            *[f"{what}_test_{m}" for m in scores for what in ("best", "final")],
+            "early_stop_step", *[f"early_stop_test_{m}" for m in scores],
+            "early_stop_val_loss", "train_steps", "steps_to_mask", "earlybird_step",
+            "wall_time_s"]
+
+
+
+def shown_columns(columns: Any) -> dict[str, str]:
+    """Readable names of a per-level table's main columns, for printed and HTML tables:
+    ``best test acc``, ``final test acc``, ``early-stop it``, ``acc @ early stop``."""
+    scores = [c[len("best_test_"):] for c in columns if c.startswith("best_test_")]
+    out = {"pct_remaining": "% weights"}
+    for m in scores:
+        out.update({f"best_test_{m}": f"best test {m}", f"final_test_{m}": f"final test {m}"})
+    out["early_stop_step"] = "early-stop it"
+    out.update({f"early_stop_test_{m}": f"{m} @ early stop" for m in scores})
+    return out
+
+
+def level_metrics(columns: Any) -> list[str]:
+    """The numbers of a per-level table (or summary) that statistics and trackers follow:
+    the % remaining, every task metric (best, final, at early stop), the early stop."""
+    scores = [c[len("best_test_"):] for c in columns if c.startswith("best_test_")]
+    wanted = ["pct_remaining", *table_columns(scores)[3:-1]]
+    return [c for c in wanted if c in columns]
+
+
+def curve_metrics(columns: Any) -> list[str]:
+    """The losses and metrics of an evaluation history (``train_*``, ``val_*``, ``test_*``)."""
+    return [c for c in columns if c.startswith(("train_", "val_", "test_"))]
+
+
+def _best(rows: list[dict[str, float]], key: str, goal: str) -> dict[str, float]:
+    """The row with the best ``key`` (the earliest on ties; NaN never best)."""
+    finite = [r for r in rows if not math.isnan(r[key])] or rows
+    sign = 1.0 if goal == "min" else -1.0
+    return min(finite, key=lambda r: (sign * r[key], r["step"]))
 
 
 def summarize(level: int, mask: Mask, history: list[dict[str, float]], start_step: int,
-              wall_time: float) -> dict[str, Any]:
-    """Per-level record: densities, best/final test accuracy and the early-stop iteration.
+              wall_time: float, task: Task = CLASSIFICATION, early_stop: str = "loss"
+              ) -> dict[str, Any]:
+    """Per-level record: densities, per task metric its best/final test value and the value
+    at early stop, and the early-stop iteration.
 
-    The early-stop iteration is the evaluated step of minimum validation loss (the paper's
-    measure of learning speed; the test loss stands in when there is no validation set);
-    the untrained starting point is not a candidate.
+    The early-stop iteration is the evaluated step with the best validation ``early_stop``
+    metric (by default the minimum validation loss: the paper's measure of learning speed;
+    the test split stands in when there is no validation set); the untrained starting
+    point is not a candidate.
     """
     trained = [r for r in history if r["step"] > start_step] or history
-    key = "val_loss" if not math.isnan(trained[-1]["val_loss"]) else "test_loss"
-    best = min(trained, key=lambda r: (r[key], r["step"]))
+    split = "val" if not math.isnan(trained[-1]["val_loss"]) else "test"
+    key = f"{split}_{early_stop}"
+    best = _best(trained, key, task.goal(early_stop))
     kept, sizes = mask.kept(), mask.sizes()
     total = sum(sizes.values())
-    return {
+    out: dict[str, Any] = {
         "level": level,
         "density": sum(kept.values()) / total,
         "pct_remaining": 100.0 * sum(kept.values()) / total,
         "weights_remaining": sum(kept.values()),
         "weights_total": total,
         "layer_density": {n: kept[n] / sizes[n] for n in sizes},
-        "best_test_acc": max(r["test_acc"] for r in trained),
-        "final_test_acc": history[-1]["test_acc"],
-        "final_val_acc": history[-1]["val_acc"],
-        "early_stop_step": int(best["step"]),
-        "early_stop_on": key,
-        "early_stop_test_acc": best["test_acc"],
-        "early_stop_val_loss": best["val_loss"],
-        "train_steps": int(history[-1]["step"]) - start_step,
-        "wall_time_s": wall_time,
     }
+    for m in task.scores:
+        out[f"best_test_{m}"] = _best(trained, f"test_{m}", task.goal(m))[f"test_{m}"]
+        out[f"final_test_{m}"] = history[-1][f"test_{m}"]
+        out[f"final_val_{m}"] = history[-1][f"val_{m}"]
+    out.update(early_stop_step=int(best["step"]), early_stop_on=key)
+    out.update({f"early_stop_test_{m}": best[f"test_{m}"] for m in task.scores})
+    out.update(early_stop_val_loss=best["val_loss"],
+               train_steps=int(history[-1]["step"]) - start_step, wall_time_s=wall_time)
+    return out
 
 
 def levels_frame(summaries: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per level: the main columns, then one ``density[<param>]`` column per layer."""
+    columns = table_columns(scores_of(summaries[0]) if summaries else CLASSIFICATION.scores)
     rows = []
     for s in summaries:
-        row = {c: s.get(c) for c in TABLE_COLUMNS}
+        row = {c: s.get(c) for c in columns}
         row.update({f"density[{n}]": d for n, d in s["layer_density"].items()})
         rows.append(row)
-    return pd.DataFrame(rows, columns=None if rows else TABLE_COLUMNS)
+    return pd.DataFrame(rows, columns=None if rows else columns)
 
 
 class Result:
@@ -129,27 +177,29 @@ class Result:
         return f"Result({str(self.path)!r}, levels={self.levels})"
 
 
-COMPARE_COLUMNS = {"pct_remaining": "% weights", "early_stop_test_acc": "acc@es",
-                   "early_stop_step": "es it", "final_test_acc": "final acc"}
-
-
 def compare(results: list[Result], labels: list[str] | None = None) -> pd.DataFrame:
     """Side-by-side per-level table of several runs: per run the % of weights remaining,
-    the test accuracy at early stop, the early-stop iteration and the final test accuracy.
+    the task's test metrics at early stop, the early-stop iteration and the final test
+    metrics (for classification: accuracy).
     The % column is shared when every run has the same densities. Missing levels are NaN."""
     labels = labels or [r.path.name for r in results]
     if len(labels) != len(results):
         raise ValueError(f"{len(labels)} labels for {len(results)} runs")
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels repeat: {labels}; give each run its own")
-    tables = [r.table()[["level", *COMPARE_COLUMNS]] for r in results]
+    tables = [r.table() for r in results]
+    scores = [c[len("best_test_"):] for c in tables[0] if c.startswith("best_test_")]
+    short = {"pct_remaining": "% weights",
+             **{f"early_stop_test_{m}": f"{m}@es" for m in scores}, "early_stop_step": "es it",
+             **{f"final_test_{m}": f"final {m}" for m in scores}}
+    tables = [t[["level", *[c for c in short if c in t]]] for t in tables]
     shared = all(t[["level", "pct_remaining"]].equals(tables[0][["level", "pct_remaining"]])
                  for t in tables)
     merged = tables[0][["level", "pct_remaining"]].rename(
         columns={"pct_remaining": "% weights"}) if shared else None
     for t, label in zip(tables, labels, strict=True):
         t = t.drop(columns="pct_remaining") if shared else t
-        t = t.rename(columns={c: f"{label} {short}" for c, short in COMPARE_COLUMNS.items()})
+        t = t.rename(columns={c: f"{label} {name}" for c, name in short.items()})
         merged = t if merged is None else merged.merge(t, on="level", how="outer")
     assert merged is not None
     return merged.sort_values("level").reset_index(drop=True)

@@ -22,7 +22,9 @@ import hashlib
 from typing import Any
 
 from .. import __version__
+from ..config import TaskConfig
 from ..store import short_hash
+from ..tasks import CLASSIFICATION
 
 STORE_FORMAT = 2
 SPEED_ONLY = ("train.threads", "train.eval_batch_size", "train.checkpoint_every")
@@ -53,16 +55,23 @@ def settings_of(config: dict[str, Any]) -> dict[str, Any]:
         c["earlybird"] = {"enabled": False}  # its other keys change nothing then
     if not level_count_matters(c):
         del c["n_levels"]
+    if c.get("task") == TaskConfig().to_dict():
+        del c["task"]  # classification, as before tasks existed: the same identities
     return c
 
 
 def recipe(settings: dict[str, Any], initializer: str, model_class: str,
-           model_structure: str, data_identity: str) -> dict[str, Any]:
-    """What an experiment is, apart from its seed and the runs it reuses masks from."""
-    return {"format": STORE_FORMAT, "lth": ".".join(__version__.split(".")[:2]),
-            "settings": settings, "initializer": initializer,
-            "model": {"class": model_class, "structure_sha256": model_structure},
-            "data": data_identity}
+           model_structure: str, data_identity: str,
+           task: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What an experiment is, apart from its seed and the runs it reuses masks from.
+    ``task``: where the task's loss and metrics live (left out for classification)."""
+    out = {"format": STORE_FORMAT, "lth": ".".join(__version__.split(".")[:2]),
+           "settings": settings, "initializer": initializer,
+           "model": {"class": model_class, "structure_sha256": model_structure},
+           "data": data_identity}
+    if task is not None and task != CLASSIFICATION.describe():
+        out["task"] = task
+    return out
 
 
 def structure_sha(model_repr: str) -> str:
@@ -95,6 +104,8 @@ def level0_key(spec_: dict[str, Any], rewind_step: int, searches_level0: bool) -
     key = {k: spec_[k] for k in ("format", "lth", "seed", "theta0_sha256", "initializer",
                                  "model", "data")}
     key.update(train=s["train"], rewind_step=rewind_step)
+    if "task" in s or "task" in spec_:  # what level 0 learns, beyond classification
+        key.update(task=[s.get("task"), spec_.get("task")])
     if searches_level0:
         key.update(prune=s["prune"], earlybird=s["earlybird"], n_levels=s.get("n_levels"))
     return short_hash(key)

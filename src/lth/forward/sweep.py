@@ -98,10 +98,13 @@ def finetune(model: nn.Module, data: Data, steps: int, train: TrainConfig, *,
 
 
 def _scores(model: nn.Module, data: Data, prefix: str) -> dict[str, float]:
-    train_loss, train_acc = evaluate(model, data.x_train, data.y_train, EVAL_BATCH, data.prepare)
-    test_loss, test_acc = evaluate(model, data.x_test, data.y_test, EVAL_BATCH, data.prepare)
-    return {f"{prefix}_train_loss": train_loss, f"{prefix}_train_acc": train_acc,
-            f"{prefix}_test_loss": test_loss, f"{prefix}_test_acc": test_acc}
+    out = {}
+    for split in ("train", "test"):
+        scores = evaluate(model, getattr(data, f"x_{split}"), getattr(data, f"y_{split}"),
+                          EVAL_BATCH, data.prepare)
+        out.update({f"{prefix}_{split}_loss": scores["loss"],
+                    f"{prefix}_{split}_acc": scores["acc"]})
+    return out
 
 
 def _weights(model: nn.Module) -> int:

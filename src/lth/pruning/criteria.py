@@ -60,6 +60,18 @@ def small_init(s: ScoreInputs) -> torch.Tensor:
     return -s.init.abs()
 
 
+def pruned_count(fraction: float, alive: int) -> int:
+    """How many of ``alive`` weights a ``fraction`` prunes: ``fraction`` is ``1 - keep /
+    alive`` in floating point, so a product within 1e-6 of a whole number is that number
+    (``ceil`` alone would take 0.2 · 1000 = 200.00000000000003 as 201).
+
+    >>> pruned_count(1 - 800 / 1000, 1000), pruned_count(0.25, 10)
+    (200, 3)
+    """
+    x = fraction * alive
+    return round(x) if abs(x - round(x)) < 1e-6 else math.ceil(x)
+
+
 def _quantile_ratio(s: ScoreInputs) -> float:
     """α = q(|w_i|) / q(|w_f|) over the survivors, q at the fraction being pruned.
 
@@ -69,7 +81,7 @@ def _quantile_ratio(s: ScoreInputs) -> float:
     wi, wf = s.init.abs()[s.mask], s.final.abs()[s.mask]
     if wi.numel() == 0:
         return 1.0
-    k = min(max(1, math.ceil(s.fraction * wi.numel())), wi.numel())
+    k = min(max(1, pruned_count(s.fraction, wi.numel())), wi.numel())
     qi, qf = float(wi.kthvalue(k).values), float(wf.kthvalue(k).values)
     return qi / qf if qf > 0 else 1.0
 

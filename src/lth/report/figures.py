@@ -40,12 +40,35 @@ __all__ = ["accuracy_vs_weights", "earlybird_distances", "early_stop_vs_weights"
            "init_vs_final", "jaccard", "layer_density", "learning_curves", "mask_overlap",
            "pruning_summary_table", "weight_histograms"]
 
-CURVE_PANELS = (("train_loss", "Training loss", "Cross-entropy loss"),
-                ("test_loss", "Test loss", "Cross-entropy loss"),
-                ("train_acc", "Training accuracy", "Accuracy (%)"),
-                ("test_acc", "Test accuracy", "Accuracy (%)"))
-ACC_METRICS = {"early_stop_test_acc": "at early stop", "final_test_acc": "final",
-               "best_test_acc": "best"}
+WHEN = {"early_stop": "at early stop", "final": "final", "best": "best"}
+
+
+def _score_axis(metric: str) -> tuple[str, str, float]:
+    """A task metric's name in titles, its axis label and the factor it is drawn with
+    (accuracies in %)."""
+    if metric == "acc":
+        return "accuracy", "Accuracy (%)", 100.0
+    return metric, metric, 1.0
+
+
+def _main_score(columns: Any, *prefixes: str) -> str:
+    """The first task metric of a table (``acc`` for classification), from the columns
+    named ``<prefix><metric>``."""
+    found = [c[len(p):] for c in columns for p in prefixes
+             if c.startswith(p) and c != f"{p}loss"]
+    if not found:
+        raise ConfigError(f"the table has no {prefixes[0]}<metric> column; is it a results "
+                          "table of lth.load?")
+    return found[0]
+
+
+def _curve_panels(frame: pd.DataFrame) -> list[tuple[str, str, str, float]]:
+    """(column, title, y label, factor): losses above, the main metric below."""
+    metric = _main_score(frame.columns, "train_")
+    name, label, scale = _score_axis(metric)
+    return [("train_loss", "Training loss", "Loss", 1.0), ("test_loss", "Test loss", "Loss", 1.0),
+            (f"train_{metric}", f"Training {name}", label, scale),
+            (f"test_{metric}", f"Test {name}", label, scale)]
 
 
 def _table(data: Any, name: str, needs: Sequence[str]) -> pd.DataFrame:
@@ -122,14 +145,17 @@ def _seeds_note(frame: pd.DataFrame) -> str:
 
 def learning_curves(curves: Any, *, by: str = "level", experiment: Any = None,
                     level: Any = None) -> Figure:
-    """2 × 2 panels against the training step: training loss, test loss, training accuracy,
-    test accuracy; mean ± sd bands across seeds.
+    """2 × 2 panels against the training step: training loss, test loss, and the task's
+    first metric on training and test data (accuracy for classification); mean ± sd bands
+    across seeds.
 
     ``by="level"``: one line per level of one ``experiment`` (``level``: the levels to draw,
     default all). ``by="experiment"``: one line per experiment (``experiment``: which,
     default all) at one ``level`` (default: the last level every experiment finished).
     """
-    frame = _table(curves, "curves", ["level", "step", *(c for c, _, _ in CURVE_PANELS)])
+    frame = _table(curves, "curves", ["level", "step", "train_loss", "test_loss"])
+    panels = _curve_panels(frame)
+    frame = _table(frame, "curves", [column for column, *_ in panels])
     if by == "level":
         name = _one(frame, "experiment", experiment)
         frame = frame[frame["experiment"] == name]
@@ -150,8 +176,7 @@ def learning_curves(curves: Any, *, by: str = "level", experiment: Any = None,
                           "or 'experiment'")
     fig = new_figure(10.5, 7.5)
     axes = fig.subplots(2, 2, sharex=True)
-    for ax, (column, title, ylabel) in zip(axes.flat, CURVE_PANELS, strict=True):
-        scale = 100.0 if column.endswith("_acc") else 1.0
+    for ax, (column, title, ylabel, scale) in zip(axes.flat, panels, strict=True):
         for i, (label, part) in enumerate(groups):
             agg = _over_seeds(part, ["step"], column)
             if agg.empty:
@@ -197,6 +222,10 @@ def _weights_axis(ax: Axes, pct: pd.Series) -> None:
     ax.set_xlim(values[0] * 1.12, values[-1] / 1.12)
 
 
+def _when(column: str) -> str:
+    return WHEN.get(column.split("_test_")[0], column)
+
+
 def _vs_weights(levels: Any, columns: list[str], experiments: Any, ylabel: str, title: str,
                 note: str = "", scale: float = 1.0) -> Figure:
     frame = _table(levels, "levels", ["level", "pct_remaining", *columns])
@@ -208,7 +237,7 @@ def _vs_weights(levels: Any, columns: list[str], experiments: Any, ylabel: str, 
         part = frame[frame["experiment"] == name]
         for j, column in enumerate(columns):
             agg = _over_seeds(part, ["level"], column, x="pct_remaining")
-            label = name if len(columns) == 1 else f"{name} ({ACC_METRICS[column]})"
+            label = name if len(columns) == 1 else f"{name} ({_when(column)})"
             _errorbar(ax, agg, style(i), scale, linestyle=LINESTYLES[j % len(LINESTYLES)],
                       label=label)
     _weights_axis(ax, frame["pct_remaining"])
@@ -219,28 +248,36 @@ def _vs_weights(levels: Any, columns: list[str], experiments: Any, ylabel: str, 
     handles = ax.containers[::len(columns)] + [
         Line2D([], [], color=PALETTE[6], linestyle=LINESTYLES[j % len(LINESTYLES)])
         for j in range(len(columns) if len(columns) > 1 else 0)]
-    labels = [str(n) for n in names] + ([ACC_METRICS[c] for c in columns]
+    labels = [str(n) for n in names] + ([_when(c) for c in columns]
                                         if len(columns) > 1 else [])
     outside_legend(ax, handles, labels, title="Experiment")
     ax.grid(alpha=0.3)
     return fig
 
 
-def accuracy_vs_weights(levels: Any, *, metric: str = "early_stop_test_acc",
-                        experiments: Any = None) -> Figure:
-    """Test accuracy (%) against the % of weights remaining (log x, decreasing to the right),
-    one line per experiment with ± sd error bars over seeds. ``metric``: one of
-    ``early_stop_test_acc``, ``final_test_acc``, ``best_test_acc``, or ``"both"`` (early
-    stop solid, final dashed)."""
+def accuracy_vs_weights(levels: Any, *, metric: str = "early_stop", experiments: Any = None
+                        ) -> Figure:
+    """The task's first test metric (accuracy in % for classification) against the % of
+    weights remaining (log x, decreasing to the right), one line per experiment with ± sd
+    error bars over seeds. ``metric``: ``early_stop``, ``final``, ``best``, ``"both"``
+    (early stop solid, final dashed), or a column such as ``final_test_mae``."""
+    frame = _table(levels, "levels", ["level", "pct_remaining"])
+    score = _main_score(frame.columns, *(f"{when}_test_" for when in WHEN))
     if metric == "both":
-        columns = ["early_stop_test_acc", "final_test_acc"]
+        columns = [f"early_stop_test_{score}", f"final_test_{score}"]
         what, note = "", "early stop (solid) and final (dashed)"
-    elif metric in ACC_METRICS:
-        columns, what, note = [metric], f" {ACC_METRICS[metric]}", ""
+    elif metric in WHEN:
+        columns, what, note = [f"{metric}_test_{score}"], f" {WHEN[metric]}", ""
+    elif metric in frame and metric.split("_test_")[0] in WHEN:
+        columns, what, note = [metric], f" {WHEN[metric.split('_test_')[0]]}", ""
+        score = metric.split("_test_", 1)[1]
     else:
-        raise ConfigError(unknown_name("metric", metric, [*ACC_METRICS, "both"]))
-    return _vs_weights(levels, columns, experiments, "Test accuracy (%)",
-                       f"Test accuracy{what} vs weights remaining", note, scale=100.0)
+        raise ConfigError(unknown_name("metric", metric, [*WHEN, "both", *[
+            c for c in frame if c.split("_test_")[0] in WHEN and "_test_" in c]]))
+    name, _, scale = _score_axis(score)
+    ylabel = f"Test {name} (%)" if scale == 100.0 else f"Test {name}"
+    return _vs_weights(frame, columns, experiments, ylabel,
+                       f"Test {name}{what} vs weights remaining", note, scale=scale)
 
 
 def early_stop_vs_weights(levels: Any, experiments: Any = None) -> Figure:

@@ -19,7 +19,7 @@ import pandas as pd
 from .. import __version__
 from ..analysis import Results, load
 from ..errors import LTHError
-from ..experiment.result import Result
+from ..experiment.result import Result, shown_columns
 from .catalog import _figures
 from .sections import Section, duration, left_out, split, wall_times
 
@@ -49,9 +49,7 @@ def _table(frame: pd.DataFrame, floats: str = "{:.4f}") -> str:
 
 
 def _level_table(levels: pd.DataFrame) -> pd.DataFrame:
-    cols = {"pct_remaining": "% weights", "best_test_acc": "best test acc",
-            "final_test_acc": "final test acc", "early_stop_step": "early-stop it",
-            "early_stop_test_acc": "acc @ early stop"}
+    cols = shown_columns(levels.columns)
     steps = {"train_steps": "steps trained", "steps_to_mask": "steps to find the mask"}
     if "earlybird_step" in levels and levels["earlybird_step"].notna().any():
         cols.update(steps)  # what the early-bird search saved, level by level

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 from .files import Damaged, load_tensors, read_record, save_tensors, verify_file, write_record
 from .layout import CHECKPOINT, HISTORY, SUMMARY
 
-# Summary fields every reader relies on.
-_NUMBERS = ("density", "pct_remaining", "weights_remaining", "best_test_acc",
-            "final_test_acc", "early_stop_step", "train_steps")
+# Summary fields every reader relies on (and, whatever the task, its metrics' values).
+_NUMBERS = ("density", "pct_remaining", "weights_remaining", "early_stop_step", "train_steps")
+_METRIC_PREFIXES = ("best_test_", "final_test_", "early_stop_test_")
 
 if TYPE_CHECKING:
     from .run import RunDir
@@ -34,8 +34,9 @@ class Level:
         s = read_record(self.file(SUMMARY))
         if s.get("level") != self.level or not isinstance(s.get("files"), dict):
             raise Damaged(self.file(SUMMARY), "is not this level's summary")
-        if not isinstance(s.get("layer_density"), dict) or not all(
-                isinstance(s.get(k), int | float) for k in _NUMBERS):
+        metrics = [k for k in s if k.startswith(_METRIC_PREFIXES)]
+        if not isinstance(s.get("layer_density"), dict) or not metrics or not all(
+                isinstance(s.get(k), int | float) for k in (*_NUMBERS, *metrics)):
             raise Damaged(self.file(SUMMARY), "has fields of the wrong type")
         return s
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import TrainConfig
@@ -23,7 +22,8 @@ from ..errors import TrainingError
 from ..masks import Mask
 from ..seeding import derive_seed, generator
 from ..state import get_state, set_state
-from .evaluate import evaluate
+from ..tasks import CLASSIFICATION, Task, select_output
+from .evaluate import Sums, evaluate
 from .optim import lr_function, make_optimizer
 
 Tensors = dict[str, torch.Tensor]
@@ -64,16 +64,16 @@ def batch_order(seed: int, epoch: int, n: int, device: torch.device) -> torch.Te
 
 
 def _eval_row(model: nn.Module, data: Data, step: int, span: Span, lr: float,
-              bs: int, sums: list, train_bs: int) -> dict[str, float]:
-    loss_sum, correct, count = sums  # count = batches, each exactly train_bs examples
-    val_loss, val_acc = evaluate(model, data.x_val, data.y_val, bs, data.prepare)
-    test_loss, test_acc = evaluate(model, data.x_test, data.y_test, bs, data.prepare)
-    return {
-        "step": step, "epoch": step / span.steps_per_epoch, "lr": lr,
-        "train_loss": float(loss_sum) / count if count else math.nan,
-        "train_acc": float(correct) / (count * train_bs) if count else math.nan,
-        "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
-    }
+              bs: int, sums: Sums, output: int | str | None) -> dict[str, float]:
+    """One evaluation: the training loss and metrics since the last one, then those of
+    the validation and test splits."""
+    row: dict[str, float] = {"step": step, "epoch": step / span.steps_per_epoch, "lr": lr,
+                             **sums.means("train_")}
+    for split in ("val", "test"):
+        scores = evaluate(model, getattr(data, f"x_{split}"), getattr(data, f"y_{split}"), bs,
+                          data.prepare, task=sums.task, output=output)
+        row.update({f"{split}_{k}": v for k, v in scores.items()})
+    return row
 
 
 def _check_finite(row: dict[str, float], level: int, cfg: TrainConfig, data: Data) -> None:
@@ -87,7 +87,7 @@ def _check_finite(row: dict[str, float], level: int, cfg: TrainConfig, data: Dat
 
 
 def _pack(model: nn.Module, opt: torch.optim.Optimizer, step: int, history: list[dict],
-          sums: list, device: torch.device) -> tuple[Tensors, dict[str, Any]]:
+          sums: Sums, device: torch.device) -> tuple[Tensors, dict[str, Any]]:
     tensors = {f"model.{k}": v for k, v in get_state(model).items()}
     scalars: dict[str, Any] = {}
     for i, st in opt.state_dict()["state"].items():
@@ -99,13 +99,14 @@ def _pack(model: nn.Module, opt: torch.optim.Optimizer, step: int, history: list
     tensors["rng.cpu"] = torch.get_rng_state()
     if device.type == "cuda":
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
-    tensors["sums.loss"], tensors["sums.correct"] = sums[0].detach().cpu(), sums[1].cpu()
-    meta = {"step": step, "history": history, "opt_scalars": scalars, "sums.count": sums[2]}
+    sum_tensors, counts = sums.state()
+    tensors.update({f"sums.{k}": v for k, v in sum_tensors.items()})
+    meta = {"step": step, "history": history, "opt_scalars": scalars, "sums": counts}
     return tensors, meta
 
 
 def _unpack(model: nn.Module, opt: torch.optim.Optimizer, tensors: Tensors,
-            meta: dict[str, Any], device: torch.device) -> tuple[int, list[dict], list]:
+            meta: dict[str, Any], device: torch.device, sums: Sums) -> tuple[int, list[dict]]:
     set_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict[str, Any]] = {}
     for key, v in tensors.items():
@@ -119,9 +120,8 @@ def _unpack(model: nn.Module, opt: torch.optim.Optimizer, tensors: Tensors,
     torch.set_rng_state(tensors["rng.cpu"])
     if device.type == "cuda" and "rng.cuda" in tensors:
         torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-    sums = [tensors["sums.loss"].to(device), tensors["sums.correct"].to(device),
-            int(meta["sums.count"])]
-    return int(meta["step"]), list(meta["history"]), sums
+    sums.load({k[5:]: v for k, v in tensors.items() if k.startswith("sums.")}, meta["sums"])
+    return int(meta["step"]), list(meta["history"])
 
 
 def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span: Span, *,
@@ -130,11 +130,13 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
                 on_snapshot: Callable[[Tensors], None] | None = None,
                 progress: Callable[[int], None] | None = None,
                 fixed_lr: float | None = None,
-                monitor: Monitor | None = None) -> list[dict[str, float]]:
+                monitor: Monitor | None = None, task: Task = CLASSIFICATION,
+                output: int | str | None = None) -> list[dict[str, float]]:
     """Train ``model`` (on ``data``'s device) from ``span.start`` to ``span.end``.
 
-    Returns the evaluation history: one row per evaluation with step, lr, running train
-    loss/accuracy since the previous evaluation, and val/test loss and accuracy. A
+    Returns the evaluation history: one row per evaluation with step, lr, the task's
+    running training loss and metrics since the previous evaluation, and its validation
+    and test loss and metrics. ``output`` selects from a tuple/dict model output. A
     ``monitor`` that asks to stop ends training at that step, with an evaluation there. Raises
     :class:`~lth.errors.TrainingError` when the loss stops being finite.
     """
@@ -152,9 +154,8 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
     augment = data.augment == "crop_flip"
     ebs = cfg.eval_batch_size
 
-    def fresh_sums() -> list:
-        return [torch.zeros((), device=device), torch.zeros((), device=device,
-                                                            dtype=torch.long), 0]
+    def fresh_sums() -> Sums:
+        return Sums(task, device)
 
     forked = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked):
@@ -164,19 +165,22 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
             with torch.cuda.device(device):
                 torch.cuda.manual_seed(noise_seed)
         resumed = checkpoints.load() if checkpoints else None
+        if resumed and not isinstance(resumed[1].get("sums"), dict):
+            resumed = None  # a checkpoint of lth 0.2 (other running sums): restart the level
+        sums = fresh_sums()
         if resumed:
-            step, history, sums = _unpack(model, opt, *resumed, device)
+            step, history = _unpack(model, opt, *resumed, device, sums)
             if monitor is not None:
                 tensors, meta = resumed
                 monitor.load({k[8:]: v for k, v in tensors.items() if k.startswith("monitor.")},
                              meta.get("monitor", {}))
         else:
-            step, history, sums = span.start, [], fresh_sums()
+            step, history = span.start, []
         Mask.apply_(mask, model)
         model.train()
         last_ckpt = step
         if not history:
-            history.append(_eval_row(model, data, step, span, lr_at(step), ebs, sums, bs))
+            history.append(_eval_row(model, data, step, span, lr_at(step), ebs, sums, output))
         epoch, order = -1, None
         while step < span.end:
             if step == snapshot_step and on_snapshot is not None:
@@ -192,8 +196,8 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
             lr = lr_at(step)
             for group in opt.param_groups:
                 group["lr"] = lr
-            out = model(x)
-            loss = F.cross_entropy(out, y)
+            out = select_output(model(x), output)
+            loss = task.loss(out, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if monitor is not None:
@@ -210,13 +214,11 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
             # re-masking guards against any update rule that moves zero-gradient weights.
             with torch.no_grad():
                 torch._foreach_mul_(mparams, mfloats)
-            # Accumulate on-device: no host sync per step.
-            sums = [sums[0] + loss.detach(), sums[1] + (out.detach().argmax(1) == y).sum(),
-                    sums[2] + 1]
+            sums.add(loss, out, y)  # on the device: no host sync per step
             step += 1
             stop = monitor is not None and monitor.after_step(step, model)
             if step % span.eval_every == 0 or step == span.end or stop:
-                row = _eval_row(model, data, step, span, lr, ebs, sums, bs)
+                row = _eval_row(model, data, step, span, lr, ebs, sums, output)
                 _check_finite(row, level, cfg, data)
                 history.append(row)
                 sums = fresh_sums()

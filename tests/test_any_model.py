@@ -1,0 +1,97 @@
+"""Models beyond Linear/Conv stacks: raw parameters, attention, lazy modules; and the
+quantile the init/final criteria take."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lth
+from lth.masks import output_layer
+from lth.pruning.criteria import ScoreInputs, _quantile_ratio, pruned_count
+
+from .conftest import FAST_TRAIN
+
+
+class RawThenHead(nn.Module):
+    """A raw parameter used with F.linear before a Linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(32, 64) * 0.1)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(F.relu(F.linear(x.flatten(1), self.w)))
+
+
+def test_the_output_layer_is_where_the_forward_pass_ends(digits):
+    model = RawThenHead()
+    assert output_layer(model, ["w", "head.weight"], digits.x_train[:2]) == ["head.weight"]
+    plan = lth.LotteryModel(model, digits, prune={"include": ["w"], "output_rate": 0.5},
+                            initializer="keep").check()
+    assert plan.rates == {"w": 0.2, "head.weight": 0.5}
+
+
+class Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(8, 16)
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        h = self.embed(x.view(len(x), 8, 8))
+        h, _ = self.attn(h, h, h)
+        return self.head(h.mean(1))
+
+
+def test_attention_is_redrawn_per_seed_with_its_own_initialiser():
+    a = lth.initialize(Attention(), "default", seed=1)
+    b = lth.initialize(Attention(), "default", seed=2)
+    assert not torch.equal(a.attn.in_proj_weight, b.attn.in_proj_weight)
+    assert torch.equal(a.attn.out_proj.bias, torch.zeros(16))  # as MultiheadAttention draws it
+    assert torch.equal(a.attn.in_proj_bias, torch.zeros(48))
+
+
+class Unreset(nn.Module):
+    """A parameter no initialiser draws: the same θ0 for every seed."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(10, 64))
+
+    def forward(self, x):
+        return F.linear(x.flatten(1), self.w)
+
+
+def test_a_parameter_no_initialiser_draws_is_named(digits, caplog):
+    with caplog.at_level(logging.WARNING, logger="lth"):
+        lth.LotteryModel(Unreset(), digits, prune={"include": ["w"]}).check()
+    assert "no initialiser redraws w" in caplog.text
+
+
+def test_lazy_modules_take_their_shapes_from_the_data(digits, tmp_path):
+    model = nn.Sequential(nn.Flatten(), nn.LazyLinear(16), nn.ReLU(), nn.LazyLinear(10))
+    result = lth.LotteryModel(model, digits, levels=1, train=FAST_TRAIN).run(store=tmp_path)
+    assert result.mask(1).sizes() == {"1.weight": 64 * 16, "3.weight": 160}
+
+
+def test_the_quantile_is_taken_at_the_count_being_pruned():
+    """large_init_large_final's ratio uses the k-th smallest survivor with k = the number
+    pruned; float rounding made it k + 1 in about a fifth of (alive, keep) pairs."""
+    g = torch.Generator().manual_seed(0)
+    wrong = 0
+    for alive in range(5, 400, 7):
+        for keep in range(1, alive):
+            fraction = 1.0 - keep / alive
+            wrong += pruned_count(fraction, alive) != alive - keep
+    assert wrong == 0
+    init, final = torch.randn(100, generator=g), torch.randn(100, generator=g)
+    s = ScoreInputs(init, final, torch.ones(100, dtype=torch.bool), 1.0 - 80 / 100, g)
+    k = 20
+    want = float(init.abs().kthvalue(k).values) / float(final.abs().kthvalue(k).values)
+    assert _quantile_ratio(s) == want
