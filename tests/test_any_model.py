@@ -95,3 +95,18 @@ def test_the_quantile_is_taken_at_the_count_being_pruned():
     k = 20
     want = float(init.abs().kthvalue(k).values) / float(final.abs().kthvalue(k).values)
     assert _quantile_ratio(s) == want
+
+
+def test_bias_init_zeros_matches_the_papers_lenet(digits, small_mlp):
+    from lth.config import load_config
+
+    zeros = lth.LotteryModel(small_mlp, digits, initializer="xavier_normal", bias_init="zeros")
+    default = lth.LotteryModel(small_mlp, digits, initializer="xavier_normal")
+    theta0, before = zeros.check().theta0, default.check().theta0
+    biases = [n for n in theta0 if n.endswith("bias")]
+    assert biases and all(not theta0[n].any() for n in biases)
+    assert all(before[n].any() for n in biases)  # PyTorch's uniform draw otherwise
+    assert all(torch.equal(theta0[n], before[n]) for n in theta0 if n.endswith("weight"))
+    assert zeros.spec() != default.spec()
+    cfg = load_config("configs/lenet_mnist.toml")
+    assert cfg.model.bias_init == "zeros"

@@ -211,18 +211,23 @@ class ModelConfig(_Section):
     _free_keys: ClassVar[bool] = True
     name: str = "mlp"
     initializer: str = "default"
+    bias_init: str = "default"
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         # Flat, like the TOML table: model options sit beside name and initializer.
         return json.loads(json.dumps({"name": self.name, "initializer": self.initializer,
+                                      **({"bias_init": self.bias_init}
+                                         if self.bias_init != "default" else {}),
                                       **self.options}))
 
     def problems(self) -> list[Problem]:
+        from .init import BIAS_INITS
         from .models import MODELS, check_options
 
         p: list[Problem] = []
         _choice(p, "initializer", self.initializer, INITIALIZERS)
+        _choice(p, "bias_init", self.bias_init, BIAS_INITS)
         _choice(p, "name", self.name, MODELS)
         if self.name in MODELS:
             p.extend(check_options(self.name, self.options))

@@ -30,6 +30,7 @@ _WEIGHT_INITS: dict[str, Callable[..., torch.Tensor]] = {
         t, nonlinearity="relu", generator=generator),
 }
 SCHEMES = ("default", "keep", *_WEIGHT_INITS)
+BIAS_INITS = ("default", "zeros")  # zeros: Linear/Conv biases start at 0 (the paper's LeNet)
 RESET_HOOKS = ("reset_parameters", "_reset_parameters")  # a module's own initialiser
 
 
@@ -51,8 +52,11 @@ def same_for_every_seed(model: nn.Module, names: list[str], scheme: str) -> list
 
 
 @torch.no_grad()
-def initialize(model: nn.Module, scheme: str, seed: int) -> nn.Module:
-    """Re-draw ``model``'s weights in place from ``seed``; returns the model.
+def initialize(model: nn.Module, scheme: str, seed: int, *, bias: str = "default"
+               ) -> nn.Module:
+    """Re-draw ``model``'s weights in place from ``seed``; returns the model. ``bias``:
+    ``"default"`` (what the scheme leaves: the modules' own draw) or ``"zeros"`` (Linear and
+    Conv biases set to 0).
 
     ``reset_parameters`` draws from the global generator, so it runs inside
     ``fork_rng`` (state restored afterwards). Call on a CPU model for results that do
@@ -65,19 +69,24 @@ def initialize(model: nn.Module, scheme: str, seed: int) -> nn.Module:
     """
     if scheme not in SCHEMES:
         raise ValueError(unknown_name("initializer", scheme, SCHEMES))
-    if scheme == "keep":
-        return model
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for module in _children_first(model):
-            for hook in RESET_HOOKS:
-                reset = getattr(module, hook, None)
-                if callable(reset):
-                    reset()
-                    break
-    if scheme in _WEIGHT_INITS:
-        g = torch.Generator().manual_seed(seed)
+    if bias not in BIAS_INITS:
+        raise ValueError(unknown_name("bias_init", bias, BIAS_INITS))
+    if scheme != "keep":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for module in _children_first(model):
+                for hook in RESET_HOOKS:
+                    reset = getattr(module, hook, None)
+                    if callable(reset):
+                        reset()
+                        break
+        if scheme in _WEIGHT_INITS:
+            g = torch.Generator().manual_seed(seed)
+            for module in model.modules():
+                if isinstance(module, PRUNABLE_MODULES):
+                    _WEIGHT_INITS[scheme](module.weight, generator=g)
+    if bias == "zeros":
         for module in model.modules():
-            if isinstance(module, PRUNABLE_MODULES):
-                _WEIGHT_INITS[scheme](module.weight, generator=g)
+            if isinstance(module, PRUNABLE_MODULES) and module.bias is not None:
+                nn.init.zeros_(module.bias)
     return model

@@ -75,11 +75,13 @@ class LotteryModel:
                  name: str = "experiment", masks_from: str | Path | Result | None = None,
                  masks_from_mode: str = "same", info: dict[str, Any] | None = None,
                  task: str | Task | TaskConfig | dict | None = None,
-                 output: int | str | None = None, early_stop: str | None = None):
+                 output: int | str | None = None, early_stop: str | None = None,
+                 bias_init: str = "default"):
         """``task``: what the model learns (:mod:`lth.tasks`): a registered name
         (``"regression"``), your own :class:`~lth.tasks.Task`, or the ``[task]`` settings;
         classification by default. ``output``: which part of a tuple/dict model output the
-        loss reads; ``early_stop``: the metric that marks the early-stop iteration."""
+        loss reads; ``early_stop``: the metric that marks the early-stop iteration.
+        ``bias_init = "zeros"`` starts Linear/Conv biases at 0 (the paper's LeNet)."""
         self.model = model
         self.data = data
         self.train = _as(TrainConfig, train, "train")
@@ -94,18 +96,18 @@ class LotteryModel:
                                        masks_from_mode=masks_from_mode,
                                        train=self.train, prune=self.prune, reinit=self.reinit,
                                        earlybird=self.earlybird, task=task_config)
-        self.initializer = initializer
+        self.initializer, self.bias_init = initializer, bias_init
         self.info = info or {}
 
     def replace(self, **changes: Any) -> LotteryModel:
         """A copy with some top-level settings changed (``seed``, ``masks_from``, ``name``,
         ``masks_from_mode``, ``levels``, ``train``, ``prune``, ``reinit``, ``earlybird``,
-        ``initializer``, ``task``, ``output``, ``early_stop``)."""
+        ``initializer``, ``bias_init``, ``task``, ``output``, ``early_stop``)."""
         c = self.config
         kwargs: dict[str, Any] = {
             "train": self.train, "prune": self.prune, "reinit": self.reinit,
             "earlybird": self.earlybird, "levels": c.n_levels, "seed": c.seed,
-            "initializer": self.initializer,
+            "initializer": self.initializer, "bias_init": self.bias_init,
             "name": c.name, "masks_from": c.masks_from, "masks_from_mode": c.masks_from_mode,
             "info": self.info, "task": self.task, "output": c.task.output,
             "early_stop": c.task.early_stop}
@@ -126,6 +128,7 @@ class LotteryModel:
         return cls(model, data, train=cfg.train, prune=cfg.prune, reinit=cfg.reinit,
                    earlybird=cfg.earlybird,
                    levels=cfg.n_levels, seed=cfg.seed, initializer=cfg.model.initializer,
+                   bias_init=cfg.model.bias_init,
                    name=cfg.name, masks_from=cfg.masks_from,
                    masks_from_mode=cfg.masks_from_mode, task=cfg.task,
                    info={"experiment": cfg.to_dict(), "model": cfg.model.name})
@@ -148,7 +151,9 @@ class LotteryModel:
         """What this experiment is, apart from its seed and the run it reuses masks from:
         the number-changing settings, the model's class and structure, the data."""
         model = self.model
-        return recipe(settings_of(self.config.to_dict()), self.initializer,
+        initializer = self.initializer + ("" if self.bias_init == "default" else
+                                          f"+bias_{self.bias_init}")
+        return recipe(settings_of(self.config.to_dict()), initializer,
                       f"{type(model).__module__}.{type(model).__qualname__}",
                       structure_sha(repr(model)), self.data.identity(), self.task.describe())
 

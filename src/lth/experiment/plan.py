@@ -58,8 +58,7 @@ def fresh_draw(model: nn.Module, initializer: str, seed: int) -> dict[str, torch
 
 def check_random_draw(model: nn.Module, initializer: str, names: list[str]) -> None:
     """Refuse ``random`` reinit for parameters that no initialiser draws afresh."""
-    a, b = fresh_draw(model, initializer, 1), fresh_draw(model, initializer, 2)
-    stuck = [n for n in names if torch.equal(a[n], b[n])]
+    stuck = same_for_every_seed(model, names, "default" if initializer == "keep" else initializer)
     if stuck:
         raise ConfigError(
             f"reinit.mode = 'random' needs a fresh draw of {', '.join(stuck)}, but no "
@@ -237,7 +236,7 @@ def make_plan(exp: Any, model: nn.Module) -> Plan:
         if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
             with torch.no_grad():
                 model.eval()(example)  # lazy modules take their shapes from the data
-        initialize(model, exp.initializer, derive_seed(cfg.seed, "init"))
+        initialize(model, exp.initializer, derive_seed(cfg.seed, "init"), bias=exp.bias_init)
         theta0 = get_state(model)
         names = prunable_names(model, prune.include, prune.exclude)
         _warn_fixed_draws(model, names, exp.initializer)

@@ -178,7 +178,7 @@ class LotterySession(TrialGroup):
 
 
 def _apply(base: LotteryModel, over: Mapping, vname: str) -> LotteryModel:
-    known = {"train", "prune", "reinit", "levels", "initializer", "n_levels"}
+    known = {"train", "prune", "reinit", "levels", "initializer", "bias_init", "n_levels"}
     for key in over:
         if key not in known:
             raise ConfigError(f"variants.{vname}.{key}: unknown{did_you_mean(key, known)}; "
@@ -190,8 +190,9 @@ def _apply(base: LotteryModel, over: Mapping, vname: str) -> LotteryModel:
             changes[section] = _merge(current, over[section])
     if "levels" in over or "n_levels" in over:
         changes["levels"] = over.get("levels", over.get("n_levels"))
-    if "initializer" in over:
-        changes["initializer"] = over["initializer"]
+    for key in ("initializer", "bias_init"):
+        if key in over:
+            changes[key] = over[key]
     return base.replace(**changes)
 
 
