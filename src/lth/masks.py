@@ -25,10 +25,22 @@ def _canonical_names(model: nn.Module) -> dict[int, str]:
     return {id(p): name for name, p in model.named_parameters()}
 
 
+def _declared_kinds(model: nn.Module) -> dict[str, str]:
+    """Weights that modules declare Linear- or Conv-like (``lth_layer_kinds()``, e.g. the
+    kernels of a Keras model): prunable by default, with their kind."""
+    out = {}
+    for prefix, module in model.named_modules():
+        declared = getattr(module, "lth_layer_kinds", None)
+        if callable(declared):
+            out.update({f"{prefix}.{n}" if prefix else n: k for n, k in declared().items()})
+    return out
+
+
 def layer_kinds(model: nn.Module) -> dict[str, str]:
     """Parameter name -> 'conv', 'linear' or 'other', from the module(s) that own it."""
     canon = _canonical_names(model)
     kinds = {name: "other" for name in canon.values()}
+    kinds.update(_declared_kinds(model))
     for module in model.modules():
         kind = ("conv" if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d)
                 else "linear" if isinstance(module, nn.Linear) else None)
@@ -50,6 +62,7 @@ def prunable_names(model: nn.Module, include: Sequence[str] = (),
     canon = _canonical_names(model)
     chosen = {canon[id(m.weight)] for m in model.modules()
               if isinstance(m, PRUNABLE_MODULES) and isinstance(m.weight, nn.Parameter)}
+    chosen |= set(_declared_kinds(model))
     all_names = list(canon.values())
     for pattern in include:
         hits = fnmatch.filter(all_names, pattern)
@@ -98,7 +111,8 @@ def _tensors(tree: Any) -> Iterable[Any]:
 
 
 def output_layer(model: nn.Module, names: Sequence[str], example: torch.Tensor) -> list[str]:
-    """The prunable parameters the forward pass reads last (all of their module's).
+    """The prunable parameters the forward pass reads last (in one call: an LSTM's input
+    and hidden weights together).
 
     Found by running ``example`` through the model while recording which prunable
     parameters each torch call reads, so that a parameter used directly in ``forward``
@@ -108,8 +122,6 @@ def output_layer(model: nn.Module, names: Sequence[str], example: torch.Tensor) 
     canon = _canonical_names(model)
     wanted = set(names)
     watched = {id(p): canon[id(p)] for p in model.parameters() if canon[id(p)] in wanted}
-    owner = {canon[id(p)]: m for m in model.modules() for p in m.parameters(recurse=False)
-             if canon[id(p)] in wanted}
     modes = [(m, m.training) for m in model.modules()]  # restored module by module
     recorder = _ParameterUse(watched)
     try:
@@ -121,9 +133,8 @@ def output_layer(model: nn.Module, names: Sequence[str], example: torch.Tensor) 
             m.training = mode
     if not recorder.calls:
         return [names[-1]]
-    last = recorder.calls[-1]
-    modules = {id(owner[n]) for n in last}
-    return [n for n in names if id(owner[n]) in modules]
+    last = set(recorder.calls[-1])
+    return [n for n in names if n in last]
 
 
 class Mask:

@@ -23,6 +23,7 @@ from ..config import (
 )
 from ..data import Data, load_dataset
 from ..errors import ConfigError
+from ..keras import adapt
 from ..models import create_model
 from ..store import RunDir
 from ..tasks import TASKS, Task, use_task
@@ -82,7 +83,7 @@ class LotteryModel:
         classification by default. ``output``: which part of a tuple/dict model output the
         loss reads; ``early_stop``: the metric that marks the early-stop iteration.
         ``bias_init = "zeros"`` starts Linear/Conv biases at 0 (the paper's LeNet)."""
-        self.model = model
+        self.model = adapt(model)  # a Keras model gets lth's names and initialisers
         self.data = data
         self.train = _as(TrainConfig, train, "train")
         self.prune = _as(PruneConfig, prune, "prune")
