@@ -99,3 +99,14 @@ def test_a_keras_run_resumes_bit_identically_and_redraws_randomly(digits, tmp_pa
     start, theta0 = straight.weights(1, "start"), straight.run.theta0()
     assert not torch.equal(start["fc1/kernel"], theta0["fc1/kernel"] * straight.mask(1)[
         "fc1/kernel"])  # a fresh draw from the layer's initializer, masked
+
+
+def test_the_reference_apis_short_criterion_names_are_the_same_experiments(digits):
+    from lth.pruning.criteria import CRITERION_ALIASES
+
+    model = lth.create_model("mlp", input_shape=digits.input_shape, num_classes=10)
+    for short, full in CRITERION_ALIASES.items():
+        a = lth.LotteryModel(model, digits, prune={"criterion": short})
+        assert a.prune.criterion == full
+        assert a.recipe() == lth.LotteryModel(model, digits,
+                                              prune={"criterion": full}).recipe()

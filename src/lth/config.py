@@ -117,6 +117,14 @@ class PruneConfig(_Section):
     structure: str = "weight"
     unit_score: str = "l1"
 
+    def __post_init__(self) -> None:
+        from .pruning.criteria import CRITERION_ALIASES
+
+        if isinstance(self.criterion, str):
+            object.__setattr__(self, "criterion",
+                               CRITERION_ALIASES.get(self.criterion, self.criterion))
+        super().__post_init__()
+
     def problems(self) -> list[Problem]:
         from .pruning import CRITERIA, SCHEDULES
 

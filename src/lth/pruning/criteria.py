@@ -30,6 +30,13 @@ Criterion = Callable[[ScoreInputs], torch.Tensor]
 CRITERIA: Registry[Criterion] = Registry("criterion")
 
 
+# The reference Keras LTH API's short names, accepted wherever a criterion is named (a
+# config stores the full name, so both spellings are one experiment).
+CRITERION_ALIASES = {"lf": "large_final", "lilf": "large_init_large_final",
+                     "mi": "magnitude_increase", "mov": "movement",
+                     "lfss": "large_final_same_sign"}
+
+
 def register_criterion(fn: Criterion, *, name: str | None = None,
                        replace: bool = False) -> Criterion:
     """Add ``fn`` to :data:`CRITERIA` under its own name (or ``name``); use as a decorator.
