@@ -16,6 +16,7 @@ from .config import (  # noqa: E402
     ModelConfig,
     PruneConfig,
     ReinitConfig,
+    TaskConfig,
     TrainConfig,
     load_config,
 )
@@ -40,9 +41,11 @@ from .masks import Mask, prunable_names  # noqa: E402
 from .models import MODELS, create_model, register_model  # noqa: E402
 from .pruning import CRITERIA, register_criterion  # noqa: E402
 from .reinit import REINIT_MODES, register_reinit  # noqa: E402
+from .tasks import TASKS, Task  # noqa: E402
 
 __all__ = [
-    "CRITERIA", "MODELS", "REINIT_MODES", "ConfigError", "Data", "DataConfig", "DataError",
+    "CRITERIA", "MODELS", "REINIT_MODES", "TASKS", "ConfigError", "Data", "DataConfig",
+    "DataError", "Task", "TaskConfig",
     "EarlyBirdConfig", "ExperimentConfig", "GroupResult", "LTHError", "LotteryModel",
     "LotteryRobust", "LotterySession", "Mask", "ModelConfig", "ModelError",
     "PruneConfig", "ReinitConfig", "Result", "Results", "StoreError", "TrainConfig", "__version__",
