@@ -110,3 +110,28 @@ def test_bias_init_zeros_matches_the_papers_lenet(digits, small_mlp):
     assert zeros.spec() != default.spec()
     cfg = load_config("configs/lenet_mnist.toml")
     assert cfg.model.bias_init == "zeros"
+
+
+def test_stepping_by_hand_gives_the_imp_loops_numbers(digits, small_mlp, tmp_path):
+    import copy
+
+    from .conftest import states_equal
+
+    settings = {"prune": {"rate": 0.3, "output_rate": 0.1}, "reinit": {"mode": "jitter"}}
+    result = lth.LotteryModel(small_mlp, digits, levels=2, train=FAST_TRAIN,
+                              **settings).run(store=tmp_path)
+    model = copy.deepcopy(small_mlp)
+    theta0 = result.run.theta0()
+    lth.set_state(model, theta0)
+    mask = lth.Mask.ones(model, lth.prunable_names(model))
+    curves = lth.fit(model, digits, mask=mask, level=0, train=FAST_TRAIN)
+    assert states_equal(lth.get_state(model), result.weights(0))
+    assert curves.test_acc.tolist() == result.history(0).test_acc.tolist()
+    began = theta0
+    for level in (1, 2):
+        mask = lth.prune(model, mask, init=began, level=level, prune=settings["prune"])
+        assert mask == result.mask(level)
+        began = lth.reinit(model, mask, theta0=theta0, level=level, reinit=settings["reinit"])
+        assert states_equal(began, result.weights(level, "start"))
+        lth.fit(model, digits, mask=mask, level=level, train=FAST_TRAIN)
+        assert states_equal(lth.get_state(model), result.weights(level))

@@ -9,7 +9,7 @@ import lth
 from lth.config import PruneConfig, ReinitConfig
 from lth.masks import Mask, layer_kinds, output_layer, prunable_names
 from lth.pruning import kept_count, make_groups, next_mask, resolve_rates
-from lth.reinit import reinitialize
+from lth.reinitialization import reinitialize
 from lth.state import get_state, set_state
 
 # Prunable weights (Linear and Conv weights) for 10 classes, on 3x32x32 inputs (1x28x28 for

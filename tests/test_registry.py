@@ -12,7 +12,7 @@ from lth.execution import EXECUTORS, Sequential, make_executor
 from lth.models import MODELS
 from lth.pruning import CRITERIA, SCHEDULES
 from lth.registry import EntryRef, Registry, portable_entries, restore
-from lth.reinit import REINIT_MODES
+from lth.reinitialization import REINIT_MODES
 
 TRAIN = {"duration": "30it", "eval_every": "10it", "batch_size": 32}
 

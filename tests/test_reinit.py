@@ -9,7 +9,7 @@ from torch import nn
 from lth.config import ReinitConfig
 from lth.init import initialize
 from lth.masks import Mask, prunable_names
-from lth.reinit import REINIT_MODES, reinitialize
+from lth.reinitialization import REINIT_MODES, reinitialize
 from lth.state import get_state
 
 

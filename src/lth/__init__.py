@@ -40,12 +40,15 @@ from .init import initialize  # noqa: E402
 from .masks import Mask, prunable_names  # noqa: E402
 from .models import MODELS, create_model, register_model  # noqa: E402
 from .pruning import CRITERIA, register_criterion  # noqa: E402
-from .reinit import REINIT_MODES, register_reinit  # noqa: E402
+from .reinitialization import REINIT_MODES, register_reinit  # noqa: E402
+from .state import get_state, set_state  # noqa: E402
+from .steps import apply_mask, fit, prune, reinit  # noqa: E402
 from .tasks import TASKS, Task  # noqa: E402
 
 __all__ = [
     "CRITERIA", "MODELS", "REINIT_MODES", "TASKS", "ConfigError", "Data", "DataConfig",
-    "DataError", "Task", "TaskConfig",
+    "DataError", "Task", "TaskConfig", "apply_mask", "fit", "get_state", "prune", "reinit",
+    "set_state",
     "EarlyBirdConfig", "ExperimentConfig", "GroupResult", "LTHError", "LotteryModel",
     "LotteryRobust", "LotterySession", "Mask", "ModelConfig", "ModelError",
     "PruneConfig", "ReinitConfig", "Result", "Results", "StoreError", "TrainConfig", "__version__",

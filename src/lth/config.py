@@ -164,7 +164,7 @@ class ReinitConfig(_Section):
     constant: float | None = None
 
     def problems(self) -> list[Problem]:
-        from .reinit import REINIT_MODES
+        from .reinitialization import REINIT_MODES
 
         p: list[Problem] = []
         _choice(p, "mode", self.mode, REINIT_MODES)

@@ -245,6 +245,13 @@ TASKS.mark_builtin()
 CLASSIFICATION = TASKS["classification"]
 
 
+def get_task(task: str | Task | None) -> Task:
+    """A task by registered name, as given, or classification for None."""
+    if task is None:
+        return CLASSIFICATION
+    return task if isinstance(task, Task) else TASKS[task]
+
+
 def use_task(task: Task) -> None:
     """Register a task given from Python under its name, so that configs name it; a
     built-in name is refused, the same name given again replaces the older task."""

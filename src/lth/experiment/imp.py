@@ -20,7 +20,7 @@ from ..data import Data
 from ..errors import StoreError
 from ..masks import Mask
 from ..pruning import prune_step, random_like
-from ..reinit import KEEP_TRAINED, reinitialize
+from ..reinitialization import KEEP_TRAINED, reinitialize
 from ..seeding import derive_seed, generator
 from ..state import get_state, set_state
 from ..store import Damaged, RunDir

@@ -1,0 +1,90 @@
+"""One IMP step at a time, for notebooks: the functions the IMP loop runs, with its seeds.
+
+``LotteryModel`` is these steps plus planning, storage and resuming; called with the same
+settings and seed they give the same numbers bit for bit::
+
+    theta0 = lth.get_state(model)                      # after lth.initialize(...)
+    mask = lth.Mask.ones(model, lth.prunable_names(model))
+    lth.fit(model, data, mask=mask, seed=0, level=0, train={"duration": "2000it"})
+    mask = lth.prune(model, mask, init=theta0, level=1, prune={"rate": 0.2})
+    lth.reinit(model, mask, theta0=theta0, level=1)    # rewind the survivors to θ0
+    lth.fit(model, data, mask=mask, seed=0, level=1, train={"duration": "2000it"})
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .config import PruneConfig, ReinitConfig, TrainConfig
+from .data import Data
+from .durations import to_steps
+from .experiment.plan import as_section, fresh_draw
+from .masks import Mask, layer_kinds, output_layer
+from .pruning import make_groups, prune_step, resolve_rates
+from .reinitialization import KEEP_TRAINED, reinitialize
+from .seeding import derive_seed, generator
+from .state import get_state, set_state
+from .tasks import Task, get_task
+from .train import Span, train_level
+
+State = dict[str, torch.Tensor]
+
+
+def prune(model: nn.Module, mask: Mask, *, init: State, level: int,
+          prune: PruneConfig | dict | None = None, seed: int = 0,
+          example: torch.Tensor | None = None, final: State | None = None,
+          n_levels: int | None = None) -> Mask:
+    """The mask of ``level``: ``mask``'s survivors pruned by the criterion on ``init`` (where
+    training began: θ0, or the rewind point) and ``final`` (default: the model's weights
+    now), each layer to its scheduled density. ``example``: an input batch, to find the
+    output layer for ``output_rate`` (default: the last prunable parameter); ``n_levels``:
+    the run's last level, for ``schedule = "target"``."""
+    cfg = as_section(PruneConfig, prune, "prune")
+    names = list(mask.names())
+    sizes = {n: model.get_parameter(n).numel() for n in names}
+    output = output_layer(model, names, example) if example is not None else [names[-1]]
+    rates = resolve_rates(cfg, names, layer_kinds(model), output, n_levels or level, sizes)
+    return prune_step(cfg, None, make_groups(cfg.scope, rates, sizes), level, mask, init,
+                      final if final is not None else get_state(model),
+                      generator(seed, "prune", level))
+
+
+def reinit(model: nn.Module, mask: Mask, *, theta0: State, level: int,
+           reinit: ReinitConfig | dict | None = None, seed: int = 0,
+           rewind: State | None = None, initializer: str = "default") -> State:
+    """Set ``model`` to the start of ``level``: the survivors of ``mask`` reinitialised by
+    ``reinit.mode`` (rewound to ``rewind``, default θ0; or kept trained, for ``lr_rewind``
+    / ``finetune``), the pruned weights zero. Returns that state."""
+    cfg = as_section(ReinitConfig, reinit, "reinit")
+    base = get_state(model) if cfg.mode in KEEP_TRAINED else (
+        rewind if rewind is not None else theta0)
+    start = reinitialize(
+        cfg, mask, base, theta0,
+        fresh=lambda: fresh_draw(model, initializer, derive_seed(seed, "reinit-draw", level)),
+        rng=lambda name: generator(seed, "reinit", level, name))
+    set_state(model, start)
+    return start
+
+
+def apply_mask(model: nn.Module, mask: Mask) -> nn.Module:
+    """Zero ``model``'s pruned weights in place; returns the model."""
+    mask.apply_(model)
+    return model
+
+
+def fit(model: nn.Module, data: Data, *, mask: Mask, seed: int = 0, level: int = 0,
+          train: TrainConfig | dict | None = None, start: int = 0,
+          task: str | Task | None = None, output: int | str | None = None) -> pd.DataFrame:
+    """Train ``model`` on ``data`` from step ``start`` to the end of ``train.duration``,
+    ``mask`` enforced at every step; returns the evaluation curves. The data order and
+    dropout draws are those of ``level`` of a run with ``seed``."""
+    cfg = as_section(TrainConfig, train, "train")
+    spe = len(data.y_train) // cfg.batch_size
+    span = Span(start=start, end=to_steps(cfg.duration, spe), steps_per_epoch=spe,
+                eval_every=to_steps(cfg.eval_every, spe),
+                checkpoint_every=to_steps(cfg.checkpoint_every, spe))
+    history = train_level(model, data.to(next(model.parameters()).device), cfg, mask, span,
+                          seed=seed, level=level, task=get_task(task), output=output)
+    return pd.DataFrame(history)
