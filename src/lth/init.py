@@ -42,13 +42,11 @@ def _children_first(module: nn.Module) -> list[nn.Module]:
 
 
 def same_for_every_seed(model: nn.Module, names: list[str], scheme: str) -> list[str]:
-    """Parameters among ``names`` that two seeds draw alike (not constant ones): no
-    initialiser redraws them, so trials over seeds would share their θ0."""
+    """Parameters among ``names`` that two seeds draw alike: no initialiser redraws them
+    (or it sets a constant)."""
     a = initialize(copy.deepcopy(model), scheme, seed=1)
     b = initialize(copy.deepcopy(model), scheme, seed=2)
-    return [n for n in names
-            if torch.equal(a.get_parameter(n), b.get_parameter(n))
-            and a.get_parameter(n).unique().numel() > 1]
+    return [n for n in names if torch.equal(a.get_parameter(n), b.get_parameter(n))]
 
 
 @torch.no_grad()

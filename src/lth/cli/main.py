@@ -168,6 +168,37 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ..experiment import Result
+    from ..store import RunDir
+
+    if not RunDir(args.run).has_config():
+        raise StoreError(f"{args.run} is not a run directory (no config.json); give the "
+                         "directory `lth run` printed")
+    result = Result(args.run)
+    if not result.levels:
+        raise StoreError(f"{args.run} has no finished level to export; run it first")
+    if args.level is not None and args.level not in result.levels:
+        raise ConfigError(f"--level {args.level} is not a finished level of {args.run}; "
+                          f"finished: {result.levels}")
+    ticket = result.export(args.level, args.format)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.format == "state_dict":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in ticket.items()}, str(out))
+        how = "safetensors.torch.load_file(...), then model.load_state_dict(...)"
+    else:
+        import torch
+
+        torch.save(ticket, out)
+        how = "torch.load(..., weights_only=False)"
+    level = args.level if args.level is not None else result.levels[-1]
+    print(f"level {level} of {result.path.name} as {args.format}: {out} (load with {how})")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from ..report import build_report
 
@@ -250,6 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "in place, so they resume instead of training again")
     mig.add_argument("store", nargs="?", default="runs", help="store directory (default: runs)")
     mig.set_defaults(func=_cmd_migrate)
+    exp = sub.add_parser("export", help="a level's ticket for plain PyTorch: weights, a "
+                         "torch.nn.utils.prune module, or a smaller module (unit pruning)")
+    exp.add_argument("run", metavar="RUN_DIR", help="a run directory")
+    exp.add_argument("--level", type=int, help="level to export (default: the last finished)")
+    exp.add_argument("--format", default="state_dict",
+                     help="state_dict (.safetensors), pruned or small (torch.save)")
+    exp.add_argument("--out", required=True, help="file to write")
+    exp.set_defaults(func=_cmd_export)
     rep = sub.add_parser("report", help="HTML report with figures, tables and configs")
     rep.add_argument("path", help="a run, session/robust or store directory")
     rep.add_argument("--out", required=True, help="directory for index.html, PNG/SVG, CSV")

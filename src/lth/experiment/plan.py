@@ -190,7 +190,8 @@ def _warn_fixed_draws(model: nn.Module, names: list[str], initializer: str) -> N
         return
     key = (repr(model), initializer)
     if key not in _FIXED_DRAWS:
-        _FIXED_DRAWS[key] = same_for_every_seed(model, names, initializer)
+        _FIXED_DRAWS[key] = [n for n in same_for_every_seed(model, names, initializer)
+                             if model.get_parameter(n).unique().numel() > 1]  # not constants
         if _FIXED_DRAWS[key]:
             log.warning("%s: no initialiser redraws %s (no reset_parameters or "
                         "_reset_parameters on their modules): their θ0 is the same for every "

@@ -8,7 +8,9 @@ from typing import Any
 
 import pandas as pd
 import torch
+from torch import nn
 
+from ..errors import ConfigError
 from ..masks import Mask
 from ..store import RunDir
 from ..tasks import CLASSIFICATION, Task
@@ -172,6 +174,40 @@ class Result:
         if which not in ("start", "final"):
             raise ValueError(f"which={which!r}; use 'start' or 'final'")
         return self.run.level(level).tensors(which)
+
+    def model(self) -> nn.Module:
+        """The model this run trained, rebuilt from its config (runs made from a config
+        file, e.g. by ``lth run``); its weights are the builder's, not the run's."""
+        from ..config import ExperimentConfig
+        from ..models import create_model
+
+        cfg = self.config()
+        if not isinstance(cfg.get("experiment"), dict):
+            raise ConfigError(f"{self.path.name} was made from Python: lth cannot rebuild its "
+                              "model; pass it (model=...)")
+        exp = ExperimentConfig.from_dict(cfg["experiment"])
+        data = cfg.get("data") or {}
+        return create_model(exp.model.name, input_shape=tuple(data["input_shape"]),
+                            num_classes=data["num_classes"], **exp.model.options)
+
+    def export(self, level: int | None = None, format: str = "state_dict", *,
+               model: nn.Module | None = None) -> dict[str, torch.Tensor] | nn.Module:
+        """The ticket of ``level`` (default: the last finished) for use outside lth:
+        ``state_dict`` (weights, pruned ones zero), ``pruned`` (the model with
+        ``torch.nn.utils.prune`` masks, training on as a pruned module) or ``small`` (unit-
+        pruned runs: a physically smaller module with equal outputs); see
+        :mod:`lth.export`. ``model``: the module the run trained (default: rebuilt from
+        the run's config)."""
+        from ..export import export
+
+        level = self.levels[-1] if level is None else level
+        cfg = self.config()
+        if format != "state_dict" and model is None:
+            model = self.model()
+        shape = (cfg.get("data") or {}).get("input_shape") or []
+        example = torch.randn(8, *shape, generator=torch.Generator().manual_seed(0))
+        return export(model, self.weights(level), self.mask(level), format,
+                      units=(cfg.get("structure") or {}).get("units"), example=example)
 
     def __repr__(self) -> str:
         return f"Result({str(self.path)!r}, levels={self.levels})"
