@@ -124,13 +124,33 @@ def test_a_dict_output_is_selected_and_early_stop_follows_a_metric(digits, tmp_p
     model = TwoHeads()
     with pytest.raises(lth.ModelError, match=r"one of its keys \['logits', 'aux'\]"):
         lth.LotteryModel(model, digits).check()
-    result = lth.LotteryModel(model, digits, output="logits", early_stop="acc", levels=1,
+    result = lth.LotteryModel(model, digits, output="logits", early_stop="acc", levels=2,
                               train=FAST_TRAIN).run(store=tmp_path)
+    assert correct_counts(result, 2) and rewound(result, 2)
     summary = result.summary(1)
     assert summary["early_stop_on"] == "val_acc"
     history = [r for r in result.run.level(1).history() if r["step"] > 0]
     best = max(history, key=lambda r: (r["val_acc"], -r["step"]))
     assert summary["early_stop_step"] == best["step"]
+
+
+def test_multilabel_targets_per_label(digits, tmp_path):
+    """Two labels per digit (even? greater than 4?) from the same images."""
+    def labels(y):
+        return np.stack([(y % 2 == 0), (y > 4)], axis=1).astype("float32")
+
+    data = lth.from_arrays(digits.x_train.numpy(), labels(digits.y_train.numpy()),
+                           digits.x_test.numpy(), labels(digits.y_test.numpy()),
+                           name="digits-multilabel")
+    assert data.y_train.shape[1] == 2 and data.num_classes == 2
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 2))
+    result = lth.LotteryModel(model, data, task="multilabel", levels=2,
+                              train={**FAST_TRAIN, "lr": 0.01}).run(store=tmp_path)
+    assert correct_counts(result, 2) and rewound(result, 2)
+    s = result.summary(2)
+    assert 0.5 < s["final_test_acc"] <= 1 and s["final_test_exact"] <= s["final_test_acc"]
+    with pytest.raises(lth.DataError, match="needs 0/1 per label"):
+        lth.LotteryModel(model, digits, task="multilabel").check()
 
 
 def hinge(output, target):

@@ -169,8 +169,9 @@ def _options(output: Any) -> str:
         return f"give an index 0..{len(output) - 1}"
     if isinstance(output, Mapping):
         return f"give one of its keys {list(output)}"
-    fields = [k for k in getattr(output, "__dataclass_fields__", {})] or \
-        [k for k in vars(output) if not k.startswith("_")] if hasattr(output, "__dict__") else []
+    fields = list(getattr(output, "__dataclass_fields__", {}))
+    if not fields and hasattr(output, "__dict__"):
+        fields = [k for k in vars(output) if not k.startswith("_")]
     return f"give one of its fields {fields}" if fields else "return a tensor, tuple or dict"
 
 

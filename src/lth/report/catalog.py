@@ -33,9 +33,9 @@ def _figures(res: Results, prefix: str = "") -> list[Item]:
     chunks = [names[i:i + MAX_LINES] for i in range(0, len(names), MAX_LINES)]
     items: list[Item] = []
     for stem, caption, draw in (
-            ("accuracy_vs_weights", "Test accuracy (at early stop: solid; at the end: dashed) "
-             "vs weights remaining", lambda c: f.accuracy_vs_weights(res.levels, metric="both",
-                                                                     experiments=c)),
+            ("accuracy_vs_weights", f"Test {f.score_name(res.levels)} (at early stop: solid; "
+             "at the end: dashed) vs weights remaining",
+             lambda c: f.accuracy_vs_weights(res.levels, metric="both", experiments=c)),
             ("early_stop_vs_weights", "Early-stopping iteration vs weights remaining",
              lambda c: f.early_stop_vs_weights(res.levels, c))):
         for k, chunk in enumerate(chunks, 1):

@@ -62,6 +62,12 @@ def _main_score(columns: Any, *prefixes: str) -> str:
     return found[0]
 
 
+def score_name(levels: pd.DataFrame) -> str:
+    """What the per-level figures draw: the task's first metric, as titles name it
+    (``accuracy`` for classification)."""
+    return _score_axis(_main_score(levels.columns, *(f"{w}_test_" for w in WHEN)))[0]
+
+
 def _curve_panels(frame: pd.DataFrame) -> list[tuple[str, str, str, float]]:
     """(column, title, y label, factor): losses above, the main metric below."""
     metric = _main_score(frame.columns, "train_")
