@@ -230,7 +230,7 @@ def main() -> None:
     print()
     print(f"{'contestant':<15}{'median it/s':>12}{'median s':>11}{'test acc':>10}")
     for name in contestants:
-        _, acc = evaluate(final[name], data.x_test, data.y_test, 10000)
+        acc = evaluate(final[name], data.x_test, data.y_test, 10000)["acc"]
         print(f"{name:<15}{args.steps / med[name]:>12.1f}{med[name]:>11.3f}{acc:>10.3f}")
     for base in ("minimal", "minimal-fused"):
         ratio = med["lth"] / med[base]

@@ -105,14 +105,14 @@ class Task:
     # -- computing ------------------------------------------------------------------------
     def metric_values(self, output: torch.Tensor, target: torch.Tensor
                       ) -> dict[str, torch.Tensor]:
-        """Per-example (or per-element) values of every metric, as float tensors."""
+        """Per-example (or per-element) values of every metric (booleans count as 0/1)."""
         out = {}
         for name, fn in self.metrics.items():
             v = fn(output, target)
             if not torch.is_tensor(v):
                 raise ModelError(f"metric {name!r} of task {self.name!r} returned "
                                  f"{type(v).__name__}; return a tensor of per-example values")
-            out[name] = v.detach().float()
+            out[name] = v.detach()
         return out
 
     def with_loss_metrics(self, row: dict[str, float], prefix: str) -> dict[str, float]:
@@ -182,7 +182,7 @@ def _unselected(output: Any) -> str:
 
 # -- built-in tasks ------------------------------------------------------------------------
 def _accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return (output.argmax(1) == target).float()
+    return output.argmax(1) == target
 
 
 def _multilabel_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -13,28 +13,29 @@ from ..tasks import CLASSIFICATION, Task, select_output
 
 class Sums:
     """Running sums of the loss (weighted by batch size) and of every metric's values, kept
-    on the device (no host sync per batch)."""
+    on the device (no host sync per batch). ``equal_batches``: every batch has the same
+    size (training), so batch means are summed as they are: one kernel less per step."""
 
-    def __init__(self, task: Task, device: torch.device):
-        self.task = task
-        self.loss = torch.zeros((), device=device, dtype=torch.float64)
-        self.examples = 0
-        self.metrics = {m: torch.zeros((), device=device, dtype=torch.float64)
-                        for m in task.metrics}
+    def __init__(self, task: Task, device: torch.device, *, equal_batches: bool = False):
+        self.task, self.equal_batches = task, equal_batches
+        self.loss = torch.zeros((), device=device)
+        self.examples = self.batches = 0
+        self.metrics = {m: torch.zeros((), device=device) for m in task.metrics}
         self.counts = dict.fromkeys(task.metrics, 0)
 
     def add(self, loss: torch.Tensor, output: torch.Tensor, target: torch.Tensor) -> None:
         n = len(target)
-        self.loss += loss.detach().double() * n
+        self.loss += loss.detach() if self.equal_batches else loss.detach() * n
         self.examples += n
+        self.batches += 1
         for name, values in self.task.metric_values(output.detach(), target).items():
-            self.metrics[name] += values.double().sum()
+            self.metrics[name] += values.sum()
             self.counts[name] += values.numel()
 
     def means(self, prefix: str) -> dict[str, float]:
         """``{prefix}loss`` and ``{prefix}<metric>``: NaN when nothing was added."""
-        row = {f"{prefix}loss": float(self.loss) / self.examples if self.examples
-               else math.nan}
+        per = self.batches if self.equal_batches else self.examples
+        row = {f"{prefix}loss": float(self.loss) / per if per else math.nan}
         row.update({f"{prefix}{m}": float(v) / self.counts[m] if self.counts[m] else math.nan
                     for m, v in self.metrics.items()})
         return self.task.with_loss_metrics(row, prefix)
@@ -42,15 +43,16 @@ class Sums:
     # Checkpoints keep the sums of a partly evaluated interval.
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
         tensors = {"loss": self.loss.cpu(), **{f"m.{k}": v.cpu() for k, v in self.metrics.items()}}
-        return tensors, {"examples": self.examples, **{f"m.{k}": c
-                                                      for k, c in self.counts.items()}}
+        counts = {"examples": self.examples, "batches": self.batches,
+                  **{f"m.{k}": c for k, c in self.counts.items()}}
+        return tensors, counts
 
     def load(self, tensors: dict[str, torch.Tensor], counts: dict[str, int]) -> None:
         device = self.loss.device
-        self.loss = tensors["loss"].to(device, torch.float64)
-        self.examples = int(counts["examples"])
+        self.loss = tensors["loss"].to(device)
+        self.examples, self.batches = int(counts["examples"]), int(counts["batches"])
         for k in self.metrics:
-            self.metrics[k] = tensors[f"m.{k}"].to(device, torch.float64)
+            self.metrics[k] = tensors[f"m.{k}"].to(device)
             self.counts[k] = int(counts[f"m.{k}"])
 
 

@@ -155,7 +155,7 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
     ebs = cfg.eval_batch_size
 
     def fresh_sums() -> Sums:
-        return Sums(task, device)
+        return Sums(task, device, equal_batches=True)
 
     forked = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked):
