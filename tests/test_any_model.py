@@ -135,3 +135,29 @@ def test_stepping_by_hand_gives_the_imp_loops_numbers(digits, small_mlp, tmp_pat
         assert states_equal(began, result.weights(level, "start"))
         lth.fit(model, digits, mask=mask, level=level, train=FAST_TRAIN)
         assert states_equal(lth.get_state(model), result.weights(level))
+
+
+class ReadsTheHeadsDtype(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body, self.head = nn.Linear(64, 16), nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = self.head(torch.relu(self.body(x.flatten(1))))
+        return torch.relu(y).to(self.body.weight.dtype)  # a read, not a use
+
+
+def test_reading_a_weights_dtype_is_not_using_it(digits):
+    model = ReadsTheHeadsDtype()
+    assert output_layer(model, ["body.weight", "head.weight"], digits.x_train[:2]) == [
+        "head.weight"]
+
+
+def test_binary_and_negative_whole_number_labels():
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    binary = lth.from_arrays(x[:15], x[:15, 0] > 0, x[15:], x[15:, 0] > 0)
+    assert binary.y_train.dtype == torch.int64 and binary.num_classes == 2
+    scores = lth.from_arrays(x[:15], np.round(x[:15, 0] * 3), x[15:], np.round(x[15:, 0] * 3))
+    assert scores.y_train.dtype == torch.float32  # negative whole numbers: targets, not classes

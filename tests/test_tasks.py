@@ -162,8 +162,11 @@ def top3(output, target):
     return (output.topk(3, dim=1).indices == target[:, None]).any(1).float()
 
 
-HINGE = Task("hinge", hinge, {"acc": lambda o, t: (o.argmax(1) == t).float(), "top3": top3},
-             labels="class")
+def accuracy(output, target):
+    return (output.argmax(1) == target).float()
+
+
+HINGE = Task("hinge", hinge, {"acc": accuracy, "top3": top3}, labels="class")
 PORTABLE = Task("hinge_portable", hinge, {"top3": top3}, labels="class")
 
 
@@ -178,7 +181,25 @@ def test_a_task_from_python_with_its_own_loss_and_metrics(digits, small_mlp, tmp
     assert lth.LotteryModel(small_mlp, digits, task=HINGE).spec()["task"]["loss"].endswith(
         "hinge")
     with pytest.raises(lth.ConfigError, match="lth's own"):
-        lth.LotteryModel(small_mlp, digits, task=Task("regression", hinge))
+        lth.LotteryModel(small_mlp, digits, task=Task("regression", hinge, {"top3": top3}))
+
+
+def test_a_tasks_identity_names_what_computes_it(digits, small_mlp):
+    import functools
+
+    with pytest.raises(lth.ConfigError, match="lambda or a nested function"):
+        Task("l", lambda o, t: o.sum(), {"top3": top3})
+    with pytest.raises(lth.ConfigError, match="has no metrics"):
+        Task("bare", hinge)
+    smooth = [Task("s", nn.CrossEntropyLoss(label_smoothing=s), {"top3": top3}).describe()
+              for s in (0.0, 0.1)]
+    assert smooth[0]["loss"] != smooth[1]["loss"] and "label_smoothing" in smooth[1]["loss"]
+    partial = Task("p", functools.partial(torch.nn.functional.cross_entropy,
+                                          label_smoothing=0.1), {"top3": top3}).describe()
+    assert partial["loss"] == ("torch.nn.functional.cross_entropy(*(), "
+                               "**{'label_smoothing': 0.1})")
+    with pytest.raises(lth.ModelError, match=r"one of its keys \['logits', 'aux'\]"):
+        lth.LotteryModel(TwoHeads(), digits, output="logit").check()
 
 
 def test_a_task_object_travels_to_worker_processes(digits, small_mlp, tmp_path):

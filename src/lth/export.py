@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, ModelError, unknown_name
 from .masks import Mask
 from .state import set_state
 
@@ -123,8 +123,6 @@ def export(model: nn.Module | None, weights: dict[str, torch.Tensor], mask: Mask
            example: torch.Tensor | None = None) -> dict[str, torch.Tensor] | nn.Module:
     """The ticket in format ``fmt`` (see the module docstring)."""
     if fmt not in FORMATS:
-        from .errors import unknown_name
-
         raise ConfigError(unknown_name("export format", fmt, FORMATS))
     if fmt == "state_dict":
         return {k: v.clone() for k, v in weights.items()}

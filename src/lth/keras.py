@@ -46,11 +46,20 @@ def adapt(model: Any) -> nn.Module:
 
 
 def _layers(model: Any) -> list[Any]:
+    """Every layer inside ``model``, nested ones too (sublayers of attention, RNN cells)."""
+    flatten = getattr(model, "_flatten_layers", None)
+    if callable(flatten):
+        return list(flatten(include_self=False, recursive=True))
     out = []
     for layer in getattr(model, "layers", []):
-        out.append(layer)
-        out += _layers(layer)
+        out += [layer, *_layers(layer)]
     return out
+
+
+def _device_scope(device: torch.device) -> Any:
+    """Keras's torch backend puts new tensors on its own default device (CUDA when there
+    is one); lth decides the device: the model's."""
+    return sys.modules["keras"].device(str(device))
 
 
 class KerasModule(nn.Module):
@@ -73,11 +82,16 @@ class KerasModule(nn.Module):
         self._variables: dict[str, Any] = {}
         for v in model.variables:
             name = names.get(id(v), v.path.replace(".", "_"))
+            if name in self._variables:  # two nested layers of one name: their full paths
+                name = v.path.replace(".", "_")
             self.register_parameter(name, v.value)
             self._variables[name] = v
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.keras_model(*args, training=self.training, **kwargs)
+        device = next(iter(self._variables.values())).value.device if self._variables \
+            else torch.device("cpu")
+        with _device_scope(device):
+            return self.keras_model(*args, training=self.training, **kwargs)
 
     # -- what lth asks of a module ---------------------------------------------------------
     def lth_layer_kinds(self) -> dict[str, str]:
@@ -91,7 +105,11 @@ class KerasModule(nn.Module):
     def reset_parameters(self) -> None:
         """Draw every variable from its layer's own Keras initializer, and every random
         seed state (Dropout's), from torch's global generator (which ``lth.initialize``
-        seeds per run seed)."""
+        seeds per run seed), on the CPU: the same θ0 on any machine."""
+        with _device_scope(torch.device("cpu")):
+            self._draw()
+
+    def _draw(self) -> None:
         for layer in _layers(self.keras_model):
             for attr in _INITIALIZED:
                 variable = getattr(layer, attr, None)

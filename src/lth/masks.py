@@ -93,10 +93,13 @@ class _ParameterUse(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        if getattr(func, "__name__", "") == "__get__" and not torch.is_tensor(result):
+            return result  # reading .dtype or .shape is not using the weights
         used = [self.watched[id(t)] for t in _tensors((args, kwargs)) if id(t) in self.watched]
         if used:
             self.calls.append(used)
-        return func(*args, **kwargs)
+        return result
 
 
 def _tensors(tree: Any) -> Iterable[Any]:

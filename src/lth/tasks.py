@@ -23,6 +23,7 @@ error; ``mae``, ``mse``) and ``language_model`` (cross-entropy over every token 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -70,6 +71,11 @@ class Task:
                                   "identifier other than 'loss' (it names columns: test_<name>)")
         if len(set(names)) != len(names):
             raise ConfigError(f"task {self.name!r}: metric names repeat: {names}")
+        if not names:
+            raise ConfigError(f"task {self.name!r} has no metrics; give at least one (e.g. "
+                              "metrics={'mae': fn}): tables and figures report them")
+        for fn in (self.loss, *self.metrics.values(), *self.from_loss.values()):
+            _where(fn)  # refuses a function that cannot name itself
         for name, fn in self.metrics.items():
             if not callable(fn):
                 raise ConfigError(f"task {self.name!r}: metric {name!r} must be a function "
@@ -119,7 +125,10 @@ class Task:
         """``row`` plus the metrics computed from ``row[prefix + 'loss']``."""
         loss = row.get(f"{prefix}loss", math.nan)
         for name, fn in self.from_loss.items():
-            row[f"{prefix}{name}"] = fn(loss) if math.isfinite(loss) else math.nan
+            try:
+                row[f"{prefix}{name}"] = fn(loss) if math.isfinite(loss) else math.nan
+            except OverflowError:  # exp of a diverged loss; the divergence check follows
+                row[f"{prefix}{name}"] = math.inf
         return row
 
     def check_targets(self, y: torch.Tensor, split: str) -> None:
@@ -142,8 +151,25 @@ class Task:
 
 
 def _where(fn: Any) -> str:
+    """What identifies a loss or metric in a run's specification: a function by where it
+    lives (``module.name``), a ``functools.partial`` with its arguments, a callable object
+    (``nn.CrossEntropyLoss(label_smoothing=0.1)``) by its class and public settings. A
+    lambda or a nested function has no name that outlives the process: refused."""
+    if isinstance(fn, functools.partial):
+        return (f"{_where(fn.func)}(*{fn.args!r}, "
+                f"**{dict(sorted(fn.keywords.items()))!r})")
     module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
-    return f"{module}.{qualname}" if module and qualname else repr(fn)
+    if module and qualname:
+        if "<" in qualname:
+            raise ConfigError(f"{module}.{qualname} is a lambda or a nested function, which "
+                              "cannot identify a task's results; define it with def at the "
+                              "top of a module")
+        return f"{module}.{qualname}"
+    cls = type(fn)
+    settings = {k: v for k, v in sorted(vars(fn).items()) if not k.startswith("_")
+                and isinstance(v, int | float | str | bool | type(None))} \
+        if hasattr(fn, "__dict__") else {}
+    return f"{cls.__module__}.{cls.__qualname__}({settings!r})"
 
 
 # -- output selection ----------------------------------------------------------------------
@@ -154,9 +180,10 @@ def select_output(output: Any, selector: int | str | None) -> Any:
         if torch.is_tensor(output):
             return output
         raise ModelError(_unselected(output))
-    if isinstance(selector, int) and isinstance(output, tuple | list):
+    if isinstance(selector, int) and isinstance(output, tuple | list) \
+            and -len(output) <= selector < len(output):
         return output[selector]
-    if isinstance(selector, str) and isinstance(output, Mapping):
+    if isinstance(selector, str) and isinstance(output, Mapping) and selector in output:
         return output[selector]
     if isinstance(selector, str) and hasattr(output, selector):
         return getattr(output, selector)

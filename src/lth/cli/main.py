@@ -111,8 +111,9 @@ def _group_table(result) -> str:
         sd = "" if r["n"] < 2 else f" ± {r['sd']:{fmt}}"
         return f"{r['mean']:{fmt}}{sd}"
 
-    scores = [m[len("final_test_"):] for m in stats["metric"].unique()
-              if m.startswith("final_test_")]
+    from ..experiment.result import scores_of
+
+    scores = scores_of(stats["metric"].unique())
     rows = []
     for (exp, level), part in stats.groupby(["experiment", "level"], sort=False):
         m = part.set_index("metric")

@@ -136,17 +136,19 @@ def as_input(t: torch.Tensor, where: str) -> torch.Tensor:
 
 
 def as_labels(t: torch.Tensor, where: str) -> torch.Tensor:
-    """Targets as every split stores them: integers (and 1-D whole-number floats: class
-    indices) as int64, other numbers and booleans as float32."""
+    """Targets as every split stores them: integers, 1-D booleans and 1-D non-negative
+    whole-number floats (class indices) as int64, other numbers and booleans as float32."""
     if t.is_complex():
         raise DataError(f"{where} is complex ({t.dtype}); give real numbers")
     if t.is_floating_point():
         if not bool(torch.isfinite(t).all()):
             raise DataError(f"{where} contains NaN or infinite values")
-        if t.dim() == 1 and bool((t == t.round()).all()):
+        if t.dim() == 1 and bool(((t == t.round()) & (t >= 0)).all()):
             return t.long()  # class indices given as floats
         return t.float()
-    return t.float() if t.dtype == torch.bool else t.long()
+    if t.dtype == torch.bool:
+        return t.long() if t.dim() == 1 else t.float()  # a binary class, or 0/1 per label
+    return t.long()
 
 
 def _as_tensor(value: Any, key: str, *, labels: bool) -> torch.Tensor:

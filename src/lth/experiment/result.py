@@ -10,31 +10,35 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, unknown_name
 from ..masks import Mask
 from ..store import RunDir
 from ..tasks import CLASSIFICATION, Task
 
 
-def scores_of(summary: dict[str, Any]) -> list[str]:
-    """The task metrics a level summary reports (``acc`` for classification)."""
-    return [k[len("best_test_"):] for k in summary if k.startswith("best_test_")]
+def scores_of(names: Any) -> list[str]:
+    """The task metrics a level summary (or a per-level table's columns, or any names)
+    reports: ``acc`` for classification."""
+    return [k[len("best_test_"):] for k in names if k.startswith("best_test_")]
 
 
 def table_columns(scores: list[str]) -> list[str]:
     """The per-level table's main columns for a task with metrics ``scores``."""
-    return ["level", "pct_remaining", "weights_remaining",
-            *[f"{what}_test_{m}" for m in scores for what in ("best", "final")],
+    return ["level", "pct_remaining", "weights_remaining", *_metric_columns(scores),
+            "train_steps", "steps_to_mask", "earlybird_step", "wall_time_s"]
+
+
+def _metric_columns(scores: list[str]) -> list[str]:
+    return [*[f"{what}_test_{m}" for m in scores for what in ("best", "final")],
             "early_stop_step", *[f"early_stop_test_{m}" for m in scores],
-            "early_stop_val_loss", "train_steps", "steps_to_mask", "earlybird_step",
-            "wall_time_s"]
+            "early_stop_val_loss"]
 
 
 
 def shown_columns(columns: Any) -> dict[str, str]:
     """Readable names of a per-level table's main columns, for printed and HTML tables:
     ``best test acc``, ``final test acc``, ``early-stop it``, ``acc @ early stop``."""
-    scores = [c[len("best_test_"):] for c in columns if c.startswith("best_test_")]
+    scores = scores_of(columns)
     out = {"pct_remaining": "% weights"}
     for m in scores:
         out.update({f"best_test_{m}": f"best test {m}", f"final_test_{m}": f"final test {m}"})
@@ -46,8 +50,8 @@ def shown_columns(columns: Any) -> dict[str, str]:
 def level_metrics(columns: Any) -> list[str]:
     """The numbers of a per-level table (or summary) that statistics and trackers follow:
     the % remaining, every task metric (best, final, at early stop), the early stop."""
-    scores = [c[len("best_test_"):] for c in columns if c.startswith("best_test_")]
-    wanted = ["pct_remaining", *table_columns(scores)[3:-1]]
+    wanted = ["pct_remaining", *_metric_columns(scores_of(columns)), "train_steps",
+              "steps_to_mask", "earlybird_step"]
     return [c for c in wanted if c in columns]
 
 
@@ -198,8 +202,10 @@ class Result:
         pruned runs: a physically smaller module with equal outputs); see
         :mod:`lth.export`. ``model``: the module the run trained (default: rebuilt from
         the run's config)."""
-        from ..export import export
+        from ..export import FORMATS, export
 
+        if format not in FORMATS:
+            raise ConfigError(unknown_name("export format", format, FORMATS))
         level = self.levels[-1] if level is None else level
         cfg = self.config()
         if format != "state_dict" and model is None:
@@ -224,7 +230,7 @@ def compare(results: list[Result], labels: list[str] | None = None) -> pd.DataFr
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels repeat: {labels}; give each run its own")
     tables = [r.table() for r in results]
-    scores = [c[len("best_test_"):] for c in tables[0] if c.startswith("best_test_")]
+    scores = scores_of(tables[0].columns)
     short = {"pct_remaining": "% weights",
              **{f"early_stop_test_{m}": f"{m}@es" for m in scores}, "early_stop_step": "es it",
              **{f"final_test_{m}": f"final {m}" for m in scores}}

@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import TaskConfig
+from ..pruning.criteria import QUANTILE_CRITERIA
 from ..store import short_hash
 from ..tasks import CLASSIFICATION
 
@@ -57,6 +58,8 @@ def settings_of(config: dict[str, Any]) -> dict[str, Any]:
         del c["n_levels"]
     if c.get("task") == TaskConfig().to_dict():
         del c["task"]  # classification, as before tasks existed: the same identities
+    if c["prune"]["criterion"] in QUANTILE_CRITERIA:
+        c["prune"]["quantile"] = "exact"  # lth 0.2.0 took it one weight too high at times
     return c
 
 

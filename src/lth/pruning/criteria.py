@@ -79,6 +79,9 @@ def pruned_count(fraction: float, alive: int) -> int:
     return round(x) if abs(x - round(x)) < 1e-6 else math.ceil(x)
 
 
+QUANTILE_CRITERIA = ("large_init_large_final", "small_init_small_final")  # use the ratio
+
+
 def _quantile_ratio(s: ScoreInputs) -> float:
     """α = q(|w_i|) / q(|w_f|) over the survivors, q at the fraction being pruned.
 
