@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from .errors import ConfigError, ModelError, unknown_name
-from .masks import Mask
+from .masks import Mask, tensor_leaves
 from .state import set_state
 
 FORMATS = ("state_dict", "pruned", "small")
@@ -69,8 +69,9 @@ def small_module(model: nn.Module, weights: dict[str, torch.Tensor], mask: Mask,
     dense.eval()
     out.eval()
     with torch.no_grad():
-        want, got = dense(example), out(example)
-    if not torch.allclose(want, got, rtol=1e-4, atol=1e-5):
+        want, got = list(tensor_leaves(dense(example))), list(tensor_leaves(out(example)))
+    if len(want) != len(got) or not all(torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+                                        for a, b in zip(want, got, strict=False)):
         raise ModelError("the smaller module's outputs differ from the pruned model's (an "
                          "activation that is not 0 at 0, such as a sigmoid, keeps removed "
                          "units alive); export format 'pruned' instead")

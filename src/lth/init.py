@@ -41,12 +41,20 @@ def _children_first(module: nn.Module) -> list[nn.Module]:
     return [*out, module]
 
 
+def fresh_draw(model: nn.Module, scheme: str, seed: int) -> dict[str, torch.Tensor]:
+    """A new draw of every weight of (a CPU copy of) ``model`` from ``seed``; ``keep``
+    draws from the modules' own initialisers (for ``random`` reinit)."""
+    from .state import get_state
+
+    scheme = "default" if scheme == "keep" else scheme
+    return get_state(initialize(copy.deepcopy(model).cpu(), scheme, seed))
+
+
 def same_for_every_seed(model: nn.Module, names: list[str], scheme: str) -> list[str]:
     """Parameters among ``names`` that two seeds draw alike: no initialiser redraws them
     (or it sets a constant)."""
-    a = initialize(copy.deepcopy(model), scheme, seed=1)
-    b = initialize(copy.deepcopy(model), scheme, seed=2)
-    return [n for n in names if torch.equal(a.get_parameter(n), b.get_parameter(n))]
+    a, b = fresh_draw(model, scheme, 1), fresh_draw(model, scheme, 2)
+    return [n for n in names if torch.equal(a[n], b[n])]
 
 
 @torch.no_grad()

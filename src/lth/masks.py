@@ -96,19 +96,19 @@ class _ParameterUse(TorchFunctionMode):
         result = func(*args, **kwargs)
         if getattr(func, "__name__", "") == "__get__" and not torch.is_tensor(result):
             return result  # reading .dtype or .shape is not using the weights
-        used = [self.watched[id(t)] for t in _tensors((args, kwargs)) if id(t) in self.watched]
+        used = [self.watched[id(t)] for t in tensor_leaves((args, kwargs)) if id(t) in self.watched]
         if used:
             self.calls.append(used)
         return result
 
 
-def _tensors(tree: Any) -> Iterable[Any]:
+def tensor_leaves(tree: Any) -> Iterable[Any]:
     if isinstance(tree, list | tuple):
         for item in tree:
-            yield from _tensors(item)
+            yield from tensor_leaves(item)
     elif isinstance(tree, dict):
         for item in tree.values():
-            yield from _tensors(item)
+            yield from tensor_leaves(item)
     elif torch.is_tensor(tree):
         yield tree
 

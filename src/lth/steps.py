@@ -21,7 +21,8 @@ from .config import PruneConfig, ReinitConfig, TrainConfig
 from .data import Data
 from .durations import to_steps
 from .errors import ConfigError
-from .experiment.plan import as_section, fresh_draw
+from .experiment.plan import as_section
+from .init import fresh_draw
 from .masks import Mask, layer_kinds, output_layer
 from .pruning import make_groups, prune_step, resolve_rates
 from .reinitialization import KEEP_TRAINED, reinitialize

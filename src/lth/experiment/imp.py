@@ -18,6 +18,7 @@ from torch import nn
 
 from ..data import Data
 from ..errors import StoreError
+from ..init import fresh_draw
 from ..masks import Mask
 from ..pruning import prune_step, random_like
 from ..reinitialization import KEEP_TRAINED, reinitialize
@@ -26,7 +27,7 @@ from ..state import get_state, set_state
 from ..store import Damaged, RunDir
 from ..train import Span, lr_function, train_level
 from . import early
-from .plan import Plan, fresh_draw
+from .plan import Plan
 from .progress import Progress
 from .result import levels_frame, summarize
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import hashlib
 import logging
@@ -50,15 +49,9 @@ def as_section(cls: type, value: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected a {cls.__name__} or a dict, got {type(value).__name__}")
 
 
-def fresh_draw(model: nn.Module, initializer: str, seed: int) -> dict[str, torch.Tensor]:
-    """A new draw of every weight from the model's initialiser (for ``random`` reinit)."""
-    scheme = "default" if initializer == "keep" else initializer
-    return get_state(initialize(copy.deepcopy(model).cpu(), scheme, seed))
-
-
 def check_random_draw(model: nn.Module, initializer: str, names: list[str]) -> None:
     """Refuse ``random`` reinit for parameters that no initialiser draws afresh."""
-    stuck = same_for_every_seed(model, names, "default" if initializer == "keep" else initializer)
+    stuck = same_for_every_seed(model, names, initializer)
     if stuck:
         raise ConfigError(
             f"reinit.mode = 'random' needs a fresh draw of {', '.join(stuck)}, but no "
