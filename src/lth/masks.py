@@ -103,6 +103,7 @@ class _ParameterUse(TorchFunctionMode):
 
 
 def tensor_leaves(tree: Any) -> Iterable[Any]:
+    """Every tensor in nested lists, tuples and dicts (a model's output, a call's args)."""
     if isinstance(tree, list | tuple):
         for item in tree:
             yield from tensor_leaves(item)
