@@ -110,3 +110,23 @@ def test_the_reference_apis_short_criterion_names_are_the_same_experiments(digit
         assert a.prune.criterion == full
         assert a.recipe() == lth.LotteryModel(model, digits,
                                               prune={"criterion": full}).recipe()
+
+
+def test_names_do_not_depend_on_how_many_models_the_process_built(digits, tmp_path):
+    first = lth.LotteryModel(sequential(digits.input_shape), digits, levels=1, train=TRAIN)
+    unnamed = keras.Sequential([keras.Input(digits.input_shape), keras.layers.Flatten(),
+                                keras.layers.Dense(16), keras.layers.Dense(10)])
+    again = keras.Sequential([keras.Input(digits.input_shape), keras.layers.Flatten(),
+                              keras.layers.Dense(16), keras.layers.Dense(10)])
+    names = [lth.LotteryModel(m, digits).check().names for m in (unnamed, again)]
+    assert names[0] == names[1] == ["dense/kernel", "dense_1/kernel"]
+    a = first.run(store=tmp_path)
+    b = lth.LotteryModel(sequential(digits.input_shape), digits, levels=1, train=TRAIN).run(
+        store=tmp_path)
+    assert a.path == b.path  # a rebuilt model (a re-run notebook cell) resumes its run
+
+
+def test_keras_models_draw_from_their_layers_initializers_only(digits):
+    with pytest.raises(lth.ConfigError, match="own initializers.*kernel_initializer"):
+        lth.LotteryModel(sequential(digits.input_shape), digits,
+                         initializer="xavier_normal").check()

@@ -277,3 +277,19 @@ def test_the_toml_task_section(tmp_path, capsys):
     toml.write_text(toml.read_text().replace('early_stop = "acc"', 'name = "regresion"'))
     assert main(["run", str(toml), "--store", str(tmp_path / "s")]) == 2
     assert "did you mean 'regression'" in capsys.readouterr().err
+
+
+def test_a_regression_output_of_the_wrong_width_is_refused(tmp_path):
+    data = diabetes()
+    model = nn.Sequential(nn.Linear(10, 2))  # (N, 2) would broadcast against (N,) targets
+    with pytest.raises(lth.ModelError, match=r"output has shape \(2, 2\).*one number per "
+                                             "target"):
+        lth.LotteryModel(model, data, task="regression").check()
+
+
+def test_compare_keeps_every_runs_metrics(digits, small_mlp, tmp_path):
+    reg = lth.LotteryModel(nn.Sequential(nn.Linear(10, 1)), diabetes(), task="regression",
+                           levels=1, train=FAST_TRAIN).run(store=tmp_path)
+    cls = lth.LotteryModel(small_mlp, digits, levels=1, train=FAST_TRAIN).run(store=tmp_path)
+    table = lth.experiment.compare([reg, cls], ["reg", "cls"])
+    assert {"reg mae@es", "cls acc@es", "cls final acc", "reg final mse"} <= set(table)

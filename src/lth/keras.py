@@ -19,6 +19,7 @@ imported.
 from __future__ import annotations
 
 import copy
+import re
 import sys
 from typing import Any
 
@@ -56,6 +57,26 @@ def _layers(model: Any) -> list[Any]:
     return out
 
 
+def _stable_names(layers: list[Any]) -> dict[int, str]:
+    """Layer names that do not depend on how many models this process built: a name the
+    user gave is kept; Keras's own (``dense``, ``dense_3``: a process-wide counter) becomes
+    the class's name numbered in the model's order (``dense``, ``dense_1``), as in a fresh
+    process."""
+    from keras.src.utils.naming import to_snake_case
+
+    seen: dict[str, int] = {}
+    out = {}
+    for layer in layers:
+        base = to_snake_case(type(layer).__name__)
+        if re.fullmatch(rf"{re.escape(base)}(_\d+)?", layer.name):
+            n = seen.get(base, 0)
+            seen[base] = n + 1
+            out[id(layer)] = base if n == 0 else f"{base}_{n}"
+        else:
+            out[id(layer)] = layer.name
+    return out
+
+
 def _device_scope(device: torch.device) -> Any:
     """Keras's torch backend puts new tensors on its own default device (CUDA when there
     is one); lth decides the device: the model's."""
@@ -76,9 +97,10 @@ class KerasModule(nn.Module):
         # ``<layer>/<variable>``, from the innermost layer holding it: stable across copies
         # (a Dropout's seed state is ``dropout/seed_generator_state``, not a global counter).
         names: dict[int, str] = {}
+        layer_names = _stable_names(_layers(model))
         for layer in reversed(_layers(model)):
             for v in layer.variables:
-                names.setdefault(id(v), f"{layer.name}/{v.name}".replace(".", "_"))
+                names.setdefault(id(v), f"{layer_names[id(layer)]}/{v.name}".replace(".", "_"))
         self._variables: dict[str, Any] = {}
         for v in model.variables:
             name = names.get(id(v), v.path.replace(".", "_"))
@@ -140,7 +162,8 @@ class KerasModule(nn.Module):
         self.train(state["training"])
 
     def __repr__(self) -> str:
-        layers = ", ".join(f"{layer.name}: {type(layer).__name__}"
+        names = _stable_names(_layers(self.keras_model))
+        layers = ", ".join(f"{names[id(layer)]}: {type(layer).__name__}"
                            f"{[tuple(w.shape) for w in layer.weights]}"
                            for layer in _layers(self.keras_model))
         return f"KerasModule({self.keras_model.name}: {layers})"

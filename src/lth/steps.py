@@ -90,6 +90,12 @@ def fit(model: nn.Module, data: Data, *, mask: Mask, seed: int = 0, level: int =
     span = Span(start=start, end=to_steps(cfg.duration, spe), steps_per_epoch=spe,
                 eval_every=to_steps(cfg.eval_every, spe),
                 checkpoint_every=to_steps(cfg.checkpoint_every, spe))
-    history = train_level(model, data.to(next(model.parameters()).device), cfg, mask, span,
-                          seed=seed, level=level, task=get_task(task), output=output)
+    threads = torch.get_num_threads()
+    try:
+        if cfg.threads:  # as a run does: the same thread count, the same sums
+            torch.set_num_threads(cfg.threads)
+        history = train_level(model, data.to(next(model.parameters()).device), cfg, mask,
+                              span, seed=seed, level=level, task=get_task(task), output=output)
+    finally:
+        torch.set_num_threads(threads)
     return pd.DataFrame(history)

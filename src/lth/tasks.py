@@ -225,7 +225,13 @@ def _exact_match(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _as_prediction(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return output.reshape(target.shape) if output.numel() == target.numel() else output
+    """The output in the targets' shape ((N,) and (N, 1) are one); refuses any other shape
+    instead of letting broadcasting pair every output with every target."""
+    if output.numel() != target.numel():
+        raise ModelError(f"the model's output has shape {tuple(output.shape)}; for targets of "
+                         f"shape {tuple(target.shape)} it must give one number per target "
+                         f"({tuple(target.shape)}, or (N, 1) for 1-D targets)")
+    return output.reshape(target.shape)
 
 
 def _mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

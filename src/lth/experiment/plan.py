@@ -205,7 +205,8 @@ def _check_task(exp: Any, raw: Any) -> None:
     if task.labels == "class" and (pred.dim() != 2 or pred.shape[1] < data.num_classes):
         raise ModelError(f"model output has shape {tuple(pred.shape)}; expected "
                          f"(batch, {data.num_classes}) class scores for {data.num_classes} "
-                         "classes")
+                         f"classes (labels 0..{data.num_classes - 1}; numbers to predict "
+                         "instead? use task = 'regression')")
     target = data.y_train[:len(pred)]
     try:
         loss = task.loss(pred, target)
@@ -225,6 +226,12 @@ def make_plan(exp: Any, model: nn.Module) -> Plan:
     """Check ``exp`` against its model and data and derive its plan; initialises
     ``model`` (a copy) to θ0. Every check a run makes happens here, before training."""
     cfg, tr, prune = exp.config, exp.train, exp.prune
+    if hasattr(model, "lth_layer_kinds") and (exp.initializer not in ("default", "keep")
+                                              or exp.bias_init != "default"):
+        raise ConfigError(f"initializer = {exp.initializer!r}, bias_init = {exp.bias_init!r}: "
+                          f"{type(model).__name__} draws θ0 from its layers' own initializers; "
+                          "set them on the layers (kernel_initializer=...) and use "
+                          "initializer = 'default'")
     example = exp.data.prepare(exp.data.x_train[:2])
     try:
         if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):

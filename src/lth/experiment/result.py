@@ -188,7 +188,8 @@ class Result:
         cfg = self.config()
         if not isinstance(cfg.get("experiment"), dict):
             raise ConfigError(f"{self.path.name} was made from Python: lth cannot rebuild its "
-                              "model; pass it (model=...)")
+                              "model; export it from Python with Result.export(level, format, "
+                              "model=<the model>) (`lth export` can write its state_dict)")
         exp = ExperimentConfig.from_dict(cfg["experiment"])
         data = cfg.get("data") or {}
         return create_model(exp.model.name, input_shape=tuple(data["input_shape"]),
@@ -203,13 +204,14 @@ class Result:
         :mod:`lth.export`. ``model``: the module the run trained (default: rebuilt from
         the run's config)."""
         from ..export import FORMATS, export
+        from ..keras import adapt
 
         if format not in FORMATS:
             raise ConfigError(unknown_name("export format", format, FORMATS))
         level = self.levels[-1] if level is None else level
         cfg = self.config()
-        if format != "state_dict" and model is None:
-            model = self.model()
+        if format != "state_dict":
+            model = self.model() if model is None else adapt(model)
         shape = (cfg.get("data") or {}).get("input_shape") or []
         example = torch.randn(8, *shape, generator=torch.Generator().manual_seed(0))
         return export(model, self.weights(level), self.mask(level), format,
@@ -230,7 +232,7 @@ def compare(results: list[Result], labels: list[str] | None = None) -> pd.DataFr
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels repeat: {labels}; give each run its own")
     tables = [r.table() for r in results]
-    scores = scores_of(tables[0].columns)
+    scores = list(dict.fromkeys(m for t in tables for m in scores_of(t.columns)))
     short = {"pct_remaining": "% weights",
              **{f"early_stop_test_{m}": f"{m}@es" for m in scores}, "early_stop_step": "es it",
              **{f"final_test_{m}": f"final {m}" for m in scores}}

@@ -58,8 +58,6 @@ def settings_of(config: dict[str, Any]) -> dict[str, Any]:
         del c["n_levels"]
     if c.get("task") == TaskConfig().to_dict():
         del c["task"]  # classification, as before tasks existed: the same identities
-    if c["prune"]["criterion"] in QUANTILE_CRITERIA:
-        c["prune"]["quantile"] = "exact"  # lth 0.2.0 took it one weight too high at times
     return c
 
 
@@ -74,6 +72,8 @@ def recipe(settings: dict[str, Any], initializer: str, model_class: str,
            "data": data_identity}
     if task is not None and task != CLASSIFICATION.describe():
         out["task"] = task
+    if settings["prune"]["criterion"] in QUANTILE_CRITERIA:
+        out["quantile"] = "exact"  # lth 0.2.0 took it one weight too high at times
     return out
 
 
