@@ -161,3 +161,13 @@ def test_binary_and_negative_whole_number_labels():
     assert binary.y_train.dtype == torch.int64 and binary.num_classes == 2
     scores = lth.from_arrays(x[:15], np.round(x[:15, 0] * 3), x[15:], np.round(x[15:, 0] * 3))
     assert scores.y_train.dtype == torch.float32  # negative whole numbers: targets, not classes
+
+
+def test_a_mask_for_another_model_names_the_parameter(small_mlp):
+    import pytest
+
+    other = lth.Mask.ones(nn.Sequential(nn.Flatten(), nn.Linear(64, 7)), ["1.weight"])
+    with pytest.raises(lth.ModelError, match=r"mask of 1.weight has shape \(7, 64\)"):
+        lth.apply_mask(small_mlp, other)
+    with pytest.raises(lth.ModelError, match="parameter 'head.weight'"):
+        lth.apply_mask(small_mlp, lth.Mask({"head.weight": torch.ones(3, dtype=torch.bool)}))

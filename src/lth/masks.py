@@ -209,8 +209,22 @@ class Mask:
     def apply_(self, model: nn.Module) -> None:
         """Zero every pruned weight of ``model`` in place (NaN or inf included)."""
         for name, keep in self._t.items():
-            p = model.get_parameter(name)
+            p = self._parameter(model, name)
             p.masked_fill_(~keep.to(p.device), 0)
+
+    def _parameter(self, model: nn.Module, name: str) -> torch.Tensor:
+        """``model``'s parameter ``name``, which must have this mask's shape."""
+        try:
+            p = model.get_parameter(name)
+        except AttributeError:
+            raise ModelError(f"the mask has a parameter {name!r} that "
+                             f"{type(model).__name__} does not; was it made for another "
+                             "model?") from None
+        if p.shape != self._t[name].shape:
+            raise ModelError(f"the mask of {name} has shape {tuple(self._t[name].shape)}, the "
+                             f"model's parameter {tuple(p.shape)}; was it made for another "
+                             "model?")
+        return p
 
     def check(self, model: nn.Module) -> None:
         """Raise if a pruned weight of ``model`` is not exactly zero."""
