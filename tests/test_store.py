@@ -174,16 +174,25 @@ def test_missing_rewind_point_retrains_level0(digits, small_mlp, tmp_path):
     assert (run.path / "rewind.safetensors").exists()
 
 
-def test_damaged_masks_source_names_the_file_and_a_working_fix(tmp_path, capsys):
+def cli_ticket(tmp_path, n_levels: int, *control_sets: str):
+    """A ticket run by `lth run` from a tiny TOML, and the command of a control that reuses
+    its masks (named "c", with ``control_sets`` as --set overrides): (store, ticket,
+    control argv)."""
     toml = tmp_path / "t.toml"
-    toml.write_text('name = "t"\nn_levels = 2\n[model]\nname = "mlp"\nhidden = [16]\n'
-                    '[data]\nname = "digits"\n[train]\nduration = "60it"\n'
+    toml.write_text(f'name = "t"\nn_levels = {n_levels}\n[model]\nname = "mlp"\n'
+                    'hidden = [16]\n[data]\nname = "digits"\n[train]\nduration = "60it"\n'
                     'eval_every = "20it"\nbatch_size = 32\n')
     store = str(tmp_path / "s")
     assert main(["run", str(toml), "--store", store, "--quiet"]) == 0
     (ticket,) = (tmp_path / "s").iterdir()
     control = ["run", str(toml), "--store", store, "--quiet", "--masks-from", str(ticket),
-               "--set", 'reinit.mode="random"', "--set", 'name="c"']
+               *[arg for value in control_sets for arg in ("--set", value)], "--set",
+               'name="c"']
+    return store, ticket, control
+
+
+def test_damaged_masks_source_names_the_file_and_a_working_fix(tmp_path, capsys):
+    store, ticket, control = cli_ticket(tmp_path, 2, 'reinit.mode="random"')
     os.remove(ticket / "level_002" / "mask.safetensors")
     (ticket / "level_002" / "summary.json").unlink()  # the mask is gone, with its level
     assert main(control) == 2
@@ -405,15 +414,7 @@ def test_a_finished_session_removes_leftovers(finished_session, tmp_path):
 
 @pytest.mark.parametrize("damage", ["summary flipped", "config deleted", "directory deleted"])
 def test_masks_source_damage_names_a_fix_that_works(tmp_path, capsys, damage):
-    toml = tmp_path / "t.toml"
-    toml.write_text('name = "t"\nn_levels = 2\n[model]\nname = "mlp"\nhidden = [16]\n'
-                    '[data]\nname = "digits"\n[train]\nduration = "60it"\n'
-                    'eval_every = "20it"\nbatch_size = 32\n')
-    store = str(tmp_path / "s")
-    assert main(["run", str(toml), "--store", store, "--quiet"]) == 0
-    (ticket,) = (tmp_path / "s").iterdir()
-    control = ["run", str(toml), "--store", store, "--quiet", "--masks-from", str(ticket),
-               "--set", 'reinit.mode="random"', "--set", 'name="c"']
+    store, ticket, control = cli_ticket(tmp_path, 2, 'reinit.mode="random"')
     assert main(control) == 0
     pristine = lth.load(store)
     if damage == "summary flipped":
@@ -436,15 +437,7 @@ def test_masks_source_damage_names_a_fix_that_works(tmp_path, capsys, damage):
 
 
 def test_a_masks_source_with_fewer_levels_names_the_command_that_extends_it(tmp_path, capsys):
-    toml = tmp_path / "t.toml"
-    toml.write_text('name = "t"\nn_levels = 1\n[model]\nname = "mlp"\nhidden = [16]\n'
-                    '[data]\nname = "digits"\n[train]\nduration = "40it"\n'
-                    'eval_every = "20it"\nbatch_size = 32\n')
-    store = str(tmp_path / "s")
-    assert main(["run", str(toml), "--store", store, "--quiet"]) == 0
-    (ticket,) = (tmp_path / "s").iterdir()
-    control = ["run", str(toml), "--store", store, "--quiet", "--masks-from", str(ticket),
-               "--set", "n_levels=2", "--set", 'name="c"']
+    _, ticket, control = cli_ticket(tmp_path, 1, "n_levels=2")
     capsys.readouterr()
     assert main(control) == 2
     fix = re.search(r"`(lth run [^`]+)`", capsys.readouterr().err).group(1)

@@ -19,8 +19,6 @@ from torch import nn
 
 from .config import PruneConfig, ReinitConfig, TrainConfig
 from .data import Data
-from .durations import to_steps
-from .errors import ConfigError
 from .experiment.plan import as_section
 from .init import fresh_draw
 from .masks import Mask, layer_kinds, output_layer
@@ -83,13 +81,7 @@ def fit(model: nn.Module, data: Data, *, mask: Mask, seed: int = 0, level: int =
     ``mask`` enforced at every step; returns the evaluation curves. The data order and
     dropout draws are those of ``level`` of a run with ``seed``."""
     cfg = as_section(TrainConfig, train, "train")
-    spe = len(data.y_train) // cfg.batch_size
-    if spe < 1:
-        raise ConfigError(f"train.batch_size = {cfg.batch_size} is larger than the training "
-                          f"set ({len(data.y_train)} examples); use a smaller batch")
-    span = Span(start=start, end=to_steps(cfg.duration, spe), steps_per_epoch=spe,
-                eval_every=to_steps(cfg.eval_every, spe),
-                checkpoint_every=to_steps(cfg.checkpoint_every, spe))
+    span = Span.of(cfg, len(data.y_train), start)
     threads = torch.get_num_threads()
     try:
         if cfg.threads:  # as a run does: the same thread count, the same sums

@@ -30,6 +30,7 @@ from ..seeding import derive_seed
 from ..state import get_state, tensor_bytes
 from ..store import RunDir
 from ..tasks import Task, select_output
+from ..train import Span
 from . import early
 from .mask_source import check_masks_source, repair_hint, source_ids
 from .spec import experiment_id, level0_key, run_id, spec
@@ -279,11 +280,8 @@ def make_plan(exp: Any, model: nn.Module) -> Plan:
     if exp.reinit.mode == "random":
         check_random_draw(exp.model, exp.initializer, names)
     n_train = len(exp.data.y_train)
-    spe = n_train // tr.batch_size
-    if spe < 1:
-        raise ConfigError(f"train.batch_size = {tr.batch_size} is larger than the "
-                          f"training set ({n_train} examples); use a smaller batch")
-    total = to_steps(tr.duration, spe)
+    full = Span.of(tr, n_train)
+    spe, total = full.steps_per_epoch, full.end
     k = to_steps(exp.reinit.rewind_step, spe)
     if k >= total:
         raise ConfigError(f"reinit.rewind_step = {exp.reinit.rewind_step!r} ({k} steps) "
@@ -293,8 +291,8 @@ def make_plan(exp: Any, model: nn.Module) -> Plan:
             raise ConfigError(f"train.{key}: {value!r} is after the end of training "
                               f"({total} steps)")
     early.check(exp.earlybird, cfg.masks_from, spe, total, k, model, cfg.n_levels)
-    span = {"steps_per_epoch": spe, "eval_every": to_steps(tr.eval_every, spe),
-            "checkpoint_every": to_steps(tr.checkpoint_every, spe)}
+    span = {"steps_per_epoch": spe, "eval_every": full.eval_every,
+            "checkpoint_every": full.checkpoint_every}
     spec_ = spec(exp.recipe(), seed=cfg.seed, theta0_sha256=state_sha(theta0),
                  masks_from=None if source is None else source_ids(source))
     return Plan(exp, choose_device(tr.device), names, out, groups, rates, total, k, span,

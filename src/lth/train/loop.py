@@ -18,7 +18,8 @@ from torch import nn
 from ..config import TrainConfig
 from ..data import Data
 from ..data.augment import crop_flip
-from ..errors import TrainingError
+from ..durations import to_steps
+from ..errors import ConfigError, TrainingError
 from ..masks import Mask
 from ..seeding import derive_seed, generator
 from ..state import get_state, set_state
@@ -55,6 +56,17 @@ class Span:
     steps_per_epoch: int
     eval_every: int
     checkpoint_every: int
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, n_train: int, start: int = 0) -> Span:
+        """The steps ``cfg`` trains on ``n_train`` examples, from ``start`` to the end."""
+        spe = n_train // cfg.batch_size
+        if spe < 1:
+            raise ConfigError(f"train.batch_size = {cfg.batch_size} is larger than the "
+                              f"training set ({n_train} examples); use a smaller batch")
+        return cls(start=start, end=to_steps(cfg.duration, spe), steps_per_epoch=spe,
+                   eval_every=to_steps(cfg.eval_every, spe),
+                   checkpoint_every=to_steps(cfg.checkpoint_every, spe))
 
 
 def batch_order(seed: int, epoch: int, n: int, device: torch.device) -> torch.Tensor:
