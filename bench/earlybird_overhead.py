@@ -60,7 +60,7 @@ def run_once(model0, data, cfg: TrainConfig, steps: int, every: int | None) -> t
     span = Span(start=0, end=steps, steps_per_epoch=len(data.y_train) // cfg.batch_size,
                 eval_every=steps, checkpoint_every=steps)
     t0 = time.perf_counter()
-    train_level(model, data, cfg, mask, span, seed=0, level=0, monitor=search)
+    train_level(model, data, cfg, mask, span, seed=0, level=0, callbacks=[search])
     return time.perf_counter() - t0, 0 if search is None else len(search.steps)
 
 

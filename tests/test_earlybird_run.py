@@ -136,8 +136,8 @@ def test_bn_l1_adds_the_slimming_subgradient():
     with torch.no_grad():
         bn.weight.copy_(torch.tensor([0.5, -2.0, 0.0]))
     bn.weight.grad = torch.zeros(3)
-    search = Search(lambda m: None, every=1, queue=2, epsilon=0.1, gammas=[bn.weight], l1=1e-4)
-    search.after_backward(bn)
+    search = Search(lambda m: None, every=1, queue=2, epsilon=0.1, gammas=["weight"], l1=1e-4)
+    search.after_backward(dict(bn.named_parameters()), {"weight": bn.weight.grad})
     assert torch.equal(bn.weight.grad, torch.tensor([1e-4, -1e-4, 0.0]))
 
 

@@ -140,7 +140,9 @@ def test_elapsed_wall_time_of_parallel_trials_and_compute_time(store, report):
     levels = lth.load(store).levels
     session = levels[levels.run_dir.str.contains("/trials/")]
     elapsed, compute, untimed = wall_times(session)
-    assert untimed == 0 and 0 < elapsed < compute  # 2 workers trained at the same time
+    # elapsed < compute when the 2 workers overlapped (levels here take ~0.05 s, a worker
+    # ~1 s to start: they may not); the union of intervals is checked in its doctest.
+    assert untimed == 0 and 0 < elapsed <= compute
     assert compute < session.wall_time_s.sum()  # the shared dense level 0 counts once
     digits = sections_of(page)["digits"]
     for label, seconds in (("elapsed wall time", elapsed), ("compute time", compute)):

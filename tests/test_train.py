@@ -9,7 +9,7 @@ from torch import nn
 from lth.config import TrainConfig
 from lth.errors import TrainingError
 from lth.masks import Mask, prunable_names
-from lth.train import Span, batch_order, lr_function, train_level
+from lth.train import OnEval, Span, batch_order, lr_function, train_level
 
 from .conftest import states_equal
 
@@ -41,7 +41,7 @@ def test_pruned_weights_stay_exactly_zero(digits, small_mlp, opt):
             seen.append(bool((model.get_parameter(n)[~keep] == 0).all()))
 
     before = {n: model.get_parameter(n).detach().clone() for n in mask}
-    train_level(model, digits, cfg, mask, span, seed=0, level=1, progress=check)
+    train_level(model, digits, cfg, mask, span, seed=0, level=1, callbacks=[OnEval(check)])
     assert seen and all(seen)
     mask.check(model)
     for n, keep in mask.items():  # and the survivors did train

@@ -53,6 +53,7 @@ class TrainConfig(_Section):
     checkpoint_every: Duration = "1000it"
     device: str = "cpu"
     threads: int = 1
+    stack: int = 0  # trials trained stacked in one step; 0: automatic (lth.experiment.group)
 
     def problems(self) -> list[Problem]:
         p: list[Problem] = []
@@ -73,6 +74,8 @@ class TrainConfig(_Section):
                 p.append((key, f"got {getattr(self, key)!r}; must be >= 1"))
         if self.threads < 0:
             p.append(("threads", f"got {self.threads!r}; must be >= 1 (0 keeps torch's setting)"))
+        if self.stack < 0:
+            p.append(("stack", f"got {self.stack!r}; must be >= 1 (0: automatic)"))
         for key in ("duration", "warmup", "eval_every", "checkpoint_every"):
             problem = check_duration(getattr(self, key))
             if problem:

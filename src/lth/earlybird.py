@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
 from .errors import ConfigError
 from .masks import Mask
+from .train.loop import Callback
 
 
 def mask_distance(a: Mask, b: Mask) -> float:
@@ -61,20 +61,23 @@ def packed_distance(a: torch.Tensor, b: torch.Tensor, n: int) -> float:
     return int(_POPCOUNT[torch.bitwise_xor(a, b).long()].sum()) / n if n else 0.0
 
 
-class Search:
+class Search(Callback):
     """The early-bird search as a training monitor (see :mod:`lth.train.loop`).
 
-    Every ``every`` steps after ``after`` it asks ``candidate(model)`` for the mask that
-    pruning would give now and applies the rule: the ticket is drawn (training stops) at
-    the first check where the newest mask is within ``epsilon`` of each of the
-    ``queue - 1`` masks before it. Masks are kept bit-packed for the pairwise distance
-    matrix (the paper's figure) while they fit in ``keep_bytes``; beyond that the oldest
-    are dropped (their matrix entries stay unknown, ``None``), never the queue's.
-    ``gammas``: BatchNorm scales that get the network-slimming subgradient ``l1·sign(γ)``.
+    Every ``every`` steps after ``after`` it asks ``candidate(state)`` (the weights by
+    name) for the mask that pruning would give now and applies the rule: the ticket is
+    drawn (training stops) at the first check where the newest mask is within
+    ``epsilon`` of each of the ``queue - 1`` masks before it. Masks are kept bit-packed
+    for the pairwise distance matrix (the paper's figure) while they fit in
+    ``keep_bytes``; beyond that the oldest are dropped (their matrix entries stay
+    unknown, ``None``), never the queue's. ``gammas``: names of BatchNorm scales that get
+    the network-slimming subgradient ``l1·sign(γ)``.
     """
 
-    def __init__(self, candidate: Callable[[nn.Module], Mask], *, every: int, queue: int,
-                 epsilon: float, after: int = 0, gammas: list[torch.Tensor] | None = None,
+    key = "monitor"  # its state's place in a level's checkpoints
+
+    def __init__(self, candidate: Callable[[dict[str, torch.Tensor]], Mask], *, every: int,
+                 queue: int, epsilon: float, after: int = 0, gammas: list[str] | None = None,
                  l1: float = 0.0, keep_bytes: int = 64 << 20):
         if queue < 2:
             raise ConfigError(f"early-bird queue = {queue}; needs at least 2 masks")
@@ -87,16 +90,17 @@ class Search:
         self.size = 0
         self.drawn_step: int | None = None
 
-    def after_backward(self, model: nn.Module) -> None:
+    def after_backward(self, params: dict[str, torch.Tensor],
+                       grads: dict[str, torch.Tensor]) -> None:
         if self.l1:
-            for g in self.gammas:
-                if g.grad is not None:
-                    g.grad.add_(torch.sign(g.detach()), alpha=self.l1)
+            for n in self.gammas:
+                if grads.get(n) is not None:
+                    grads[n].add_(torch.sign(params[n].detach()), alpha=self.l1)
 
-    def after_step(self, step: int, model: nn.Module) -> bool:
+    def after_step(self, step: int, state: Callable[[], dict[str, torch.Tensor]]) -> bool:
         if step <= self.after or (step - self.after) % self.every:
             return False
-        return self.update(self.candidate(model), step)
+        return self.update(self.candidate(state()), step)
 
     def update(self, mask: Mask, step: int) -> bool:
         """Add the mask of a check at ``step``; True when the ticket is drawn by it."""

@@ -27,7 +27,7 @@ from .reinitialization import KEEP_TRAINED, reinitialize
 from .seeding import derive_seed, generator
 from .state import get_state, set_state
 from .tasks import Task, get_task
-from .train import Span, train_level
+from .train import Span, torch_threads, train_level
 
 State = dict[str, torch.Tensor]
 
@@ -82,12 +82,7 @@ def fit(model: nn.Module, data: Data, *, mask: Mask, seed: int = 0, level: int =
     dropout draws are those of ``level`` of a run with ``seed``."""
     cfg = as_section(TrainConfig, train, "train")
     span = Span.of(cfg, len(data.y_train), start)
-    threads = torch.get_num_threads()
-    try:
-        if cfg.threads:  # as a run does: the same thread count, the same sums
-            torch.set_num_threads(cfg.threads)
+    with torch_threads(cfg.threads):  # as a run does: the same thread count, the same sums
         history = train_level(model, data.to(next(model.parameters()).device), cfg, mask,
                               span, seed=seed, level=level, task=get_task(task), output=output)
-    finally:
-        torch.set_num_threads(threads)
     return pd.DataFrame(history)

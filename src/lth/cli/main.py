@@ -129,7 +129,8 @@ def _group_table(result) -> str:
 
 def _run_group(group, args: argparse.Namespace) -> int:
     result = group.run(store=args.store, executor=args.executor, workers=args.workers,
-                       retry_failed=args.retry_failed, progress=not args.quiet)
+                       retry_failed=args.retry_failed, progress=not args.quiet,
+                       stack=args.stack)
     print(f"{group.kind} directory: {result.path}")
     print(_group_table(result))
     print(f"trials: {result.summary_line()}; tables: {result.path}/stats.csv, table.csv")
@@ -218,6 +219,9 @@ def _group_args(p: argparse.ArgumentParser) -> None:
                    help="where trials run: local processes (default), ray (RAY_ADDRESS or a "
                         "local Ray), or sequential in this process")
     p.add_argument("--workers", type=int, help="parallel trials (default: CPU count)")
+    p.add_argument("--stack", type=int, metavar="K",
+                   help="train up to K alike trials stacked in one step per worker "
+                        "(default: train.stack; 0 there means 8 on a GPU, 1 on CPU)")
     p.add_argument("--retry-failed", action="store_true", help="re-run trials that failed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

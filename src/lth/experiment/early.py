@@ -68,8 +68,9 @@ def check_unit_source(source: Path) -> None:
                           "source run pruned with structure = 'unit'")
 
 
-def bn_scales(model: nn.Module) -> list[torch.Tensor]:
-    return [m.weight for m in model.modules()
+def bn_scales(model: nn.Module) -> list[str]:
+    """The names of the model's BatchNorm scales (γ)."""
+    return [f"{name}.weight" if name else "weight" for name, m in model.named_modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
 
 
@@ -83,11 +84,10 @@ def make_search(eb: EarlyBirdConfig, prune: PruneConfig, groups, names: list[str
     target = 1 if prune.schedule == "one_shot" else level + 1
     start: list[Tensors] = []  # read at the first check: after a late-rewind snapshot exists
 
-    def candidate(model: nn.Module) -> Mask:
+    def candidate(state: Tensors) -> Mask:
         if not start:
             start.append(init())
-        final = ({n: model.get_parameter(n).detach() for n in names} if structure is None
-                 else dict(model.state_dict()))
+        final = {n: state[n] for n in names} if structure is None else state
         new = prune_step(prune, structure, groups, target, mask, start[0], final,
                          generator(seed, "prune", target))
         return new if structure is None else structure.unit_mask(new)

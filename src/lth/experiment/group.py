@@ -12,6 +12,7 @@ checkpoint; one that failed is skipped (and counted) unless ``retry_failed``.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from ..errors import ConfigError
 from ..execution import WorkerLost, make_executor
@@ -34,7 +36,7 @@ from ..store import (
 )
 from .result import Result, curve_metrics, level_metrics
 from .stats import aggregate
-from .trials import Outcome, Trial, run_trial
+from .trials import Outcome, Trial, run_trials
 
 log = logging.getLogger("lth")
 
@@ -67,6 +69,7 @@ class TrialGroup:
         the group's identity (each variant's recipe, however the group was given)."""
         variants: dict[str, Any] = {}
         self._level0: dict[str, str] = {}
+        self._stack = 0
         for t in self.trials:
             if t.variant in variants:
                 continue
@@ -75,16 +78,25 @@ class TrialGroup:
                                    "masks_of": t.masks_of and t.masks_of.rsplit("-s", 1)[0]}
             if t.masks_of is not None:  # its masks come later; check everything else
                 exp = exp.replace(masks_from_mode="same")
-            self._level0[t.variant] = exp.check().level0_class()
+            plan = exp.check()
+            self._level0[t.variant] = plan.level0_class()
+            stack = exp.train.stack or auto_stack(plan.device)
+            self._stack = min(self._stack or stack, stack)
         return {"kind": self.kind, "variants": variants}
 
     def run(self, store: str | Path | None = "runs", *, executor: str = "sequential",
             workers: int | None = None, retry_failed: bool = False,
-            progress: bool = False) -> GroupResult:
+            progress: bool = False, stack: int | None = None) -> GroupResult:
         """Run every trial that is not finished; returns the group's results.
 
         ``store=None`` uses a temporary directory that lives as long as the result.
+        ``stack``: at most this many trials that train alike (the seeds of a variant, or
+        variants with the same model, data and training) train stacked in one step, in
+        one worker (default: each variant's ``train.stack``; its 0 means
+        :func:`auto_stack`).
         """
+        if stack is not None and stack < 1:
+            raise ConfigError(f"stack = {stack}; give 1 or more (1: one trial at a time)")
         keepalive = None
         if store is None:
             keepalive = tempfile.TemporaryDirectory(prefix="lth-")
@@ -97,12 +109,20 @@ class TrialGroup:
             status = _reconcile(trials, self.trials, retry_failed)
             pool = make_executor(executor, workers)
             try:
-                _Driver(self.trials, trials, status, pool, progress, self._level0).loop()
+                _Driver(self.trials, trials, status, pool, progress, self._level0,
+                        stack or self._stack).loop()
             finally:
                 pool.shutdown()
             result = GroupResult(gdir, _keepalive=keepalive)
             result.write_tables()
         return result
+
+
+def auto_stack(device: torch.device) -> int:
+    """How many trials train stacked when ``train.stack = 0``: on a GPU 8 (small nets use
+    a sliver of it); on CPU 1, where ``bench/stack_speed.py`` measured stacking no faster
+    than one trial at a time for LeNet-300-100 (the matrix products are compute-bound)."""
+    return 8 if device.type == "cuda" else 1
 
 
 def _reconcile(trials: Trials, wanted: list[Trial], retry_failed: bool) -> dict[str, dict]:
@@ -134,10 +154,11 @@ class _Driver:
     copy it from the store."""
 
     def __init__(self, trials: list[Trial], store: Trials, status: dict, pool: Any,
-                 progress: bool, level0: dict[str, str]):
+                 progress: bool, level0: dict[str, str], stack: int):
         self.trials = {t.key: t for t in trials}
+        self.level0, self.stack = level0, stack
         self.store, self.status, self.pool = store, status, pool
-        self.running: dict[Any, str] = {}
+        self.running: dict[Any, list[str]] = {}  # handle -> its trials (key or key#level0)
         self.lost: dict[str, int] = {}
         self.bar = _Progress(store.gdir, trials, status) if progress else None
         self.leader: dict[str, str] = {}  # trial key -> the key whose level-0 task it awaits
@@ -158,7 +179,7 @@ class _Driver:
 
     def ready(self) -> list[tuple[Trial, int | None]]:
         out: list[tuple[Trial, int | None]] = []
-        busy = set(self.running.values())
+        busy = {task for tasks in self.running.values() for task in tasks}
         for key, t in self.trials.items():
             if self.status[key]["status"] != "pending" or key in busy:
                 continue
@@ -177,37 +198,61 @@ class _Driver:
                 out.append((t, 0))  # the shared level 0 first, as a task of its own
         return out
 
+    def stacks(self, ready: list[tuple[Trial, int | None]], free: int
+               ) -> list[tuple[int | None, list[Trial]]]:
+        """Up to ``free`` tasks from the ready trials: those that train alike (same level-0
+        class: architecture, data, training) share a task of at most ``self.stack``
+        trials, spread so that every free worker gets one."""
+        classes: dict[tuple[int | None, str], list[Trial]] = {}
+        for t, through in ready:
+            classes.setdefault((through, self.level0[t.variant]), []).append(t)
+        tasks: list[tuple[int | None, list[Trial]]] = []
+        for (through, _), members in classes.items():
+            n = len(members)
+            count = max(math.ceil(n / self.stack), min(free - len(tasks), n), 1)
+            size = math.ceil(n / count)
+            tasks += [(through, members[i:i + size]) for i in range(0, n, size)]
+        return tasks[:max(0, free)]
+
     def loop(self) -> None:
         while True:
-            for t, through in self.ready()[:max(0, self.pool.capacity - len(self.running))]:
-                masks = self.status[t.masks_of]["run_dir"] if t.masks_of else None
-                handle = self.pool.submit(run_trial, t, str(self.store.gdir / "trials"),
-                                          masks and str(self.store.gdir / masks),
-                                          str(self.store.gdir / "running"), through)
-                self.running[handle] = t.key if through is None else f"{t.key}#level0"
-                if through is None:
-                    self.record(t.key, status="pending", started=time.time())
-                else:
-                    self.level0_running.add(t.key)
+            free = self.pool.capacity - len(self.running)
+            for through, members in self.stacks(self.ready(), free):
+                items = [(t, self.status[t.masks_of]["run_dir"] if t.masks_of else None)
+                         for t in members]
+                handle = self.pool.submit(
+                    run_trials, [(t, m and str(self.store.gdir / m)) for t, m in items],
+                    str(self.store.gdir / "trials"), str(self.store.gdir / "running"), through)
+                self.running[handle] = [t.key if through is None else f"{t.key}#level0"
+                                        for t in members]
+                for t in members:
+                    if through is None:
+                        self.record(t.key, status="pending", started=time.time())
+                    else:
+                        self.level0_running.add(t.key)
             if not self.running:
                 break
             for handle in self.pool.wait(list(self.running), timeout=0.5):
-                self.collect(handle, self.running.pop(handle))
+                tasks = self.running.pop(handle)
+                try:
+                    outcomes: list[Outcome | WorkerLost] = list(self.pool.result(handle))
+                except WorkerLost as exc:
+                    outcomes = [exc] * len(tasks)
+                for task, out in zip(tasks, outcomes, strict=True):
+                    self.collect(task, out)
             if self.bar:
-                self.bar.update(self.status, len(self.running))
+                self.bar.update(self.status, sum(map(len, self.running.values())))
         if self.bar:
             self.bar.close(self.status)
 
-    def collect(self, handle: Any, task: str) -> None:
+    def collect(self, task: str, out: Outcome | WorkerLost) -> None:
         key, _, part = task.partition("#")
-        try:
-            out: Outcome = self.pool.result(handle)
-        except WorkerLost as exc:
+        if isinstance(out, WorkerLost):
             self.lost[task] = self.lost.get(task, 0) + 1
             if self.lost[task] < 2:  # resubmit once: it resumes from its checkpoint
                 self.level0_running.discard(key)
                 return
-            out = Outcome(key, "failed", error=f"{exc}; twice")
+            out = Outcome(key, "failed", error=f"{out}; twice")
         if part:  # the shared level-0 task: its followers may start (or fail alike)
             self.level0_running.discard(key)
             if out.status == "done":

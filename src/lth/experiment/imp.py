@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import torch
@@ -25,7 +25,7 @@ from ..reinitialization import KEEP_TRAINED, reinitialize
 from ..seeding import derive_seed, generator
 from ..state import get_state, set_state
 from ..store import Damaged, RunDir
-from ..train import Span, lr_function, train_level
+from ..train import Callback, Job, OnEval, Snapshot, Span, lr_function, train_stack
 from . import early
 from .plan import Plan
 from .progress import Progress
@@ -35,9 +35,16 @@ log = logging.getLogger("lth")
 State = dict[str, Any]
 
 
-def run_levels(plan: Plan, run: RunDir, model: nn.Module, data: Data, *, through: int,
-               report: Progress | None, on_level: Callable[[int], None]) -> None:
-    """Levels 0..``through`` of ``run``: verified if done, (re)computed if not."""
+Jobs = Generator[Job, "list[dict] | BaseException", Any]
+
+
+def level_jobs(plan: Plan, run: RunDir, model: nn.Module, data: Data, *, through: int,
+               report: Progress | None, on_level: Callable[[int], None]) -> Jobs:
+    """Levels 0..``through`` of ``run``: verified if done, (re)computed if not.
+
+    A generator: it yields each level's training :class:`~lth.train.Job` and expects its
+    history back (or the exception that ended it, which it raises); :func:`drive` trains
+    one trial's jobs, :func:`drive_together` those of several trials at once."""
     with run.lock():
         for path in run.tidy():
             log.info("removed leftover %s", path)
@@ -48,11 +55,52 @@ def run_levels(plan: Plan, run: RunDir, model: nn.Module, data: Data, *, through
                     report(level, plan.total_steps, plan.total_steps)
                 continue
             if not (level == 0 and _reuse_level0(plan, run)):
-                _train(plan, run, model, data, level, report)
+                yield from _train(plan, run, model, data, level, report)
             on_level(level)
         summaries = run.summaries()
         run.write_levels_csv(levels_frame([summaries[lv] for lv in sorted(summaries)])
                              .to_csv(index=False))
+
+
+def drive(jobs: Jobs) -> Any:
+    """Train the jobs of one generator one after another; returns its return value."""
+    try:
+        job = next(jobs)
+        while True:
+            (outcome,) = train_stack([job])
+            job = (jobs.throw(outcome) if isinstance(outcome, BaseException)
+                   else jobs.send(outcome))
+    except StopIteration as stop:
+        return stop.value
+
+
+def drive_together(generators: list[Jobs]) -> list[Any]:
+    """Advance several trials' generators in lockstep, training the jobs they have waiting
+    at the same time together (stacked where compatible, see :func:`lth.train.train_stack`).
+    Returns each generator's return value, or the exception that ended it."""
+    results: list[Any] = [None] * len(generators)
+    waiting: dict[int, Job] = {}
+
+    def advance(i: int, outcome: Any = None) -> None:
+        gen = generators[i]
+        try:
+            if isinstance(outcome, BaseException):
+                waiting[i] = gen.throw(outcome)
+            else:
+                waiting[i] = next(gen) if outcome is None else gen.send(outcome)
+        except StopIteration as stop:
+            results[i] = stop.value
+        except Exception as exc:  # noqa: BLE001 - this trial's failure, not the others'
+            results[i] = exc
+
+    for i in range(len(generators)):
+        advance(i)
+    while waiting:
+        batch = sorted(waiting.items())
+        waiting.clear()
+        for (i, _), outcome in zip(batch, train_stack([job for _, job in batch]), strict=True):
+            advance(i, outcome)
+    return results
 
 
 def _ensure_theta0(plan: Plan, run: RunDir) -> None:
@@ -211,7 +259,7 @@ def _steps_to_mask(plan: Plan, done: dict[int, dict], level: int) -> int | None:
 
 
 def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
-           report: Progress | None) -> None:
+           report: Progress | None) -> Jobs:
     t0, lv = time.perf_counter(), run.level(level)
     mask = _mask(plan, run, model, level)
     set_state(model, _start(plan, run, model, level, mask))
@@ -225,15 +273,19 @@ def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
             spe=plan.span["steps_per_epoch"], after=plan.rewind_step, model=model,
             structure=plan.structure)
     finetune = level > 0 and plan.reinit.mode == "finetune"
-    history = train_level(
+    callbacks: list[Callback] = []
+    if level == 0 and plan.rewind_step > 0:
+        callbacks.append(Snapshot(plan.rewind_step, run.save_rewind_point))
+    if report is not None:
+        callbacks.append(OnEval(lambda s: report(level, s, span.end)))
+    if search is not None:
+        callbacks.append(search)
+    history = yield Job(
         model, data, plan.train, mask, span, seed=plan.seed, level=level,
-        checkpoints=lv.checkpoint(),
-        snapshot_step=plan.rewind_step if level == 0 and plan.rewind_step > 0 else None,
-        on_snapshot=run.save_rewind_point,
-        progress=None if report is None else (lambda s: report(level, s, span.end)),
+        checkpoints=lv.checkpoint(), callbacks=callbacks,
         fixed_lr=lr_function(plan.train, plan.total_steps, plan.span["steps_per_epoch"])(
             plan.total_steps - 1) if finetune else None,
-        monitor=search, task=plan.task, output=plan.task_config.output)
+        task=plan.task, output=plan.task_config.output)
     if report is not None and search is not None and search.drawn_step is not None:
         report(level, span.end, span.end)  # stopped early: the level is complete
     mask.check(model)

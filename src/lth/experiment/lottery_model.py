@@ -27,7 +27,8 @@ from ..keras import adapt
 from ..models import create_model
 from ..store import RunDir
 from ..tasks import TASKS, Task, use_task
-from .imp import run_levels
+from ..train import torch_threads
+from .imp import Jobs, drive, level_jobs
 from .plan import Plan, make_plan
 from .plan import as_section as _as
 from .progress import Progress, progress_bar
@@ -175,17 +176,16 @@ class LotteryModel:
         if store is None:
             keepalive = tempfile.TemporaryDirectory(prefix="lth-")
             store = keepalive.name
-        threads = torch.get_num_threads()
-        try:
-            if self.train.threads:
-                torch.set_num_threads(self.train.threads)
-            run = self._run(Path(store), progress, list(trackers), through)
-        finally:
-            torch.set_num_threads(threads)
+        with torch_threads(self.train.threads):
+            run = drive(self.levels(Path(store), progress=progress, trackers=list(trackers),
+                                    through=through))
         return Result(run.path, _keepalive=keepalive)
 
-    def _run(self, store: Path, progress: bool | Progress, trackers: list[Any],
-             through: int | None) -> RunDir:
+    def levels(self, store: Path, *, progress: bool | Progress = False,
+               trackers: Sequence[Any] = (), through: int | None = None) -> Jobs:
+        """:meth:`run` as a generator of training jobs (see
+        :func:`lth.experiment.imp.level_jobs`); returns the run's directory. This is how
+        several experiments train stacked (:func:`lth.experiment.imp.drive_together`)."""
         model = copy.deepcopy(self.model).cpu()
         plan = self._plan(model)
         info = {**self.info, "name": self.config.name, "experiment_id": plan.experiment_id,
@@ -218,7 +218,8 @@ class LotteryModel:
                                   run.level(level).history())
 
         try:
-            run_levels(plan, run, model, data, through=last, report=report, on_level=logged)
+            yield from level_jobs(plan, run, model, data, through=last, report=report,
+                                  on_level=logged)
         finally:
             if hasattr(report, "close"):
                 report.close()  # type: ignore[union-attr]

@@ -28,8 +28,10 @@ from ..store import short_hash
 from ..tasks import CLASSIFICATION
 
 STORE_FORMAT = 2
-SPEED_ONLY = ("train.threads", "train.eval_batch_size", "train.checkpoint_every")
-"""Keys that change how fast or how safely a run goes, never its numbers."""
+SPEED_ONLY = ("train.threads", "train.eval_batch_size", "train.checkpoint_every",
+              "train.stack")
+"""Keys that change how fast or how safely a run goes, not its numbers (beyond the
+floating-point reassociation of sums: thread count, stacked matrix products)."""
 
 
 def _drop(tree: dict[str, Any], dotted: str) -> None:

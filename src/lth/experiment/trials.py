@@ -8,9 +8,12 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..config import ExperimentConfig
 from ..errors import LTHError
+from ..train import torch_threads
+from .imp import drive_together
 from .lottery_model import LotteryModel
 
 
@@ -55,24 +58,47 @@ class Outcome:
     pid: int = 0
 
 
-def run_trial(trial: Trial, store: str, masks_from: str | None, running_dir: str,
-              through: int | None = None) -> Outcome:
-    """Run (or resume) one trial — up to level ``through`` if given; an exception becomes a
-    ``failed`` outcome, not a crash.
+def run_trials(trials: list[tuple[Trial, str | None]], store: str, running_dir: str,
+               through: int | None = None) -> list[Outcome]:
+    """Run (or resume) trials — each ``(trial, masks_from)``, up to level ``through`` if
+    given — trained together: their levels advance in lockstep and compatible ones train
+    stacked in one step (:func:`lth.train.train_stack`). An exception ends only its own
+    trial, as a ``failed`` outcome.
 
-    While it runs, ``running_dir/<key>.pid`` holds the worker's pid for ``lth status``.
+    While they run, ``running_dir/<key>.pid`` holds the worker's pid for ``lth status``.
     """
     t0 = time.perf_counter()
-    marker = Path(running_dir) / f"{trial.key}.pid"
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(str(os.getpid()))
+    markers = [Path(running_dir) / f"{t.key}.pid" for t, _ in trials]
+    generators: list[Any] = []
+    threads = 0
+    built: list[BaseException | None] = []  # a trial that cannot even be built: its error
     try:
-        result = trial.build(masks_from).run(store=store, through=through)
-        return Outcome(trial.key, "done", run_dir=str(result.path),
-                       wall_time_s=time.perf_counter() - t0, pid=os.getpid())
-    except (Exception, LTHError) as exc:
-        return Outcome(trial.key, "failed", error=f"{type(exc).__name__}: {exc}",
-                       traceback=traceback.format_exc(), wall_time_s=time.perf_counter() - t0,
-                       pid=os.getpid())
+        for marker in markers:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(str(os.getpid()))
+        for trial, masks_from in trials:
+            try:
+                exp = trial.build(masks_from)
+                generators.append(exp.levels(Path(store), through=through))
+                threads = threads or exp.train.threads
+                built.append(None)
+            except (Exception, LTHError) as exc:
+                built.append(exc)
+        with torch_threads(threads):
+            results = iter(drive_together(generators))
+        outcomes = []
+        for (trial, _), error in zip(trials, built, strict=True):
+            result = error if error is not None else next(results)
+            elapsed = time.perf_counter() - t0
+            if isinstance(result, BaseException):
+                outcomes.append(Outcome(
+                    trial.key, "failed", error=f"{type(result).__name__}: {result}",
+                    traceback="".join(traceback.format_exception(result)),
+                    wall_time_s=elapsed, pid=os.getpid()))
+            else:
+                outcomes.append(Outcome(trial.key, "done", run_dir=str(result.path),
+                                        wall_time_s=elapsed, pid=os.getpid()))
+        return outcomes
     finally:
-        marker.unlink(missing_ok=True)
+        for marker in markers:
+            marker.unlink(missing_ok=True)

@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..masks import Mask, prunable_names
 from ..seeding import derive_seed
 from ..state import get_state, set_state
-from ..train import Span, train_level
+from ..train import Callback, Span, train_level
 from ..train.evaluate import evaluate
 from .selection import ForwardSelection, mlp_parts, select_neurons, selection_batch
 
@@ -33,25 +33,16 @@ Tensors = dict[str, torch.Tensor]
 EVAL_BATCH = 4096
 
 
-class _Snapshots:
-    """A training monitor (see :mod:`lth.train.loop`) that keeps the weights at some steps."""
+class _Snapshots(Callback):
+    """Keeps the weights (CPU copies) at some steps of training."""
 
     def __init__(self, wanted: set[int]):
         self.wanted, self.kept = wanted, {}
 
-    def after_backward(self, model: nn.Module) -> None:
-        pass
-
-    def after_step(self, step: int, model: nn.Module) -> bool:
+    def after_step(self, step: int, state: Callable[[], Tensors]) -> bool:
         if step in self.wanted:
-            self.kept[step] = get_state(model)
+            self.kept[step] = {k: v.detach().to("cpu", copy=True) for k, v in state().items()}
         return False
-
-    def state(self) -> tuple[Tensors, dict]:
-        return {}, {}
-
-    def load(self, tensors: Tensors, meta: dict) -> None:
-        pass
 
 
 def train_steps(model: nn.Module, data: Data, steps: int, train: TrainConfig, *, seed: int,
@@ -82,7 +73,7 @@ def train_steps(model: nn.Module, data: Data, steps: int, train: TrainConfig, *,
                     checkpoint_every=steps)
         names = prunable_names(model)
         train_level(model, data, train, Mask.ones(model, names), span,
-                    seed=derive_seed(seed, purpose), level=0, monitor=monitor)
+                    seed=derive_seed(seed, purpose), level=0, callbacks=[monitor])
     return monitor.kept
 
 

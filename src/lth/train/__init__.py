@@ -1,7 +1,20 @@
-"""Training: one step-based loop over in-memory data, optimizers, lr schedules, evaluation."""
+"""Training: one step-based loop over in-memory data (one trial or K stacked), optimizers
+over named state, lr schedules, evaluation."""
 
 from .evaluate import evaluate
-from .loop import Span, batch_order, train_level
-from .optim import lr_function, make_optimizer
+from .loop import (
+    Callback,
+    Job,
+    OnEval,
+    Snapshot,
+    Span,
+    batch_order,
+    stack_key,
+    torch_threads,
+    train_level,
+    train_stack,
+)
+from .optim import Optimizer, lr_function
 
-__all__ = ["Span", "batch_order", "evaluate", "lr_function", "make_optimizer", "train_level"]
+__all__ = ["Callback", "Job", "OnEval", "Optimizer", "Snapshot", "Span", "batch_order",
+           "evaluate", "lr_function", "stack_key", "torch_threads", "train_level", "train_stack"]

@@ -1,15 +1,28 @@
-"""The one training loop: in-memory batches, masks enforced at every step, resumable.
+"""The one training loop: in-memory batches, masks enforced at every step, resumable, and
+able to train K trials at once.
 
 Data order is a pure function of (seed, epoch), the learning rate of the step, and the
 dropout RNG lives in a forked generator saved with each checkpoint, so a level resumed
 from a checkpoint continues bit-identically on CPU.
+
+The state a step touches is plain tensors addressed by parameter name: parameters, masks,
+the optimizer's moments (:class:`~lth.train.optim.Optimizer`) and the step. One trial
+trains its own module; K compatible trials (:func:`stack_key`) train *stacked*: their
+parameters, masks and optimizer state on a leading axis of size K, one batch per trial, the
+forward and backward passes vectorised with ``torch.func.vmap`` (:class:`_Stacked`). Each
+trial keeps its own data order, augmentation, evaluations, checkpoints, divergence check
+and callbacks; one that stops early or diverges leaves the stack without disturbing the
+others. Stacked results equal one-at-a-time results up to floating-point reassociation of
+the batched matrix products (masks are exact either way).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -25,19 +38,61 @@ from ..seeding import derive_seed, generator
 from ..state import get_state, set_state
 from ..tasks import CLASSIFICATION, Task, select_output
 from .evaluate import Sums, evaluate
-from .optim import lr_function, make_optimizer
+from .optim import Optimizer, lr_function
 
 Tensors = dict[str, torch.Tensor]
 
 
-class Monitor(Protocol):
-    """Watches a level's training (e.g. the early-bird search): may add to gradients, may
-    stop training, and keeps its own state in the level's checkpoints."""
+class Callback:
+    """Hooks into a level's training. ``state`` arguments are callables returning the
+    trial's current parameters and buffers by name (views: copy what you keep). A
+    callback with a ``key`` keeps :meth:`state` in the level's checkpoints under it."""
 
-    def after_backward(self, model: nn.Module) -> None: ...
-    def after_step(self, step: int, model: nn.Module) -> bool: ...  # True: stop now
-    def state(self) -> tuple[Tensors, dict[str, Any]]: ...
-    def load(self, tensors: Tensors, meta: dict[str, Any]) -> None: ...
+    key: str | None = None
+
+    def begin(self, step: int, state: Callable[[], Tensors]) -> None:
+        """Training (re)starts at ``step``."""
+
+    def after_backward(self, params: Tensors, grads: Tensors) -> None:
+        """The step's gradients are computed (and may be changed in place)."""
+
+    def after_step(self, step: int, state: Callable[[], Tensors]) -> bool:
+        """Step ``step`` is done; True stops the trial's training here."""
+        return False
+
+    def after_eval(self, row: dict[str, float]) -> None:
+        """An evaluation row was added to the history."""
+
+    def state(self) -> tuple[Tensors, dict[str, Any]]:
+        return {}, {}
+
+    def load(self, tensors: Tensors, meta: dict[str, Any]) -> None:
+        pass
+
+
+class Snapshot(Callback):
+    """Hands the weights at ``step`` (CPU copies) to ``save``."""
+
+    def __init__(self, step: int, save: Callable[[Tensors], None]):
+        self.step, self.save = step, save
+
+    def begin(self, step: int, state: Callable[[], Tensors]) -> None:
+        self.after_step(step, state)
+
+    def after_step(self, step: int, state: Callable[[], Tensors]) -> bool:
+        if step == self.step:
+            self.save({k: v.detach().to("cpu", copy=True) for k, v in state().items()})
+        return False
+
+
+class OnEval(Callback):
+    """Calls ``report(step)`` after every evaluation (progress bars)."""
+
+    def __init__(self, report: Callable[[int], None]):
+        self.report = report
+
+    def after_eval(self, row: dict[str, float]) -> None:
+        self.report(int(row["step"]))
 
 
 class Checkpoints(Protocol):
@@ -69,183 +124,473 @@ class Span:
                    checkpoint_every=to_steps(cfg.checkpoint_every, spe))
 
 
+@dataclass
+class Job:
+    """One trial's level to train: ``model`` (on ``data``'s device) from ``span.start`` to
+    ``span.end`` under ``mask``. ``fixed_lr`` replaces the schedule (fine-tuning);
+    ``output`` selects from a tuple/dict model output."""
+
+    model: nn.Module
+    data: Data
+    cfg: TrainConfig
+    mask: Mask
+    span: Span
+    seed: int
+    level: int
+    checkpoints: Checkpoints | None = None
+    callbacks: Sequence[Callback] = ()
+    fixed_lr: float | None = None
+    task: Task = CLASSIFICATION
+    output: int | str | None = None
+
+
+def stack_key(job: Job) -> tuple:
+    """Jobs with equal keys can train stacked: same architecture, data, training settings,
+    steps, learning rates and task."""
+    shapes = tuple((n, tuple(t.shape), t.dtype, t.requires_grad)
+                   for n, t in [*job.model.named_parameters(), *job.model.named_buffers()])
+    return (type(job.model), shapes, id(job.data), job.cfg, job.span, job.fixed_lr,
+            id(job.task), job.output)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads (0: torch's setting), then restore."""
+    before = torch.get_num_threads()
+    try:
+        if n:
+            torch.set_num_threads(n)
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def batch_order(seed: int, epoch: int, n: int, device: torch.device) -> torch.Tensor:
     """The example order of ``epoch``: same for every level, so rewinding replays it."""
     g = torch.Generator().manual_seed(derive_seed(seed, "data", epoch))
     return torch.randperm(n, generator=g).to(device)
 
 
-def _eval_row(model: nn.Module, data: Data, step: int, span: Span, lr: float,
-              bs: int, sums: Sums, output: int | str | None) -> dict[str, float]:
-    """One evaluation: the training loss and metrics since the last one, then those of
-    the validation and test splits."""
-    row: dict[str, float] = {"step": step, "epoch": step / span.steps_per_epoch, "lr": lr,
-                             **sums.means("train_")}
-    for split in ("val", "test"):
-        scores = evaluate(model, getattr(data, f"x_{split}"), getattr(data, f"y_{split}"), bs,
-                          data.prepare, task=sums.task, output=output)
-        row.update({f"{split}_{k}": v for k, v in scores.items()})
-    return row
-
-
-def _check_finite(row: dict[str, float], level: int, cfg: TrainConfig, data: Data) -> None:
-    watched = [row["train_loss"]] + ([row["test_loss"]] if len(data.y_test) else [])
-    if not all(math.isfinite(v) for v in watched):
-        raise TrainingError(
-            f"training diverged at level {level} by step {row['step']} (train loss "
-            f"{row['train_loss']}, test loss {row['test_loss']}); lower train.lr "
-            f"(now {cfg.lr}) or add warmup. Finished levels are kept; a changed config "
-            "is a new run")
-
-
-def _pack(model: nn.Module, opt: torch.optim.Optimizer, step: int, history: list[dict],
-          sums: Sums, device: torch.device) -> tuple[Tensors, dict[str, Any]]:
-    tensors = {f"model.{k}": v for k, v in get_state(model).items()}
-    scalars: dict[str, Any] = {}
-    for i, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"opt.{i}.{k}"] = v.detach().cpu()
-            else:
-                scalars[f"{i}.{k}"] = v
-    tensors["rng.cpu"] = torch.get_rng_state()
-    if device.type == "cuda":
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
-    sum_tensors, counts = sums.state()
-    tensors.update({f"sums.{k}": v for k, v in sum_tensors.items()})
-    meta = {"step": step, "history": history, "opt_scalars": scalars, "sums": counts}
-    return tensors, meta
-
-
-def _unpack(model: nn.Module, opt: torch.optim.Optimizer, tensors: Tensors,
-            meta: dict[str, Any], device: torch.device, sums: Sums) -> tuple[int, list[dict]]:
-    set_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in tensors.items():
-        if key.startswith("opt."):
-            _, i, k = key.split(".", 2)
-            state.setdefault(int(i), {})[k] = v
-    for key, v in meta.get("opt_scalars", {}).items():
-        i, k = key.split(".", 1)
-        state.setdefault(int(i), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
-    torch.set_rng_state(tensors["rng.cpu"])
-    if device.type == "cuda" and "rng.cuda" in tensors:
-        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-    sums.load({k[5:]: v for k, v in tensors.items() if k.startswith("sums.")}, meta["sums"])
-    return int(meta["step"]), list(meta["history"])
-
-
 def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span: Span, *,
                 seed: int, level: int, checkpoints: Checkpoints | None = None,
-                snapshot_step: int | None = None,
-                on_snapshot: Callable[[Tensors], None] | None = None,
-                progress: Callable[[int], None] | None = None,
-                fixed_lr: float | None = None,
-                monitor: Monitor | None = None, task: Task = CLASSIFICATION,
+                callbacks: Sequence[Callback] = (), fixed_lr: float | None = None,
+                task: Task = CLASSIFICATION,
                 output: int | str | None = None) -> list[dict[str, float]]:
     """Train ``model`` (on ``data``'s device) from ``span.start`` to ``span.end``.
 
     Returns the evaluation history: one row per evaluation with step, lr, the task's
     running training loss and metrics since the previous evaluation, and its validation
-    and test loss and metrics. ``output`` selects from a tuple/dict model output. A
-    ``monitor`` that asks to stop ends training at that step, with an evaluation there. Raises
-    :class:`~lth.errors.TrainingError` when the loss stops being finite.
+    and test loss and metrics. A callback that asks to stop ends training at that step,
+    with an evaluation there. Raises :class:`~lth.errors.TrainingError` when the loss
+    stops being finite.
     """
-    device = data.x_train.device
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(cfg, params)
+    job = Job(model, data, cfg, mask, span, seed, level, checkpoints, callbacks, fixed_lr,
+              task, output)
+    (result,) = train_stack([job])
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def train_stack(jobs: Sequence[Job]) -> list[list[dict[str, float]] | BaseException]:
+    """Train every job; compatible jobs (equal :func:`stack_key`, same resumed step) train
+    stacked. Returns each job's history, or the exception that ended it (divergence) —
+    the other jobs train on."""
+    slots = [_Slot(job) for job in jobs]
+    groups: dict[tuple, list[_Slot]] = {}
+    for s in slots:
+        groups.setdefault((stack_key(s.job), s.step), []).append(s)
+    for members in groups.values():
+        _train_together(members)
+    return [s.result for s in slots]
+
+
+# -- one trial's bookkeeping ----------------------------------------------------------------
+@dataclass
+class _Slot:
+    job: Job
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    rng: torch.Tensor | None = None
+    stack_seeds: list[int] | None = None
+    result: Any = None
+
+    def __post_init__(self) -> None:
+        job = self.job
+        self.device = job.data.x_train.device
+        self.params = {n: p for n, p in job.model.named_parameters() if p.requires_grad}
+        self.opt = Optimizer(job.cfg, self.params)
+        self.sums = self.fresh_sums()
+        resumed = job.checkpoints.load() if job.checkpoints else None
+        if resumed and not isinstance(resumed[1].get("sums"), dict):
+            resumed = None  # a checkpoint of lth 0.2 (other running sums): restart the level
+        if resumed:
+            self._unpack(*resumed)
+        else:
+            self.step = job.span.start
+        Mask.apply_(job.mask, job.model)
+        job.model.train()
+        self.last_ckpt = self.step
+
+    def fresh_sums(self) -> Sums:
+        return Sums(self.job.task, self.device, equal_batches=True)
+
+    def _unpack(self, tensors: Tensors, meta: dict[str, Any]) -> None:
+        set_state(self.job.model, {k[6:]: v for k, v in tensors.items()
+                                   if k.startswith("model.")})
+        names = list(self.params)
+        opt: Tensors = {}
+        for key, v in tensors.items():
+            if key.startswith("optim."):
+                opt[key[6:]] = v
+            elif key.startswith("opt."):  # lth <= 0.4: by the parameter's index
+                _, i, k = key.split(".", 2)
+                opt[f"{k}.{names[int(i)]}"] = v
+        self.opt.load(opt, self.device)
+        self.rng = tensors["rng.cpu"]
+        self.stack_seeds = meta.get("stack")
+        self.sums.load({k[5:]: v for k, v in tensors.items() if k.startswith("sums.")},
+                       meta["sums"])
+        for cb in self.job.callbacks:
+            if cb.key is not None:
+                prefix = f"{cb.key}."
+                cb.load({k[len(prefix):]: v for k, v in tensors.items()
+                         if k.startswith(prefix)}, meta.get(cb.key, {}))
+        self.step, self.history = int(meta["step"]), list(meta["history"])
+
+    def save(self, state: Tensors, opt: Tensors, stack_seeds: list[int] | None) -> None:
+        tensors = {f"model.{k}": v for k, v in state.items()}
+        tensors.update({f"optim.{k}": v for k, v in opt.items()})
+        tensors["rng.cpu"] = torch.get_rng_state()
+        sum_tensors, counts = self.sums.state()
+        tensors.update({f"sums.{k}": v for k, v in sum_tensors.items()})
+        meta: dict[str, Any] = {"step": self.step, "history": self.history, "sums": counts}
+        if stack_seeds is not None:
+            meta["stack"] = stack_seeds
+        for cb in self.job.callbacks:
+            if cb.key is not None:
+                extra, meta[cb.key] = cb.state()
+                tensors.update({f"{cb.key}.{k}": v for k, v in extra.items()})
+        assert self.job.checkpoints is not None
+        self.job.checkpoints.save(tensors, meta)
+        self.last_ckpt = self.step
+
+    def eval_row(self, step: int, lr: float, scores: dict[str, dict[str, float]]
+                 ) -> dict[str, float]:
+        row: dict[str, float] = {"step": step, "epoch": step / self.job.span.steps_per_epoch,
+                                 "lr": lr, **self.sums.means("train_")}
+        for split, values in scores.items():
+            row.update({f"{split}_{k}": v for k, v in values.items()})
+        self.sums = self.fresh_sums()
+        return row
+
+    def check_finite(self, row: dict[str, float]) -> None:
+        job = self.job
+        watched = [row["train_loss"]] + ([row["test_loss"]] if len(job.data.y_test) else [])
+        if not all(math.isfinite(v) for v in watched):
+            raise TrainingError(
+                f"training diverged at level {job.level} by step {row['step']} (train loss "
+                f"{row['train_loss']}, test loss {row['test_loss']}); lower train.lr "
+                f"(now {job.cfg.lr}) or add warmup. Finished levels are kept; a changed "
+                "config is a new run")
+
+
+# -- the step over one module or a stack ----------------------------------------------------
+class _Single:
+    """One trial: its own module, autograd, the optimizer's state as is."""
+
+    def __init__(self, slots: list[_Slot]):
+        (self.slot,) = slots
+        self.model, self.job = self.slot.job.model, self.slot.job
+        self.params, self.opt = self.slot.params, self.slot.opt
+        self.masks = {n: keep.to(self.slot.device, self.params[n].dtype)
+                      for n, keep in self.job.mask.items()}
+
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor
+                         ) -> tuple[list[torch.Tensor], list[torch.Tensor], Tensors]:
+        out = select_output(self.model(x), self.job.output)
+        loss = self.job.task.loss(out, y)
+        for p in self.params.values():
+            p.grad = None
+        loss.backward()
+        return [loss], [out], {n: p.grad for n, p in self.params.items()}  # type: ignore[misc]
+
+    def state(self, k: int) -> Callable[[], Tensors]:
+        model = self.model
+        return lambda: {**{n: p.detach() for n, p in model.named_parameters()},
+                        **{n: b for n, b in model.named_buffers()}}
+
+    def trial(self, k: int) -> tuple[Tensors, Tensors]:
+        return {n: p for n, p in self.params.items()}, {}
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, bs: int) -> list[dict[str, float]]:
+        j = self.job
+        return [evaluate(self.model, x, y, bs, j.data.prepare, task=j.task, output=j.output)]
+
+    def checkpoint_state(self, k: int) -> tuple[Tensors, Tensors]:
+        return get_state(self.model), self.opt.tensors()
+
+    def write_back(self, k: int) -> None:
+        pass  # the module trained in place
+
+    def without(self, gone: list[int]) -> _Single | None:
+        return None
+
+
+class _Stacked:
+    """K trials of one architecture: parameters, buffers, masks and optimizer state stacked
+    on a leading axis; forward and backward through ``vmap(grad(functional_call))``."""
+
+    def __init__(self, slots: list[_Slot], opt: Optimizer | None = None,
+                 stacked: tuple[Tensors, Tensors] | None = None):
+        self.slots = slots
+        job = slots[0].job
+        self.job, self.device = job, slots[0].device
+        self.base = copy.deepcopy(job.model).to("meta")
+        if stacked is None:
+            with torch.no_grad():
+                named = [(dict(s.job.model.named_parameters()), dict(s.job.model.named_buffers()))
+                         for s in slots]
+                params = {n: torch.stack([p[n].detach() for p, _ in named]) for n in named[0][0]}
+                buffers = {n: torch.stack([b[n] for _, b in named]) for n in named[0][1]}
+        else:
+            params, buffers = stacked
+        self.all_params, self.buffers = params, buffers
+        self.names = list(slots[0].params)
+        for n in self.names:
+            params[n].requires_grad_(True)
+        self.params = {n: params[n] for n in self.names}
+        self.opt = opt if opt is not None else Optimizer.stack([s.opt for s in slots],
+                                                               self.params)
+        self.masks = {n: torch.stack([s.job.mask[n] for s in slots]).to(self.device,
+                                                                          params[n].dtype)
+                      for n in job.mask.names()}
+        task, output, base = job.task, job.output, self.base
+
+        def loss_of(p: Tensors, b: Tensors, x: torch.Tensor, y: torch.Tensor):
+            out = select_output(torch.func.functional_call(base, (p, b), (x,)), output)
+            loss = task.loss(out, y)
+            return loss, (loss, out)
+
+        def forward(p: Tensors, b: Tensors, x: torch.Tensor) -> torch.Tensor:
+            return select_output(torch.func.functional_call(base, (p, b), (x,)), output)
+
+        self._grad = torch.func.vmap(torch.func.grad(loss_of, has_aux=True),
+                                     randomness="different")
+        self._forward = torch.func.vmap(forward, in_dims=(0, 0, None), randomness="different")
+
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor, Tensors]:
+        self.base.train()
+        grads, (loss, out) = self._grad(self.all_params, self.buffers, x, y)
+        return loss, out, {n: grads[n] for n in self.names}
+
+    def state(self, k: int) -> Callable[[], Tensors]:
+        return lambda: {**{n: p[k].detach() for n, p in self.all_params.items()},
+                        **{n: b[k] for n, b in self.buffers.items()}}
+
+    def trial(self, k: int) -> tuple[Tensors, Tensors]:
+        return {n: p[k] for n, p in self.params.items()}, {}
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, bs: int) -> list[dict[str, float]]:
+        job = self.job
+        sums = [Sums(job.task, self.device) for _ in self.slots]
+        self.base.eval()
+        for i in range(0, len(y), bs):
+            xb, yb = job.data.prepare(x[i:i + bs]), y[i:i + bs]
+            out = self._forward(self.all_params, self.buffers, xb)
+            for k, s in enumerate(sums):
+                s.add(job.task.loss(out[k], yb), out[k], yb)
+        self.base.train()
+        return [s.means("") for s in sums]
+
+    def checkpoint_state(self, k: int) -> tuple[Tensors, Tensors]:
+        return ({n: t.to("cpu", copy=True) for n, t in self.state(k)().items()},
+                self.opt.tensors(k))
+
+    @torch.no_grad()
+    def write_back(self, k: int) -> None:
+        model = self.slots[k].job.model
+        for n, p in model.named_parameters():
+            p.copy_(self.all_params[n][k])
+        for n, b in model.named_buffers():
+            b.copy_(self.buffers[n][k])
+
+    def without(self, gone: list[int]) -> _Single | _Stacked | None:
+        """The stack of the other trials (after :meth:`write_back` of ``gone``)."""
+        keep = [k for k in range(len(self.slots)) if k not in gone]
+        slots = [self.slots[k] for k in keep]
+        if not slots:
+            return None
+        if len(slots) == 1:  # back to its own module, with its slice of the state
+            (k,) = keep
+            self.write_back(k)
+            slots[0].opt.load(self.opt.tensors(k), self.device)
+            return _Single(slots)
+        idx = torch.tensor(keep, device=self.device)
+        with torch.no_grad():
+            params = {n: p.detach()[idx] for n, p in self.all_params.items()}
+            buffers = {n: b[idx] for n, b in self.buffers.items()}
+        opt = self.opt.select(idx, {n: params[n] for n in self.names})
+        return _Stacked(slots, opt, (params, buffers))
+
+
+def _stack_seeds(slots: list[_Slot]) -> list[int] | None:
+    """What a checkpoint records of the stack it was trained in (None: alone)."""
+    return [s.job.seed for s in slots] if len(slots) > 1 else None
+
+
+def _noise_seed(slots: list[_Slot]) -> int:
+    if len(slots) == 1:
+        return derive_seed(slots[0].job.seed, "noise", slots[0].job.level)
+    return derive_seed(*[s.job.seed for s in slots], "noise-stack", slots[0].job.level)
+
+
+def _train_together(slots: list[_Slot]) -> None:
+    """Train ``slots`` (compatible, at the same step) to the end of their span."""
+    job = slots[0].job
+    device, span, cfg, data = slots[0].device, job.span, job.cfg, job.data
     schedule = lr_function(cfg, span.end, span.steps_per_epoch)
-    # Fine-tuning trains at one learning rate (the schedule's last) instead of the schedule.
-    lr_at = schedule if fixed_lr is None else (lambda step: fixed_lr)
-    masked = [(model.get_parameter(n), keep.to(device)) for n, keep in mask.items()]
-    mparams = [p for p, _ in masked]
-    # Multiplying by a float mask in the parameter's dtype is one fused foreach kernel.
-    mfloats = [keep.to(p.dtype) for p, keep in masked]
+    lr_at = schedule if job.fixed_lr is None else (lambda step: job.fixed_lr)
     bs, n = cfg.batch_size, len(data.y_train)
     augment = data.augment == "crop_flip"
     ebs = cfg.eval_batch_size
-
-    def fresh_sums() -> Sums:
-        return Sums(task, device, equal_batches=True)
-
     forked = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked):
-        noise_seed = derive_seed(seed, "noise", level)
+        noise_seed = _noise_seed(slots)
         torch.default_generator.manual_seed(noise_seed)
         if device.type == "cuda":
             with torch.cuda.device(device):
                 torch.cuda.manual_seed(noise_seed)
-        resumed = checkpoints.load() if checkpoints else None
-        if resumed and not isinstance(resumed[1].get("sums"), dict):
-            resumed = None  # a checkpoint of lth 0.2 (other running sums): restart the level
-        sums = fresh_sums()
-        if resumed:
-            step, history = _unpack(model, opt, *resumed, device, sums)
-            if monitor is not None:
-                tensors, meta = resumed
-                monitor.load({k[8:]: v for k, v in tensors.items() if k.startswith("monitor.")},
-                             meta.get("monitor", {}))
-        else:
-            step, history = span.start, []
-        Mask.apply_(mask, model)
-        model.train()
-        last_ckpt = step
-        if not history:
-            history.append(_eval_row(model, data, step, span, lr_at(step), ebs, sums, output))
-        epoch, order = -1, None
-        while step < span.end:
-            if step == snapshot_step and on_snapshot is not None:
-                on_snapshot(get_state(model))
+        first = slots[0]
+        if first.rng is not None and first.stack_seeds == _stack_seeds(slots):
+            torch.set_rng_state(first.rng)  # the same stack resumes: the same noise
+        step = first.step
+        stepper: Any = _Single(slots) if len(slots) == 1 else _Stacked(slots)
+
+        def evaluate_all(active: list[int], lr: float, check: bool = True) -> list[int]:
+            """Evaluation rows for the trials ``active`` (indices); returns those that
+            diverged (``check``: after training steps, not before the first)."""
+            scores = {split: stepper.evaluate(getattr(data, f"x_{split}"),
+                                              getattr(data, f"y_{split}"), ebs)
+                      for split in ("val", "test")}
+            failed = []
+            for k in active:
+                s = stepper.slots[k] if isinstance(stepper, _Stacked) else stepper.slot
+                row = s.eval_row(step, lr, {sp: scores[sp][k] for sp in scores})
+                try:
+                    if check:
+                        s.check_finite(row)
+                except TrainingError as exc:
+                    s.result = exc
+                    failed.append(k)
+                    continue
+                s.history.append(row)
+                for cb in s.job.callbacks:
+                    cb.after_eval(row)
+            return failed
+
+        def members() -> list[_Slot]:
+            return stepper.slots if isinstance(stepper, _Stacked) else [stepper.slot]
+
+        for k, s in enumerate(members()):
+            for cb in s.job.callbacks:
+                cb.begin(step, stepper.state(k))
+        if not first.history:
+            evaluate_all(list(range(len(slots))), lr_at(step), check=False)
+        epoch, orders = -1, None
+        while step < span.end and stepper is not None:
+            current = members()
             e, off = divmod(step, span.steps_per_epoch)
             if e != epoch:
-                epoch, order = e, batch_order(seed, e, n, device)
-            idx = order[off * bs:(off + 1) * bs]  # type: ignore[index]
-            x, y = data.x_train[idx], data.y_train[idx]
+                epoch = e
+                orders = torch.stack([batch_order(s.job.seed, e, n, device) for s in slots])
+            alive = torch.tensor([slots.index(s) for s in current], device=device)
+            idx = orders[alive, off * bs:(off + 1) * bs]  # type: ignore[index]
+            flat = idx.flatten()  # datasets index by one list of examples
+            x, y = data.x_train[flat], data.y_train[flat]
             if augment:
-                x = crop_flip(x, generator(seed, "augment", step))
+                x = torch.cat([crop_flip(x[k * bs:(k + 1) * bs],
+                                         generator(s.job.seed, "augment", step))
+                               for k, s in enumerate(current)])
             x = data.prepare(x)
+            if isinstance(stepper, _Stacked):  # one batch per trial on a leading axis
+                x, y = x.unflatten(0, idx.shape), y.unflatten(0, idx.shape)
             lr = lr_at(step)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            out = select_output(model(x), output)
-            loss = task.loss(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if monitor is not None:
-                monitor.after_backward(model)
-            grads = [p.grad for p in mparams]
-            if all(g is not None for g in grads):
-                torch._foreach_mul_(grads, mfloats)
-            else:
-                for g, m in zip(grads, mfloats, strict=True):
-                    if g is not None:
-                        g.mul_(m)
-            opt.step()
+            losses, outs, grads = stepper.forward_backward(x, y)
+            for k, s in enumerate(current):
+                if s.job.callbacks:
+                    params_k, _ = stepper.trial(k)
+                    grads_k = {nm: g if isinstance(stepper, _Single) else g[k]
+                               for nm, g in grads.items()}
+                    for cb in s.job.callbacks:
+                        cb.after_backward(params_k, grads_k)
+            _mask_(list(stepper.masks), grads, stepper.masks)
+            stepper.opt.step(list(stepper.params.values()),
+                             [grads[nm] for nm in stepper.params], lr)
             # Masked gradients already keep pruned weights at 0 for SGD/Adam/AdamW;
             # re-masking guards against any update rule that moves zero-gradient weights.
             with torch.no_grad():
-                torch._foreach_mul_(mparams, mfloats)
-            sums.add(loss, out, y)  # on the device: no host sync per step
+                _mask_(list(stepper.masks), stepper.params, stepper.masks)
+            ys = [y] if isinstance(stepper, _Single) else y
+            for k, s in enumerate(current):
+                s.sums.add(losses[k], outs[k], ys[k])  # on the device: no host sync
             step += 1
-            stop = monitor is not None and monitor.after_step(step, model)
-            if step % span.eval_every == 0 or step == span.end or stop:
-                row = _eval_row(model, data, step, span, lr, ebs, sums, output)
-                _check_finite(row, level, cfg, data)
-                history.append(row)
-                sums = fresh_sums()
-                if progress is not None:
-                    progress(step)
-            if stop:
-                break
-            if (checkpoints is not None and step < span.end
-                    and step - last_ckpt >= span.checkpoint_every):
-                tensors, meta = _pack(model, opt, step, history, sums, device)
-                if monitor is not None:
-                    extra, meta["monitor"] = monitor.state()
-                    tensors.update({f"monitor.{k}": v for k, v in extra.items()})
-                checkpoints.save(tensors, meta)
-                last_ckpt = step
-        if snapshot_step == step and on_snapshot is not None:
-            on_snapshot(get_state(model))
-    return history
+            for s in current:
+                s.step = step
+            stops = [k for k, s in enumerate(current)
+                     if any([cb.after_step(step, stepper.state(k)) for cb in s.job.callbacks])]
+            gone: list[int] = []
+            if step % span.eval_every == 0 or step == span.end:
+                gone = evaluate_all(list(range(len(current))), lr)
+                gone += [k for k in stops if k not in gone]
+            elif stops:
+                # Only the stopping trials evaluate now (the others' histories keep their
+                # usual steps): evaluate each on its own module.
+                for k in stops:
+                    stepper.write_back(k)
+                    s = current[k]
+                    single = _Single([s])
+                    scores = {sp: single.evaluate(getattr(data, f"x_{sp}"),
+                                                  getattr(data, f"y_{sp}"), ebs)[0]
+                              for sp in ("val", "test")}
+                    row = s.eval_row(step, lr, scores)
+                    try:
+                        s.check_finite(row)
+                        s.history.append(row)
+                        for cb in s.job.callbacks:
+                            cb.after_eval(row)
+                    except TrainingError as exc:
+                        s.result = exc
+                gone = list(stops)
+            for k in gone:
+                stepper.write_back(k)
+                if current[k].result is None:
+                    current[k].result = current[k].history
+            if gone:
+                stepper = stepper.without(gone) if isinstance(stepper, _Stacked) else None
+                if stepper is None:
+                    break
+                current = members()
+            if step < span.end:
+                for k, s in enumerate(current):
+                    if (s.job.checkpoints is not None
+                            and step - s.last_ckpt >= span.checkpoint_every):
+                        s.save(*stepper.checkpoint_state(k), stack_seeds=_stack_seeds(current))
+        if stepper is not None:
+            for k, s in enumerate(members()):
+                stepper.write_back(k)
+                if s.result is None:
+                    s.result = s.history
+
+
+def _mask_(names: list[str], tensors: Tensors, masks: Tensors) -> None:
+    """``tensors[n] *= masks[n]`` for every masked name: one fused foreach kernel."""
+    targets = [tensors[n] for n in names]
+    if all(t is not None for t in targets):
+        torch._foreach_mul_(targets, [masks[n] for n in names])
+    else:
+        for t, n in zip(targets, names, strict=True):
+            if t is not None:
+                t.mul_(masks[n])
