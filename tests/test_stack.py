@@ -15,7 +15,7 @@ from lth.errors import TrainingError
 from lth.experiment import LotteryRobust
 from lth.experiment.trials import Trial
 from lth.masks import Mask, prunable_names
-from lth.train import Callback, Job, Optimizer, Span, train_level, train_stack
+from lth.train import Callback, Job, Optimizer, Span, loop, train_level, train_stack
 
 from .test_train import OPTIMIZERS, Recorder, pruned
 
@@ -241,11 +241,20 @@ def level_files(result, name):
             for seed, r in runs for level in range(3)}
 
 
-def test_robust_run_stacked_equals_one_at_a_time(tmp_path):
+def test_robust_run_stacked_equals_one_at_a_time(tmp_path, monkeypatch):
     (tmp_path / "base.toml").write_text(GROUP_BASE)
     robust = LotteryRobust.from_config(tmp_path / "base.toml", seeds=[0, 1, 2])
     alone = robust.run(store=tmp_path / "alone", executor="sequential", stack=1)
+    sizes = []
+
+    class Recording(loop._Stacked):
+        def __init__(self, slots, *args):
+            sizes.append(len(slots))
+            super().__init__(slots, *args)
+
+    monkeypatch.setattr(loop, "_Stacked", Recording)
     stacked = robust.run(store=tmp_path / "stacked", executor="sequential", stack=3)
+    assert sizes == [3] * 3  # every level of the three seeds in one stack
     assert alone.path.name == stacked.path.name  # stacking is not part of the identity
     masks, ref = level_files(stacked, "mask"), level_files(alone, "mask")
     assert masks.keys() == ref.keys()

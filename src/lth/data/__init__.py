@@ -50,8 +50,21 @@ def load_dataset(name: str, *, val_size: float | None = None, split_seed: int = 
     if unused:
         raise ConfigError(f"dataset {name!r} does not use data.{', data.'.join(unused)}; "
                           "remove it")
-    return loader(**{k: v for k, v in given.items()
-                     if k in accepted and not (k == "val_size" and v is None)})
+    kwargs = {k: v for k, v in given.items()
+              if k in accepted and not (k == "val_size" and v is None)}
+    # A worker process keeps the datasets it loaded: the next trial (another seed, a
+    # control) reuses the tensors instead of reading and decoding the files again, and
+    # trials sharing them can train stacked (lth.train.stack_key).
+    key = (name, loader, repr(sorted(kwargs.items())))
+    if key not in _LOADED:
+        while len(_LOADED) >= _KEEP:
+            del _LOADED[next(iter(_LOADED))]
+        _LOADED[key] = loader(**kwargs)
+    return _LOADED[key]
+
+
+_KEEP = 2  # datasets kept per process
+_LOADED: dict[tuple, Data] = {}
 
 
 __all__ = ["AUGMENTATIONS", "DATASETS", "Data", "StreamedSplit", "from_arrays",

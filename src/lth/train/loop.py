@@ -149,8 +149,11 @@ def stack_key(job: Job) -> tuple:
     steps, learning rates and task."""
     shapes = tuple((n, tuple(t.shape), t.dtype, t.requires_grad)
                    for n, t in [*job.model.named_parameters(), *job.model.named_buffers()])
-    return (type(job.model), shapes, id(job.data), job.cfg, job.span, job.fixed_lr,
-            id(job.task), job.output)
+    data = job.data  # the same tensors (Data.to makes a new Data around them)
+    splits = tuple(id(getattr(data, f"{a}_{s}")) for s in ("train", "val", "test")
+                   for a in "xy")
+    return (type(job.model), shapes, splits, data.mean, data.std, data.augment, job.cfg, job.span,
+            job.fixed_lr, id(job.task), job.output)
 
 
 @contextlib.contextmanager
