@@ -303,6 +303,7 @@ class _Single:
     """One trial: its own module, autograd, the optimizer's state as is."""
 
     def __init__(self, slots: list[_Slot]):
+        self.slots = slots
         (self.slot,) = slots
         self.model, self.job = self.slot.job.model, self.slot.job
         self.params, self.opt = self.slot.params, self.slot.opt
@@ -478,33 +479,33 @@ def _train_together(slots: list[_Slot]) -> None:
             scores = {split: stepper.evaluate(getattr(data, f"x_{split}"),
                                               getattr(data, f"y_{split}"), ebs)
                       for split in ("val", "test")}
-            failed = []
-            for k in active:
-                s = stepper.slots[k] if isinstance(stepper, _Stacked) else stepper.slot
-                row = s.eval_row(step, lr, {sp: scores[sp][k] for sp in scores})
-                try:
-                    if check:
-                        s.check_finite(row)
-                except TrainingError as exc:
-                    s.result = exc
-                    failed.append(k)
-                    continue
-                s.history.append(row)
-                for cb in s.job.callbacks:
-                    cb.after_eval(row)
-            return failed
+            return [k for k in active
+                    if not record(stepper.slots[k], {sp: scores[sp][k] for sp in scores}, lr,
+                                  check)]
 
-        def members() -> list[_Slot]:
-            return stepper.slots if isinstance(stepper, _Stacked) else [stepper.slot]
+        def record(s: _Slot, scores: dict[str, dict[str, float]], lr: float,
+                   check: bool = True) -> bool:
+            """Add ``s``'s evaluation row; False (and its error kept) if it diverged."""
+            row = s.eval_row(step, lr, scores)
+            try:
+                if check:
+                    s.check_finite(row)
+            except TrainingError as exc:
+                s.result = exc
+                return False
+            s.history.append(row)
+            for cb in s.job.callbacks:
+                cb.after_eval(row)
+            return True
 
-        for k, s in enumerate(members()):
+        for k, s in enumerate(stepper.slots):
             for cb in s.job.callbacks:
                 cb.begin(step, stepper.state(k))
         if not first.history:
             evaluate_all(list(range(len(slots))), lr_at(step), check=False)
         epoch, orders = -1, None
         while step < span.end and stepper is not None:
-            current = members()
+            current = stepper.slots
             e, off = divmod(step, span.steps_per_epoch)
             if e != epoch:
                 epoch = e
@@ -553,36 +554,27 @@ def _train_together(slots: list[_Slot]) -> None:
                 # usual steps): evaluate each on its own module.
                 for k in stops:
                     stepper.write_back(k)
-                    s = current[k]
-                    single = _Single([s])
-                    scores = {sp: single.evaluate(getattr(data, f"x_{sp}"),
-                                                  getattr(data, f"y_{sp}"), ebs)[0]
-                              for sp in ("val", "test")}
-                    row = s.eval_row(step, lr, scores)
-                    try:
-                        s.check_finite(row)
-                        s.history.append(row)
-                        for cb in s.job.callbacks:
-                            cb.after_eval(row)
-                    except TrainingError as exc:
-                        s.result = exc
+                    single = _Single([current[k]])
+                    record(current[k], {sp: single.evaluate(getattr(data, f"x_{sp}"),
+                                                            getattr(data, f"y_{sp}"), ebs)[0]
+                                        for sp in ("val", "test")}, lr)
                 gone = list(stops)
             for k in gone:
                 stepper.write_back(k)
                 if current[k].result is None:
                     current[k].result = current[k].history
             if gone:
-                stepper = stepper.without(gone) if isinstance(stepper, _Stacked) else None
+                stepper = stepper.without(gone)
                 if stepper is None:
                     break
-                current = members()
+                current = stepper.slots
             if step < span.end:
                 for k, s in enumerate(current):
                     if (s.job.checkpoints is not None
                             and step - s.last_ckpt >= span.checkpoint_every):
                         s.save(*stepper.checkpoint_state(k), stack_seeds=_stack_seeds(current))
         if stepper is not None:
-            for k, s in enumerate(members()):
+            for k, s in enumerate(stepper.slots):
                 stepper.write_back(k)
                 if s.result is None:
                     s.result = s.history
