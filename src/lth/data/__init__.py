@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -52,9 +53,11 @@ def load_dataset(name: str, *, val_size: float | None = None, split_seed: int = 
                           "remove it")
     kwargs = {k: v for k, v in given.items()
               if k in accepted and not (k == "val_size" and v is None)}
-    # A worker process keeps the datasets it loaded: the next trial (another seed, a
-    # control) reuses the tensors instead of reading and decoding the files again, and
-    # trials sharing them can train stacked (lth.train.stack_key).
+    if not _KEEPING:
+        return loader(**kwargs)
+    # Inside kept_datasets() (a group's worker), the datasets loaded stay: the next trial
+    # (another seed, a control) reuses the tensors instead of reading and decoding the
+    # files again, and trials sharing them can train stacked (lth.train.stack_key).
     key = (name, loader, repr(sorted(kwargs.items())))
     if key not in _LOADED:
         while len(_LOADED) >= _KEEP:
@@ -63,11 +66,25 @@ def load_dataset(name: str, *, val_size: float | None = None, split_seed: int = 
     return _LOADED[key]
 
 
+@contextlib.contextmanager
+def kept_datasets() -> Iterator[None]:
+    """Within the block, :func:`load_dataset` reuses what it loaded before in this process
+    (the last two datasets), also from earlier blocks: a warm worker's cache. Outside it
+    always reads the files (they may have changed)."""
+    global _KEEPING
+    before, _KEEPING = _KEEPING, True
+    try:
+        yield
+    finally:
+        _KEEPING = before
+
+
 _KEEP = 2  # datasets kept per process
+_KEEPING = False
 _LOADED: dict[tuple, Data] = {}
 
 
-__all__ = ["AUGMENTATIONS", "DATASETS", "Data", "StreamedSplit", "from_arrays",
+__all__ = ["AUGMENTATIONS", "DATASETS", "Data", "StreamedSplit", "from_arrays", "kept_datasets",
            "from_dataset", "load_cifar10",
            "load_cifar100", "load_dataset", "load_digits", "load_fashion_mnist", "load_mnist",
            "register_dataset", "split_validation"]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ExperimentConfig
+from ..data import kept_datasets
 from ..errors import LTHError
 from ..train import torch_threads
 from .imp import drive_together
@@ -78,13 +79,14 @@ def run_trials(trials: list[tuple[Trial, str | None]], store: str, running_dir: 
             marker.write_text(str(os.getpid()))
         for trial, masks_from in trials:
             try:
-                exp = trial.build(masks_from)
+                with kept_datasets():
+                    exp = trial.build(masks_from)
                 generators.append(exp.levels(Path(store), through=through))
                 threads = threads or exp.train.threads
                 built.append(None)
             except (Exception, LTHError) as exc:
                 built.append(exc)
-        with torch_threads(threads):
+        with torch_threads(threads), kept_datasets():
             results = iter(drive_together(generators))
         outcomes = []
         for (trial, _), error in zip(trials, built, strict=True):
