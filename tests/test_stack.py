@@ -17,6 +17,7 @@ from lth.experiment.trials import Trial
 from lth.masks import Mask, prunable_names
 from lth.train import Callback, Job, Optimizer, Span, loop, train_level, train_stack
 
+from .test_groups import BASE
 from .test_train import OPTIMIZERS, Recorder, pruned
 
 # Stacked training batches the matrix products of K trials: the sums inside them are
@@ -218,21 +219,7 @@ def test_prunable_names_unchanged_by_stacking(digits):
 
 
 # -- groups: seeds and controls trained stacked in one worker ---------------------------------
-GROUP_BASE = """
-name = "tiny"
-seed = 0
-n_levels = 2
-[model]
-name = "mlp"
-hidden = [16]
-[data]
-name = "digits"
-[train]
-duration = "30it"
-eval_every = "10it"
-checkpoint_every = "10it"
-batch_size = 32
-"""
+GROUP_BASE = BASE + 'checkpoint_every = "10it"\n'  # mid-level checkpoints too
 
 
 def level_files(result, name):
