@@ -234,12 +234,12 @@ def test_robust_run_stacked_equals_one_at_a_time(tmp_path, monkeypatch):
     alone = robust.run(store=tmp_path / "alone", executor="sequential", stack=1)
     sizes = []
 
-    class Recording(loop._Stacked):
+    class Recording(loop.Stacked):
         def __init__(self, slots, *args):
             sizes.append(len(slots))
             super().__init__(slots, *args)
 
-    monkeypatch.setattr(loop, "_Stacked", Recording)
+    monkeypatch.setattr(loop, "Stacked", Recording)
     stacked = robust.run(store=tmp_path / "stacked", executor="sequential", stack=3)
     assert sizes == [3] * 3  # every level of the three seeds in one stack
     assert alone.path.name == stacked.path.name  # stacking is not part of the identity
@@ -268,3 +268,14 @@ def test_the_driver_spreads_stacks_over_free_workers():
     assert sizes == [3]  # one worker: stacks of at most 4, evened out (3 now, 2 later)
     driver.stack = 1
     assert [len(m) for _, m in driver.stacks([(t, None) for t in trials], free=8)] == [1] * 5
+
+
+def test_a_level_with_nothing_masked_trains(digits):
+    """An empty mask (no prunable layer chosen) used to fail in the masking kernel."""
+    cfg = TrainConfig(batch_size=32, optimizer="adam", lr=1e-2)
+    span = Span(0, 30, 30, 30, 10**6)
+    model = mlp(0)
+    before = copy.deepcopy(model)
+    hist = train_level(model, digits, cfg, Mask({}), span, seed=0, level=1)
+    assert [r["step"] for r in hist] == [0, 30]
+    assert not torch.equal(model[1].weight, before[1].weight)

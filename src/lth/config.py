@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from .errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "step", "cosine")
+PRECISIONS = ("fp32", "bf16", "fp16")  # the forward pass's dtype (lth.train.precision)
 SCOPES = ("layer", "global")
 STRUCTURES = ("weight", "unit")
 UNIT_SCORES = ("l1", "l2", "bn_gamma")
@@ -52,6 +54,7 @@ class TrainConfig(_Section):
     eval_batch_size: int = 2048
     checkpoint_every: Duration = "1000it"
     device: str = "cpu"
+    precision: str = "fp32"  # the forward pass in fp32, bf16 or fp16 (lth.train.precision)
     threads: int = 1
     stack: int = 0  # trials trained stacked in one step; 0: automatic (lth.experiment.group)
 
@@ -59,6 +62,7 @@ class TrainConfig(_Section):
         p: list[Problem] = []
         _choice(p, "optimizer", self.optimizer, OPTIMIZERS)
         _choice(p, "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice(p, "precision", self.precision, PRECISIONS)
         if not self.lr > 0:
             p.append(("lr", f"got {self.lr!r}; must be > 0"))
         if not 0 <= self.momentum < 1:
@@ -92,7 +96,7 @@ class TrainConfig(_Section):
         if not 0 < self.gamma <= 1:
             p.append(("gamma", f"got {self.gamma!r}; must be in (0, 1]"))
         dev = self.device
-        if not (dev in ("cpu", "cuda", "mps", "auto") or dev.startswith("cuda:")):
+        if not (dev in ("cpu", "cuda", "mps", "auto") or re.fullmatch(r"cuda:\d+", dev)):
             p.append(("device", f"got {dev!r}; allowed: cpu, cuda, cuda:N, mps, auto"))
         return p
 

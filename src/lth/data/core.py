@@ -40,6 +40,7 @@ class Data:
     std: tuple[float, ...] | None = None
     augment: str = "none"
     _stats: dict = field(default_factory=dict, compare=False, repr=False)
+    _copies: dict = field(init=False, default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTATIONS:
@@ -76,7 +77,18 @@ class Data:
         return tuple(self.x_train.shape[1:])
 
     def to(self, device: str | torch.device) -> Data:
-        return replace(self, **{k: getattr(self, k).to(device) for k in _SPLITS})
+        """This data on ``device``. The copy is kept with this object, so trials of one
+        process that move the same data to a GPU share one copy (and can train stacked)."""
+        device = torch.device(device)
+        if device not in self._copies:
+            moved = replace(self, **{k: getattr(self, k).to(device) for k in _SPLITS})
+            if all(getattr(moved, k) is getattr(self, k) for k in _SPLITS):
+                return moved  # already there: nothing to keep
+            self._copies[device] = moved
+        return self._copies[device]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_copies": {}}  # device copies stay in their process
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """A batch as the model sees it: uint8 scaled to [0, 1], then normalised."""

@@ -34,7 +34,9 @@ class Executor(Protocol):
     def shutdown(self) -> None: ...
 
 
-EXECUTORS: Registry[Callable[[int | None], Executor]] = Registry("executor", workers=False)
+EXECUTORS: Registry[Callable[..., Executor]] = Registry("executor", workers=False)
+"""Executor factories, called as ``factory(workers, gpu=...)``: ``gpu`` is True when the
+trials train on CUDA (a Ray task then asks for a GPU)."""
 
 
 class WorkerLost(LTHError):
@@ -46,7 +48,8 @@ class Sequential:
 
     capacity = 1
 
-    def __init__(self, workers: int | None = None) -> None:  # one at a time, whatever asked
+    def __init__(self, workers: int | None = None, *, gpu: bool = False) -> None:
+        # One at a time, whatever asked; on this process's GPU.
         self._done: dict[int, Outcome] = {}
         self._next = 0
 
@@ -65,11 +68,18 @@ class Sequential:
         pass
 
 
-def _init_worker() -> None:
+def _init_worker(ordinal: Any = None) -> None:
     import torch
 
     # One intra-op thread per worker: on a shared box more threads only contend.
     torch.set_num_threads(1)
+    if ordinal is not None:  # a local pool's worker: the next number, and its own GPU
+        from ..experiment.plan import set_worker_ordinal
+
+        with ordinal.get_lock():
+            mine = ordinal.value
+            ordinal.value += 1
+        set_worker_ordinal(mine)
 
 
 def _in_worker(refs: tuple[EntryRef, ...], path: tuple[str, ...],
@@ -81,17 +91,21 @@ def _in_worker(refs: tuple[EntryRef, ...], path: tuple[str, ...],
 
 
 class Local:
-    """A pool of spawned worker processes (one thread each); rebuilt if a worker dies."""
+    """A pool of spawned worker processes (one thread each); rebuilt if a worker dies.
+    With GPUs, worker ``i`` trains on GPU ``i`` modulo their number (``device = "cuda"``);
+    by default there is then one worker per GPU, each training its stack."""
 
-    def __init__(self, workers: int | None = None):
-        self.capacity = workers or os.cpu_count() or 1
+    def __init__(self, workers: int | None = None, *, gpu: bool = False):
+        self.capacity = workers or (_gpu_count() if gpu else 0) or os.cpu_count() or 1
         # Spawned workers start with this process's sys.path (multiprocessing passes it).
         self._refs = portable_entries()
         self._pool = self._new_pool()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(self.capacity, mp_context=mp.get_context("spawn"),
-                                      initializer=_init_worker)
+        context = mp.get_context("spawn")
+        return cf.ProcessPoolExecutor(self.capacity, mp_context=context,
+                                      initializer=_init_worker,
+                                      initargs=(context.Value("i", 0),))
 
     def submit(self, fn: Callable[..., Outcome], *args: Any) -> cf.Future:
         try:
@@ -115,9 +129,11 @@ class Local:
 
 
 class Ray:
-    """Ray tasks of one CPU each, on the cluster at ``$RAY_ADDRESS`` or a local Ray."""
+    """Ray tasks of one CPU each (and one GPU each when ``gpu``: Ray then shows the task
+    only its GPU, which ``device = "cuda"`` uses), on the cluster at ``$RAY_ADDRESS`` or a
+    local Ray."""
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, *, gpu: bool = False):
         try:
             import ray
         except ImportError:
@@ -134,9 +150,14 @@ class Ray:
                 ray.init(address=address, **kwargs)
             else:
                 ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.capacity = min(workers, cpus) if workers else cpus
-        self._task = ray.remote(num_cpus=1, max_retries=0)(_ray_trial)
+        slots = int(ray.cluster_resources().get("GPU" if gpu else "CPU", 0))
+        if gpu and not slots:
+            raise ConfigError("the trials train on CUDA but the Ray cluster has no GPU; "
+                              "start its nodes with GPUs, or use device = 'cpu'")
+        slots = max(slots, 1)
+        self.capacity = min(workers, slots) if workers else slots
+        self._task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0,
+                                max_retries=0)(_ray_trial)
 
     def submit(self, fn: Callable[..., Outcome], *args: Any) -> Any:
         return self._task.remote(*self._ship, fn, *args)
@@ -169,9 +190,15 @@ for _name, _cls in (("sequential", Sequential), ("local", Local), ("ray", Ray)):
 EXECUTORS.mark_builtin()
 
 
-def make_executor(name: str, workers: int | None = None) -> Executor:
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def make_executor(name: str, workers: int | None = None, *, gpu: bool = False) -> Executor:
     """The executor registered as ``name``, for ``workers`` parallel trials (``None``: one
-    per CPU core).
+    per CPU core, or per GPU when ``gpu``: the trials train on CUDA).
 
     >>> make_executor("sequential").capacity
     1
@@ -179,7 +206,7 @@ def make_executor(name: str, workers: int | None = None) -> Executor:
     if workers is not None and workers < 1:
         raise ConfigError(f"workers = {workers}; give 1 or more (or leave it out: one per "
                           "CPU core)")
-    return EXECUTORS[name](workers)
+    return EXECUTORS[name](workers, gpu=gpu)
 
 
 __all__ = ["EXECUTORS", "Executor", "Local", "Ray", "Sequential", "WorkerLost",

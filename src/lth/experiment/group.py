@@ -69,7 +69,7 @@ class TrialGroup:
         the group's identity (each variant's recipe, however the group was given)."""
         variants: dict[str, Any] = {}
         self._level0: dict[str, str] = {}
-        self._stack = 0
+        self._stack, self._gpu = 0, False
         for t in self.trials:
             if t.variant in variants:
                 continue
@@ -80,8 +80,9 @@ class TrialGroup:
                 exp = exp.replace(masks_from_mode="same")
             plan = exp.check()
             self._level0[t.variant] = plan.level0_class()
-            stack = exp.train.stack or auto_stack(plan.device)
+            stack = exp.train.stack or auto_stack(plan.device, exp.train.precision)
             self._stack = min(self._stack or stack, stack)
+            self._gpu = self._gpu or plan.device.type == "cuda"
         return {"kind": self.kind, "variants": variants}
 
     def run(self, store: str | Path | None = "runs", *, executor: str = "sequential",
@@ -107,7 +108,7 @@ class TrialGroup:
                              "(`lth status` shows its trials) or stop it"):
             trials = Trials(gdir)
             status = _reconcile(trials, self.trials, retry_failed)
-            pool = make_executor(executor, workers)
+            pool = make_executor(executor, workers, gpu=self._gpu)
             try:
                 _Driver(self.trials, trials, status, pool, progress, self._level0,
                         stack or self._stack).loop()
@@ -118,11 +119,12 @@ class TrialGroup:
         return result
 
 
-def auto_stack(device: torch.device) -> int:
+def auto_stack(device: torch.device, precision: str = "fp32") -> int:
     """How many trials train stacked when ``train.stack = 0``: on a GPU 8 (small nets use
     a sliver of it); on CPU 1, where ``bench/stack_speed.py`` measured stacking no faster
-    than one trial at a time for LeNet-300-100 (the matrix products are compute-bound)."""
-    return 8 if device.type == "cuda" else 1
+    than one trial at a time for LeNet-300-100 (the matrix products are compute-bound).
+    fp16 trials never stack (their loss scales skip steps trial by trial)."""
+    return 8 if device.type == "cuda" and precision != "fp16" else 1
 
 
 def _reconcile(trials: Trials, wanted: list[Trial], retry_failed: bool) -> dict[str, dict]:

@@ -60,6 +60,8 @@ def settings_of(config: dict[str, Any]) -> dict[str, Any]:
         del c["n_levels"]
     if c.get("task") == TaskConfig().to_dict():
         del c["task"]  # classification, as before tasks existed: the same identities
+    if c["train"].get("precision") == "fp32":
+        del c["train"]["precision"]  # likewise full precision, as before the setting
     return c
 
 

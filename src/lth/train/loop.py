@@ -9,7 +9,7 @@ The state a step touches is plain tensors addressed by parameter name: parameter
 the optimizer's moments (:class:`~lth.train.optim.Optimizer`) and the step. One trial
 trains its own module; K compatible trials (:func:`stack_key`) train *stacked*: their
 parameters, masks and optimizer state on a leading axis of size K, one batch per trial, the
-forward and backward passes vectorised with ``torch.func.vmap`` (:class:`_Stacked`). Each
+forward and backward passes vectorised with ``torch.func.vmap`` (:class:`Stacked`). Each
 trial keeps its own data order, augmentation, evaluations, checkpoints, divergence check
 and callbacks; one that stops early or diverges leaves the stack without disturbing the
 others. Stacked results equal one-at-a-time results up to floating-point reassociation of
@@ -19,9 +19,8 @@ the batched matrix products (masks are exact either way).
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,64 +34,18 @@ from ..durations import to_steps
 from ..errors import ConfigError, TrainingError
 from ..masks import Mask
 from ..seeding import derive_seed, generator
-from ..state import get_state, set_state
-from ..tasks import CLASSIFICATION, Task, select_output
-from .evaluate import Sums, evaluate
+from ..state import set_state
+from ..tasks import CLASSIFICATION, Task
+from .callbacks import Callback, OnEval, Snapshot
+from .evaluate import Sums
 from .optim import Optimizer, lr_function
+from .precision import Precision
+from .steppers import Single, Stacked, mask_
 
 Tensors = dict[str, torch.Tensor]
 
-
-class Callback:
-    """Hooks into a level's training. ``state`` arguments are callables returning the
-    trial's current parameters and buffers by name (views: copy what you keep). A
-    callback with a ``key`` keeps :meth:`state` in the level's checkpoints under it."""
-
-    key: str | None = None
-
-    def begin(self, step: int, state: Callable[[], Tensors]) -> None:
-        """Training (re)starts at ``step``."""
-
-    def after_backward(self, params: Tensors, grads: Tensors) -> None:
-        """The step's gradients are computed (and may be changed in place)."""
-
-    def after_step(self, step: int, state: Callable[[], Tensors]) -> bool:
-        """Step ``step`` is done; True stops the trial's training here."""
-        return False
-
-    def after_eval(self, row: dict[str, float]) -> None:
-        """An evaluation row was added to the history."""
-
-    def state(self) -> tuple[Tensors, dict[str, Any]]:
-        return {}, {}
-
-    def load(self, tensors: Tensors, meta: dict[str, Any]) -> None:
-        pass
-
-
-class Snapshot(Callback):
-    """Hands the weights at ``step`` (CPU copies) to ``save``."""
-
-    def __init__(self, step: int, save: Callable[[Tensors], None]):
-        self.step, self.save = step, save
-
-    def begin(self, step: int, state: Callable[[], Tensors]) -> None:
-        self.after_step(step, state)
-
-    def after_step(self, step: int, state: Callable[[], Tensors]) -> bool:
-        if step == self.step:
-            self.save({k: v.detach().to("cpu", copy=True) for k, v in state().items()})
-        return False
-
-
-class OnEval(Callback):
-    """Calls ``report(step)`` after every evaluation (progress bars)."""
-
-    def __init__(self, report: Callable[[int], None]):
-        self.report = report
-
-    def after_eval(self, row: dict[str, float]) -> None:
-        self.report(int(row["step"]))
+__all__ = ["Callback", "Checkpoints", "Job", "OnEval", "Snapshot", "Span", "batch_order",
+           "stack_key", "torch_threads", "train_level", "train_stack"]
 
 
 class Checkpoints(Protocol):
@@ -149,11 +102,22 @@ def stack_key(job: Job) -> tuple:
     steps, learning rates and task."""
     shapes = tuple((n, tuple(t.shape), t.dtype, t.requires_grad)
                    for n, t in [*job.model.named_parameters(), *job.model.named_buffers()])
-    data = job.data  # the same tensors (Data.to makes a new Data around them)
-    splits = tuple(id(getattr(data, f"{a}_{s}")) for s in ("train", "val", "test")
+    data = job.data
+    splits = tuple(_memory(getattr(data, f"{a}_{s}")) for s in ("train", "val", "test")
                    for a in "xy")
+    # fp16 loss scaling skips updates trial by trial: such a trial trains on its own.
+    alone = id(job) if job.cfg.precision == "fp16" else None
     return (type(job.model), shapes, splits, data.mean, data.std, data.augment, job.cfg, job.span,
-            job.fixed_lr, id(job.task), job.output)
+            job.fixed_lr, id(job.task), job.output, alone)
+
+
+def _memory(t: Any) -> tuple:
+    """Where a live tensor's elements are: equal for two views of the same memory (a Data
+    copied by ``replace``, a tensor received twice through shared memory)."""
+    if not isinstance(t, torch.Tensor):  # a streamed split: the object itself
+        return (id(t),)
+    return (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape),
+            t.stride(), t.dtype)
 
 
 @contextlib.contextmanager
@@ -199,8 +163,8 @@ def train_stack(jobs: Sequence[Job]) -> list[list[dict[str, float]] | BaseExcept
     """Train every job; compatible jobs (equal :func:`stack_key`, same resumed step) train
     stacked. Returns each job's history, or the exception that ended it (divergence) —
     the other jobs train on."""
-    slots = [_Slot(job) for job in jobs]
-    groups: dict[tuple, list[_Slot]] = {}
+    slots = [Slot(job) for job in jobs]
+    groups: dict[tuple, list[Slot]] = {}
     for s in slots:
         groups.setdefault((stack_key(s.job), s.step), []).append(s)
     for members in groups.values():
@@ -210,7 +174,7 @@ def train_stack(jobs: Sequence[Job]) -> list[list[dict[str, float]] | BaseExcept
 
 # -- one trial's bookkeeping ----------------------------------------------------------------
 @dataclass
-class _Slot:
+class Slot:
     job: Job
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -223,6 +187,7 @@ class _Slot:
         self.device = job.data.x_train.device
         self.params = {n: p for n, p in job.model.named_parameters() if p.requires_grad}
         self.opt = Optimizer(job.cfg, self.params)
+        self.precision = Precision(job.cfg.precision, self.device)
         self.sums = self.fresh_sums()
         resumed = job.checkpoints.load() if job.checkpoints else None
         if resumed and not isinstance(resumed[1].get("sums"), dict):
@@ -250,6 +215,7 @@ class _Slot:
                 _, i, k = key.split(".", 2)
                 opt[f"{k}.{names[int(i)]}"] = v
         self.opt.load(opt, self.device)
+        self.precision.load({k[4:]: v for k, v in tensors.items() if k.startswith("amp.")})
         self.rng = tensors["rng.cpu"]
         self.stack_seeds = meta.get("stack")
         self.sums.load({k[5:]: v for k, v in tensors.items() if k.startswith("sums.")},
@@ -264,6 +230,7 @@ class _Slot:
     def save(self, state: Tensors, opt: Tensors, stack_seeds: list[int] | None) -> None:
         tensors = {f"model.{k}": v for k, v in state.items()}
         tensors.update({f"optim.{k}": v for k, v in opt.items()})
+        tensors.update({f"amp.{k}": v for k, v in self.precision.state().items()})
         tensors["rng.cpu"] = torch.get_rng_state()
         sum_tensors, counts = self.sums.state()
         tensors.update({f"sums.{k}": v for k, v in sum_tensors.items()})
@@ -299,159 +266,18 @@ class _Slot:
 
 
 # -- the step over one module or a stack ----------------------------------------------------
-class _Single:
-    """One trial: its own module, autograd, the optimizer's state as is."""
-
-    def __init__(self, slots: list[_Slot]):
-        self.slots = slots
-        (self.slot,) = slots
-        self.model, self.job = self.slot.job.model, self.slot.job
-        self.params, self.opt = self.slot.params, self.slot.opt
-        self.masks = {n: keep.to(self.slot.device, self.params[n].dtype)
-                      for n, keep in self.job.mask.items()}
-
-    def forward_backward(self, x: torch.Tensor, y: torch.Tensor
-                         ) -> tuple[list[torch.Tensor], list[torch.Tensor], Tensors]:
-        out = select_output(self.model(x), self.job.output)
-        loss = self.job.task.loss(out, y)
-        for p in self.params.values():
-            p.grad = None
-        loss.backward()
-        return [loss], [out], {n: p.grad for n, p in self.params.items()}  # type: ignore[misc]
-
-    def state(self, k: int) -> Callable[[], Tensors]:
-        model = self.model
-        return lambda: {**{n: p.detach() for n, p in model.named_parameters()},
-                        **{n: b for n, b in model.named_buffers()}}
-
-    def trial(self, k: int) -> tuple[Tensors, Tensors]:
-        return {n: p for n, p in self.params.items()}, {}
-
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, bs: int) -> list[dict[str, float]]:
-        j = self.job
-        return [evaluate(self.model, x, y, bs, j.data.prepare, task=j.task, output=j.output)]
-
-    def checkpoint_state(self, k: int) -> tuple[Tensors, Tensors]:
-        return get_state(self.model), self.opt.tensors()
-
-    def write_back(self, k: int) -> None:
-        pass  # the module trained in place
-
-    def without(self, gone: list[int]) -> _Single | None:
-        return None
-
-
-class _Stacked:
-    """K trials of one architecture: parameters, buffers, masks and optimizer state stacked
-    on a leading axis; forward and backward through ``vmap(grad(functional_call))``."""
-
-    def __init__(self, slots: list[_Slot], opt: Optimizer | None = None,
-                 stacked: tuple[Tensors, Tensors] | None = None):
-        self.slots = slots
-        job = slots[0].job
-        self.job, self.device = job, slots[0].device
-        self.base = copy.deepcopy(job.model).to("meta")
-        if stacked is None:
-            with torch.no_grad():
-                named = [(dict(s.job.model.named_parameters()), dict(s.job.model.named_buffers()))
-                         for s in slots]
-                params = {n: torch.stack([p[n].detach() for p, _ in named]) for n in named[0][0]}
-                buffers = {n: torch.stack([b[n] for _, b in named]) for n in named[0][1]}
-        else:
-            params, buffers = stacked
-        self.all_params, self.buffers = params, buffers
-        self.names = list(slots[0].params)
-        for n in self.names:
-            params[n].requires_grad_(True)
-        self.params = {n: params[n] for n in self.names}
-        self.opt = opt if opt is not None else Optimizer.stack([s.opt for s in slots],
-                                                               self.params)
-        self.masks = {n: torch.stack([s.job.mask[n] for s in slots]).to(self.device,
-                                                                          params[n].dtype)
-                      for n in job.mask.names()}
-        task, output, base = job.task, job.output, self.base
-
-        def loss_of(p: Tensors, b: Tensors, x: torch.Tensor, y: torch.Tensor):
-            out = select_output(torch.func.functional_call(base, (p, b), (x,)), output)
-            loss = task.loss(out, y)
-            return loss, (loss, out)
-
-        def forward(p: Tensors, b: Tensors, x: torch.Tensor) -> torch.Tensor:
-            return select_output(torch.func.functional_call(base, (p, b), (x,)), output)
-
-        self._grad = torch.func.vmap(torch.func.grad(loss_of, has_aux=True),
-                                     randomness="different")
-        self._forward = torch.func.vmap(forward, in_dims=(0, 0, None), randomness="different")
-
-    def forward_backward(self, x: torch.Tensor, y: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor, Tensors]:
-        self.base.train()
-        grads, (loss, out) = self._grad(self.all_params, self.buffers, x, y)
-        return loss, out, {n: grads[n] for n in self.names}
-
-    def state(self, k: int) -> Callable[[], Tensors]:
-        return lambda: {**{n: p[k].detach() for n, p in self.all_params.items()},
-                        **{n: b[k] for n, b in self.buffers.items()}}
-
-    def trial(self, k: int) -> tuple[Tensors, Tensors]:
-        return {n: p[k] for n, p in self.params.items()}, {}
-
-    @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, bs: int) -> list[dict[str, float]]:
-        job = self.job
-        sums = [Sums(job.task, self.device) for _ in self.slots]
-        self.base.eval()
-        for i in range(0, len(y), bs):
-            xb, yb = job.data.prepare(x[i:i + bs]), y[i:i + bs]
-            out = self._forward(self.all_params, self.buffers, xb)
-            for k, s in enumerate(sums):
-                s.add(job.task.loss(out[k], yb), out[k], yb)
-        self.base.train()
-        return [s.means("") for s in sums]
-
-    def checkpoint_state(self, k: int) -> tuple[Tensors, Tensors]:
-        return ({n: t.to("cpu", copy=True) for n, t in self.state(k)().items()},
-                self.opt.tensors(k))
-
-    @torch.no_grad()
-    def write_back(self, k: int) -> None:
-        model = self.slots[k].job.model
-        for n, p in model.named_parameters():
-            p.copy_(self.all_params[n][k])
-        for n, b in model.named_buffers():
-            b.copy_(self.buffers[n][k])
-
-    def without(self, gone: list[int]) -> _Single | _Stacked | None:
-        """The stack of the other trials (after :meth:`write_back` of ``gone``)."""
-        keep = [k for k in range(len(self.slots)) if k not in gone]
-        slots = [self.slots[k] for k in keep]
-        if not slots:
-            return None
-        if len(slots) == 1:  # back to its own module, with its slice of the state
-            (k,) = keep
-            self.write_back(k)
-            slots[0].opt.load(self.opt.tensors(k), self.device)
-            return _Single(slots)
-        idx = torch.tensor(keep, device=self.device)
-        with torch.no_grad():
-            params = {n: p.detach()[idx] for n, p in self.all_params.items()}
-            buffers = {n: b[idx] for n, b in self.buffers.items()}
-        opt = self.opt.select(idx, {n: params[n] for n in self.names})
-        return _Stacked(slots, opt, (params, buffers))
-
-
-def _stack_seeds(slots: list[_Slot]) -> list[int] | None:
+def _stack_seeds(slots: list[Slot]) -> list[int] | None:
     """What a checkpoint records of the stack it was trained in (None: alone)."""
     return [s.job.seed for s in slots] if len(slots) > 1 else None
 
 
-def _noise_seed(slots: list[_Slot]) -> int:
+def _noise_seed(slots: list[Slot]) -> int:
     if len(slots) == 1:
         return derive_seed(slots[0].job.seed, "noise", slots[0].job.level)
     return derive_seed(*[s.job.seed for s in slots], "noise-stack", slots[0].job.level)
 
 
-def _train_together(slots: list[_Slot]) -> None:
+def _train_together(slots: list[Slot]) -> None:
     """Train ``slots`` (compatible, at the same step) to the end of their span."""
     job = slots[0].job
     device, span, cfg, data = slots[0].device, job.span, job.cfg, job.data
@@ -471,7 +297,7 @@ def _train_together(slots: list[_Slot]) -> None:
         if first.rng is not None and first.stack_seeds == _stack_seeds(slots):
             torch.set_rng_state(first.rng)  # the same stack resumes: the same noise
         step = first.step
-        stepper: Any = _Single(slots) if len(slots) == 1 else _Stacked(slots)
+        stepper: Any = Single(slots) if len(slots) == 1 else Stacked(slots)
 
         def evaluate_all(active: list[int], lr: float, check: bool = True) -> list[int]:
             """Evaluation rows for the trials ``active`` (indices); returns those that
@@ -483,7 +309,7 @@ def _train_together(slots: list[_Slot]) -> None:
                     if not record(stepper.slots[k], {sp: scores[sp][k] for sp in scores}, lr,
                                   check)]
 
-        def record(s: _Slot, scores: dict[str, dict[str, float]], lr: float,
+        def record(s: Slot, scores: dict[str, dict[str, float]], lr: float,
                    check: bool = True) -> bool:
             """Add ``s``'s evaluation row; False (and its error kept) if it diverged."""
             row = s.eval_row(step, lr, scores)
@@ -519,25 +345,26 @@ def _train_together(slots: list[_Slot]) -> None:
                                          generator(s.job.seed, "augment", step))
                                for k, s in enumerate(current)])
             x = data.prepare(x)
-            if isinstance(stepper, _Stacked):  # one batch per trial on a leading axis
+            if isinstance(stepper, Stacked):  # one batch per trial on a leading axis
                 x, y = x.unflatten(0, idx.shape), y.unflatten(0, idx.shape)
             lr = lr_at(step)
             losses, outs, grads = stepper.forward_backward(x, y)
-            for k, s in enumerate(current):
-                if s.job.callbacks:
-                    params_k, _ = stepper.trial(k)
-                    grads_k = {nm: g if isinstance(stepper, _Single) else g[k]
-                               for nm, g in grads.items()}
-                    for cb in s.job.callbacks:
-                        cb.after_backward(params_k, grads_k)
-            _mask_(list(stepper.masks), grads, stepper.masks)
-            stepper.opt.step(list(stepper.params.values()),
-                             [grads[nm] for nm in stepper.params], lr)
-            # Masked gradients already keep pruned weights at 0 for SGD/Adam/AdamW;
-            # re-masking guards against any update rule that moves zero-gradient weights.
-            with torch.no_grad():
-                _mask_(list(stepper.masks), stepper.params, stepper.masks)
-            ys = [y] if isinstance(stepper, _Single) else y
+            if stepper.unscale(grads):  # else fp16 overflowed: skip the update (GradScaler)
+                for k, s in enumerate(current):
+                    if s.job.callbacks:
+                        params_k = stepper.params_of(k)
+                        grads_k = {nm: g if isinstance(stepper, Single) else g[k]
+                                   for nm, g in grads.items()}
+                        for cb in s.job.callbacks:
+                            cb.after_backward(params_k, grads_k)
+                mask_(list(stepper.masks), grads, stepper.masks)
+                stepper.opt.step(list(stepper.params.values()),
+                                 [grads[nm] for nm in stepper.params], lr)
+                # Masked gradients already keep pruned weights at 0 for SGD/Adam/AdamW;
+                # re-masking guards against any update rule that moves zero-gradient weights.
+                with torch.no_grad():
+                    mask_(list(stepper.masks), stepper.params, stepper.masks)
+            ys = [y] if isinstance(stepper, Single) else y
             for k, s in enumerate(current):
                 s.sums.add(losses[k], outs[k], ys[k])  # on the device: no host sync
             step += 1
@@ -554,7 +381,7 @@ def _train_together(slots: list[_Slot]) -> None:
                 # usual steps): evaluate each on its own module.
                 for k in stops:
                     stepper.write_back(k)
-                    single = _Single([current[k]])
+                    single = Single([current[k]])
                     record(current[k], {sp: single.evaluate(getattr(data, f"x_{sp}"),
                                                             getattr(data, f"y_{sp}"), ebs)[0]
                                         for sp in ("val", "test")}, lr)
@@ -578,14 +405,3 @@ def _train_together(slots: list[_Slot]) -> None:
                 stepper.write_back(k)
                 if s.result is None:
                     s.result = s.history
-
-
-def _mask_(names: list[str], tensors: Tensors, masks: Tensors) -> None:
-    """``tensors[n] *= masks[n]`` for every masked name: one fused foreach kernel."""
-    targets = [tensors[n] for n in names]
-    if all(t is not None for t in targets):
-        torch._foreach_mul_(targets, [masks[n] for n in names])
-    else:
-        for t, n in zip(targets, names, strict=True):
-            if t is not None:
-                t.mul_(masks[n])
