@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import copy
 import multiprocessing as mp
+import time
 
 import pytest
 import torch
@@ -121,6 +122,7 @@ def test_precision_is_checked_and_part_of_the_identity(tmp_path):
 
 
 def _device_and_ordinal(want: str) -> tuple[list[int], str]:
+    time.sleep(0.2)  # long enough that the other worker, still starting, gets some calls
     return list(plan.WORKER_ORDINAL), str(plan.choose_device(want))
 
 

@@ -336,8 +336,10 @@ def _train_together(slots: list[Slot]) -> None:
             if e != epoch:
                 epoch = e
                 orders = torch.stack([batch_order(s.job.seed, e, n, device) for s in slots])
-            alive = torch.tensor([slots.index(s) for s in current], device=device)
-            idx = orders[alive, off * bs:(off + 1) * bs]  # type: ignore[index]
+            batch = orders[:, off * bs:(off + 1) * bs]  # type: ignore[index]
+            if len(current) < len(slots):  # some left the stack: their rows go
+                batch = batch[torch.tensor([slots.index(s) for s in current], device=device)]
+            idx = batch
             flat = idx.flatten()  # datasets index by one list of examples
             x, y = data.x_train[flat], data.y_train[flat]
             if augment:
@@ -357,13 +359,10 @@ def _train_together(slots: list[Slot]) -> None:
                                    for nm, g in grads.items()}
                         for cb in s.job.callbacks:
                             cb.after_backward(params_k, grads_k)
+                # Masked gradients keep pruned weights at exactly 0 (see Optimizer).
                 mask_(list(stepper.masks), grads, stepper.masks)
                 stepper.opt.step(list(stepper.params.values()),
                                  [grads[nm] for nm in stepper.params], lr)
-                # Masked gradients already keep pruned weights at 0 for SGD/Adam/AdamW;
-                # re-masking guards against any update rule that moves zero-gradient weights.
-                with torch.no_grad():
-                    mask_(list(stepper.masks), stepper.params, stepper.masks)
             ys = [y] if isinstance(stepper, Single) else y
             for k, s in enumerate(current):
                 s.sums.add(losses[k], outs[k], ys[k])  # on the device: no host sync

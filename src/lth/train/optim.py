@@ -34,6 +34,12 @@ class Optimizer:
 
     Fused kernels: pruned weights leave Adam's second moment exactly 0, and the unfused
     sqrt over zeros is several times slower on CPU (see bench/train_speed.py).
+
+    Masks rely on this: a weight that is 0, with a zero gradient at every step since its
+    state was fresh, stays exactly 0 — its momentum or moments stay 0, weight decay scales
+    0, and Adam's update is 0 / (0 + eps). So the trainer masks gradients only, not the
+    weights again after each step; an update rule added here must keep that property
+    (``tests/test_train.py`` checks pruned weights under every optimizer setting).
     """
 
     def __init__(self, cfg: TrainConfig, params: dict[str, torch.Tensor]):

@@ -22,7 +22,8 @@ Tensors = dict[str, torch.Tensor]
 
 
 class Single:
-    """One trial: its own module, autograd, the optimizer's state as is."""
+    """One trial: its own module, autograd, the optimizer's state as is. ``masks``: the
+    layers its mask prunes (a layer kept whole needs no masking)."""
 
     def __init__(self, slots: list[Slot]):
         self.slots = slots
@@ -31,7 +32,7 @@ class Single:
         self.params, self.opt = self.slot.params, self.slot.opt
         self.precision = self.slot.precision
         self.masks = {n: keep.to(self.slot.device, self.params[n].dtype)
-                      for n, keep in self.job.mask.items()}
+                      for n, keep in self.job.mask.items() if not keep.all()}
 
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor
                          ) -> tuple[list[torch.Tensor], list[torch.Tensor], Tensors]:
@@ -101,7 +102,8 @@ class Stacked:
                                                                self.params)
         self.masks = {n: torch.stack([s.job.mask[n] for s in slots]).to(self.device,
                                                                           params[n].dtype)
-                      for n in job.mask.names()}
+                      for n in job.mask.names()
+                      if not all(s.job.mask[n].all() for s in slots)}
         task, output, base = job.task, job.output, self.base
 
         def loss_of(p: Tensors, b: Tensors, x: torch.Tensor, y: torch.Tensor):
