@@ -10,10 +10,14 @@ import pandas as pd
 
 
 def t_quantile(df: int) -> float:
-    """The 0.975 quantile of Student's t with ``df`` degrees of freedom."""
-    from scipy.stats import t
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom.
 
-    return float(t.ppf(0.975, df))
+    >>> round(t_quantile(4), 4)
+    2.7764
+    """
+    from scipy.special import stdtrit  # scipy.special: a fifth of scipy.stats' import time
+
+    return float(stdtrit(df, 0.975))
 
 
 def describe(values: Sequence[float]) -> dict[str, float]:
