@@ -2,7 +2,7 @@
 
 >>> import lth
 >>> sorted(lth.CRITERIA)[:3]
-['large_final', 'large_final_diff_sign', 'large_final_same_sign']
+['grasp', 'large_final', 'large_final_diff_sign']
 """
 
 __version__ = "0.2.0"

@@ -123,6 +123,7 @@ class PruneConfig(_Section):
     exclude: tuple[str, ...] = ()
     structure: str = "weight"
     unit_score: str = "l1"
+    score_batches: int = 1  # training batches a data-dependent criterion (snip, grasp) reads
 
     def __post_init__(self) -> None:
         from .pruning.criteria import CRITERION_ALIASES
@@ -144,6 +145,8 @@ class PruneConfig(_Section):
                                     "scored by criterion)"))
         _choice(p, "scope", self.scope, SCOPES)
         _choice(p, "schedule", self.schedule, SCHEDULES)
+        if self.score_batches < 1:
+            p.append(("score_batches", f"got {self.score_batches!r}; must be >= 1"))
         for key in ("rate", "conv_rate", "linear_rate", "output_rate"):
             _fraction(p, key, getattr(self, key))
         for pattern, r in self.layer_rates.items():

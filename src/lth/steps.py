@@ -23,6 +23,7 @@ from .experiment.plan import as_section
 from .init import fresh_draw
 from .masks import Mask, layer_kinds, output_layer
 from .pruning import make_groups, prune_step, resolve_rates
+from .pruning.network import ScoringNetwork
 from .reinitialization import KEEP_TRAINED, reinitialize
 from .seeding import derive_seed, generator
 from .state import get_state, set_state
@@ -35,20 +36,26 @@ State = dict[str, torch.Tensor]
 def prune(model: nn.Module, mask: Mask, *, init: State, level: int,
           prune: PruneConfig | dict | None = None, seed: int = 0,
           example: torch.Tensor | None = None, final: State | None = None,
-          n_levels: int | None = None) -> Mask:
+          n_levels: int | None = None, data: Data | None = None, batch_size: int = 60,
+          task: str | Task = "classification") -> Mask:
     """The mask of ``level``: ``mask``'s survivors pruned by the criterion on ``init`` (where
     training began: θ0, or the rewind point) and ``final`` (default: the model's weights
     now), each layer to its scheduled density. ``example``: an input batch, to find the
     output layer for ``output_rate`` (default: the last prunable parameter); ``n_levels``:
-    the run's last level, for ``schedule = "target"``."""
+    the run's last level, for ``schedule = "target"``. Criteria that score the network
+    (``snip``, ``grasp``, ``synflow``) read ``data``'s training split in batches of
+    ``batch_size`` under ``task``'s loss, as a run with ``train.batch_size`` would."""
     cfg = as_section(PruneConfig, prune, "prune")
+    network = None if data is None else ScoringNetwork(
+        model, data.x_train, data.y_train, data.prepare, batch_size, cfg.score_batches,
+        derive_seed(seed, "score", level), get_task(task))
     names = list(mask.names())
     sizes = {n: model.get_parameter(n).numel() for n in names}
     output = output_layer(model, names, example) if example is not None else [names[-1]]
     rates = resolve_rates(cfg, names, layer_kinds(model), output, n_levels or level, sizes)
     return prune_step(cfg, None, make_groups(cfg.scope, rates, sizes), level, mask, init,
                       final if final is not None else get_state(model),
-                      generator(seed, "prune", level))
+                      generator(seed, "prune", level), network)
 
 
 def reinit(model: nn.Module, mask: Mask, *, theta0: State, level: int,

@@ -22,7 +22,8 @@ from ..durations import to_steps
 from ..earlybird import Search
 from ..errors import ConfigError, LTHError
 from ..masks import Mask
-from ..pruning import Structure, prune_step
+from ..pruning import CRITERIA, Structure, prune_step
+from ..pruning.network import NetworkCriterion
 from ..seeding import generator
 from ..store import RunDir
 
@@ -36,7 +37,7 @@ def searching(eb: EarlyBirdConfig, prune: PruneConfig, n_levels: int, level: int
 
 
 def check(eb: EarlyBirdConfig, masks_from: str | None, spe: int, total: int,
-          rewind_step: int, model: nn.Module, n_levels: int) -> None:
+          rewind_step: int, model: nn.Module, n_levels: int, criterion: str) -> None:
     """Refuse early-bird settings that cannot work, before any training."""
     if not eb.enabled:
         return
@@ -46,6 +47,11 @@ def check(eb: EarlyBirdConfig, masks_from: str | None, spe: int, total: int,
     if masks_from is not None:
         raise ConfigError("earlybird.enabled with masks_from: the masks come from another "
                           "run, so there is nothing to search for; drop one of the two")
+    if isinstance(CRITERIA[criterion], NetworkCriterion):
+        raise ConfigError(f"earlybird.enabled with prune.criterion = {criterion!r}, which "
+                          "scores the network (gradients over batches, rounds): the search "
+                          "scores candidates every few steps by single weights; use "
+                          "large_final or another single-weight criterion")
     every = to_steps(eb.every, spe)
     if rewind_step + every * eb.queue > total:
         raise ConfigError(f"earlybird: {eb.queue} checks every {every} steps (after step "

@@ -21,6 +21,7 @@ from ..errors import StoreError
 from ..init import fresh_draw
 from ..masks import Mask
 from ..pruning import prune_step, random_like
+from ..pruning.network import ScoringNetwork
 from ..reinitialization import KEEP_TRAINED, reinitialize
 from ..seeding import derive_seed, generator
 from ..state import get_state, set_state
@@ -205,7 +206,15 @@ def _fits(saved: State | None, reference: State) -> bool:
         for k in saved)
 
 
-def _mask(plan: Plan, run: RunDir, model: nn.Module, level: int) -> Mask:
+def _scoring(plan: Plan, model: nn.Module, data: Data, level: int) -> ScoringNetwork:
+    """The model and training batches a network criterion (SNIP, GraSP, SynFlow) scores."""
+    return ScoringNetwork(model, data.x_train, data.y_train, data.prepare,
+                          plan.train.batch_size, plan.prune.score_batches,
+                          derive_seed(plan.seed, "score", level), plan.task,
+                          plan.task_config.output)
+
+
+def _mask(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int) -> Mask:
     lv = run.level(level)
     saved = lv.tensors_if_intact("mask")
     if _fits(saved, Mask.ones(model, plan.names).tensors()):
@@ -215,7 +224,7 @@ def _mask(plan: Plan, run: RunDir, model: nn.Module, level: int) -> Mask:
     elif plan.source is not None:
         mask = _source_mask(plan, level)
         if plan.masks_from_mode != "same":
-            prev = _mask(plan, run, model, level - 1)
+            prev = _mask(plan, run, model, data, level - 1)
             mask = random_like(mask, prev, per_layer=plan.masks_from_mode == "random_layer",
                                generator=generator(plan.seed, "random-prune", level))
     else:
@@ -224,7 +233,8 @@ def _mask(plan: Plan, run: RunDir, model: nn.Module, level: int) -> Mask:
                 else Mask(run.level(src).tensors("mask"), order=plan.names))
         mask = prune_step(plan.prune, plan.structure, plan.groups, level, prev,
                           _criterion_init(plan, run, src), run.level(src).tensors("final"),
-                          generator(plan.seed, "prune", level))
+                          generator(plan.seed, "prune", level),
+                          _scoring(plan, model, data, level))
     lv.save("mask", mask.tensors())
     return mask
 
@@ -261,7 +271,7 @@ def _steps_to_mask(plan: Plan, done: dict[int, dict], level: int) -> int | None:
 def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
            report: Progress | None) -> Jobs:
     t0, lv = time.perf_counter(), run.level(level)
-    mask = _mask(plan, run, model, level)
+    mask = _mask(plan, run, model, data, level)
     set_state(model, _start(plan, run, model, level, mask))
     begin = 0 if level == 0 else plan.rewind_step
     span = Span(start=begin, end=plan.total_steps, **plan.span)

@@ -311,7 +311,8 @@ def make_plan(exp: Any, model: nn.Module) -> Plan:
         if to_steps(value, spe) > total:
             raise ConfigError(f"train.{key}: {value!r} is after the end of training "
                               f"({total} steps)")
-    early.check(exp.earlybird, cfg.masks_from, spe, total, k, model, cfg.n_levels)
+    early.check(exp.earlybird, cfg.masks_from, spe, total, k, model, cfg.n_levels,
+                exp.prune.criterion)
     span = {"steps_per_epoch": spe, "eval_every": full.eval_every,
             "checkpoint_every": full.checkpoint_every}
     spec_ = spec(exp.recipe(), seed=cfg.seed, theta0_sha256=state_sha(theta0),

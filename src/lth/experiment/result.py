@@ -29,7 +29,8 @@ def table_columns(scores: list[str]) -> list[str]:
 
 
 def _metric_columns(scores: list[str]) -> list[str]:
-    return [*[f"{what}_test_{m}" for m in scores for what in ("best", "final")],
+    return [*[f"start_test_{m}" for m in scores],
+            *[f"{what}_test_{m}" for m in scores for what in ("best", "final")],
             "early_stop_step", *[f"early_stop_test_{m}" for m in scores],
             "early_stop_val_loss"]
 
@@ -41,7 +42,8 @@ def shown_columns(columns: Any) -> dict[str, str]:
     scores = scores_of(columns)
     out = {"pct_remaining": "% weights"}
     for m in scores:
-        out.update({f"best_test_{m}": f"best test {m}", f"final_test_{m}": f"final test {m}"})
+        out.update({f"start_test_{m}": f"untrained test {m}",
+                    f"best_test_{m}": f"best test {m}", f"final_test_{m}": f"final test {m}"})
     out["early_stop_step"] = "early-stop it"
     out.update({f"early_stop_test_{m}": f"{m} @ early stop" for m in scores})
     return out
@@ -76,9 +78,11 @@ def summarize(level: int, mask: Mask, history: list[dict[str, float]], start_ste
     The early-stop iteration is the evaluated step with the best validation ``early_stop``
     metric (by default the minimum validation loss: the paper's measure of learning speed;
     the test split stands in when there is no validation set); the untrained starting
-    point is not a candidate.
+    point is not a candidate. ``start_test_<metric>`` is that untrained starting point:
+    with rewinding, the masked initial network — a supermask's score (Zhou et al. 2019).
     """
     trained = [r for r in history if r["step"] > start_step] or history
+    untrained = history[0] if history and history[0]["step"] == start_step else None
     split = "val" if not math.isnan(trained[-1]["val_loss"]) else "test"
     key = f"{split}_{early_stop}"
     best = _best(trained, key, task.goal(early_stop))
@@ -93,6 +97,7 @@ def summarize(level: int, mask: Mask, history: list[dict[str, float]], start_ste
         "layer_density": {n: kept[n] / sizes[n] for n in sizes},
     }
     for m in task.scores:
+        out[f"start_test_{m}"] = untrained[f"test_{m}"] if untrained else None
         out[f"best_test_{m}"] = _best(trained, f"test_{m}", task.goal(m))[f"test_{m}"]
         out[f"final_test_{m}"] = history[-1][f"test_{m}"]
         out[f"final_val_{m}"] = history[-1][f"val_{m}"]

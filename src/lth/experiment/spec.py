@@ -32,6 +32,9 @@ SPEED_ONLY = ("train.threads", "train.eval_batch_size", "train.checkpoint_every"
               "train.stack")
 """Keys that change how fast or how safely a run goes, not its numbers (beyond the
 floating-point reassociation of sums: thread count, stacked matrix products)."""
+ADDED_LATER = {"train.precision": "fp32", "prune.score_batches": 1}
+"""Settings added after store format 2, left out of the specification at their defaults:
+the runs made before them keep their identities (and directories)."""
 
 
 def _drop(tree: dict[str, Any], dotted: str) -> None:
@@ -60,8 +63,10 @@ def settings_of(config: dict[str, Any]) -> dict[str, Any]:
         del c["n_levels"]
     if c.get("task") == TaskConfig().to_dict():
         del c["task"]  # classification, as before tasks existed: the same identities
-    if c["train"].get("precision") == "fp32":
-        del c["train"]["precision"]  # likewise full precision, as before the setting
+    for dotted, default in ADDED_LATER.items():
+        section, key = dotted.split(".")
+        if c[section].get(key) == default:
+            del c[section][key]
     return c
 
 

@@ -132,4 +132,12 @@ def random(s: ScoreInputs) -> torch.Tensor:
     return torch.rand(s.final.shape, generator=s.generator)
 
 
+def _register_network_criteria() -> None:
+    from .network import NETWORK_CRITERIA  # SNIP, GraSP, SynFlow: they score the network
+
+    for name, criterion in NETWORK_CRITERIA.items():
+        CRITERIA.register(criterion, name=name)  # type: ignore[arg-type]
+
+
+_register_network_criteria()
 CRITERIA.mark_builtin()

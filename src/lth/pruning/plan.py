@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from ..masks import Mask
 from ..registry import Registry
 from .criteria import CRITERIA, ScoreInputs
+from .network import NetworkCriterion, ScoringNetwork
 from .selection import kept_count, select
 from .structured import Structure
 
@@ -140,25 +141,46 @@ def scheduled_density(schedule: str, rate: float, level: int) -> float:
 
 def next_mask(cfg: PruneConfig, groups: Sequence[Group], level: int, mask: Mask,
               init: dict[str, torch.Tensor], final: dict[str, torch.Tensor],
-              generator: torch.Generator) -> Mask:
+              generator: torch.Generator, network: ScoringNetwork | None = None) -> Mask:
     """Mask for ``level`` from the previous mask and that level's start/final weights.
 
     Every group keeps exactly ``kept_count(group.size, scheduled density)`` weights, chosen
-    among the survivors of ``mask`` by the configured criterion.
+    among the survivors of ``mask`` by the configured criterion. A criterion that scores
+    the network (:mod:`lth.pruning.network`) needs ``network``, and with ``rounds`` > 1
+    reaches those counts in that many rounds, rescoring the survivors before each.
     """
     criterion = CRITERIA[cfg.criterion]
     out = {n: t.cpu() for n, t in mask.items()}
-    for group in groups:
-        keep = kept_count(group.size, scheduled_density(cfg.schedule, group.rate, level))
-        alive = sum(int(out[n].sum()) for n in group.names)
-        if keep >= alive:
+    targets = {g: kept_count(g.size, scheduled_density(cfg.schedule, g.rate, level))
+               for g in groups}
+    alive0 = {g: sum(int(out[n].sum()) for n in g.names) for g in groups}
+    rounds = criterion.rounds if isinstance(criterion, NetworkCriterion) else 1
+    if isinstance(criterion, NetworkCriterion) and network is None:
+        raise ConfigError(f"prune.criterion = {cfg.criterion!r} scores the network: it needs "
+                          "the model and training data (lth.prune(..., data=...)); or use a "
+                          "criterion that scores single weights")
+    for r in range(1, rounds + 1):
+        # Exponential steps from the survivors to the target; the last round is exact.
+        goals = {g: targets[g] if r == rounds else
+                 round(alive0[g] * (targets[g] / alive0[g]) ** (r / rounds))
+                 for g in groups if targets[g] < alive0[g]}
+        pruning = [g for g, goal in goals.items()
+                   if goal < sum(int(out[n].sum()) for n in g.names)]
+        if not pruning:
             continue
-        fraction = 1.0 - keep / alive
-        scores = {n: criterion(ScoreInputs(init[n].detach().cpu().float(),
-                                           final[n].detach().cpu().float(), out[n],
-                                           fraction, generator))
-                  for n in group.names}
-        out.update(select(scores, {n: out[n] for n in group.names}, keep, generator))
+        if isinstance(criterion, NetworkCriterion):
+            assert network is not None
+            scores = criterion(network.inputs(init, Mask(out, order=mask.names())))
+        for g in pruning:
+            if not isinstance(criterion, NetworkCriterion):
+                alive = sum(int(out[n].sum()) for n in g.names)
+                fraction = 1.0 - goals[g] / alive
+                scores = {n: criterion(ScoreInputs(init[n].detach().cpu().float(),
+                                                   final[n].detach().cpu().float(), out[n],
+                                                   fraction, generator))
+                          for n in g.names}
+            out.update(select({n: scores[n] for n in g.names},
+                              {n: out[n] for n in g.names}, goals[g], generator))
     return Mask(out)
 
 
@@ -202,8 +224,9 @@ def _select_units(scores: dict[str, torch.Tensor], alive: dict[str, torch.Tensor
 
 def prune_step(cfg: PruneConfig, structure: Structure | None, groups: Sequence[Group],
                level: int, mask: Mask, init: dict[str, torch.Tensor],
-               final: dict[str, torch.Tensor], generator: torch.Generator) -> Mask:
+               final: dict[str, torch.Tensor], generator: torch.Generator,
+               network: ScoringNetwork | None = None) -> Mask:
     """The next mask, by single weights (:func:`next_mask`) or by units."""
     if structure is None:
-        return next_mask(cfg, groups, level, mask, init, final, generator)
+        return next_mask(cfg, groups, level, mask, init, final, generator, network)
     return next_unit_mask(cfg, structure, groups, level, mask, final, generator)
