@@ -77,6 +77,43 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} = {text!r}; give whole numbers separated by commas, "
+                          "e.g. 0,100,500") from None
+    if not values or min(values) < 0:
+        raise ConfigError(f"{what} = {text!r}; give one or more numbers >= 0")
+    return values
+
+
+def _cmd_instability(args: argparse.Namespace) -> int:
+    from ..experiment import LotteryModel
+    from ..experiment.instability import instability
+
+    steps = _int_list(args.rewind_steps, "--rewind-steps")
+    levels = _int_list(args.levels, "--levels")
+    tables = []
+    for k in steps:
+        cfg = load_config(args.config, [*args.set, f"reinit.rewind_step={k}"])
+        table = instability(LotteryModel.from_config(cfg), args.store, levels,
+                            points=args.points)
+        tables.append(table)
+    out = pd.concat(tables, ignore_index=True)
+    shown = [c for c in ("rewind_step", "level", "pct_remaining", "copy_0_test_acc",
+                         "copy_1_test_acc", "test_error_barrier", "train_error_barrier",
+                         "test_loss_barrier") if c in out]
+    print(out[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if args.csv:
+        try:
+            out.to_csv(args.csv, index=False)
+        except OSError as exc:
+            raise StoreError(f"cannot write --csv {args.csv} ({exc}); give a writable path") \
+                from None
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from ..experiment import Result, compare
     from ..store import RunDir
@@ -261,6 +298,20 @@ def build_parser() -> argparse.ArgumentParser:
                      "sqlite:///mlflow.db")
     run.add_argument("--mlflow-experiment", default="lth", help="MLflow experiment name")
     run.set_defaults(func=_cmd_run)
+    ins = sub.add_parser("instability", help="linear mode connectivity: the error barrier "
+                         "between two copies trained from θk, for the dense net and tickets")
+    ins.add_argument("config", help="experiment TOML file")
+    ins.add_argument("--rewind-steps", default="0", metavar="K,K,...",
+                     help="rewind steps k (iterations), e.g. 0,100,500,2000 (default: 0)")
+    ins.add_argument("--levels", default="0", metavar="L,L,...",
+                     help="IMP levels to analyse, e.g. 0,5 (0: the dense net; default: 0)")
+    ins.add_argument("--points", type=int, default=11, help="evaluated points on the path, "
+                     "ends included (default: 11)")
+    ins.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a setting (repeatable)")
+    ins.add_argument("--store", default="runs", help="directory of runs (default: runs)")
+    ins.add_argument("--csv", help="also write the table to this CSV file")
+    ins.set_defaults(func=_cmd_instability)
     cmp = sub.add_parser("compare", help="per-level table of several runs side by side")
     cmp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
     cmp.add_argument("--labels", help="comma-separated column labels, one per run")
