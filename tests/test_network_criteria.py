@@ -32,8 +32,8 @@ def batches_of(digits, n=2, size=16):
 
 
 def inputs(model, mask, batches):
-    return NetworkInputs(model, mask, lambda: iter(batches), lambda m, x: m(x),
-                         F.cross_entropy)
+    return NetworkInputs(model, mask, lambda: iter(batches), batches[0][0][:1],
+                         lambda m, x: m(x), F.cross_entropy)
 
 
 def some_mask(model, seed=0):
@@ -190,3 +190,20 @@ def test_network_criteria_keep_exact_counts(digits, criterion, scope):
             assert sum(kept[n] for n in hidden) == lth.pruning.kept_count(
                 sum(sizes[n] for n in hidden), 0.6 ** level)
         mask = new
+
+
+def test_synflow_keeps_the_range_of_deep_nets():
+    """ResNet-56's path flows reach ~1e48: beyond float32, where every score would tie at
+    inf and the selection would be a coin toss. Scores stay float64 through selection."""
+    model = lth.initialize(lth.create_model("resnet56", input_shape=(3, 32, 32),
+                                            num_classes=10), "default", seed=0)
+    mask = {n: torch.ones_like(model.get_parameter(n), dtype=torch.bool)
+            for n in prunable_names(model)}
+    data = [(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long))]
+    scores = CRITERIA["synflow"](inputs(copy.deepcopy(model), mask, data))
+    top = max(float(v.max()) for v in scores.values())
+    assert top > torch.finfo(torch.float32).max and all(
+        bool(torch.isfinite(v).all()) for v in scores.values())
+    name = max(scores, key=lambda n: float(scores[n].max()))
+    kept = select({name: scores[name]}, {name: mask[name]}, 1, generator(0, "t"))[name]
+    assert kept.flatten()[scores[name].flatten().argmax()]  # the best one, not a tie

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import StoreError
-from .experiment.result import Result, scores_of, table_columns
+from .experiment.result import Result, level_row, with_numbers
 from .status import command_hint
 from .store import (
     GROUP_KINDS,
@@ -221,10 +221,7 @@ def load(path: str | Path) -> Results:
         sizes = r.config().get("prunable", {})
         for lv in r.levels:
             s = r.summary(lv)
-            row = {**ids, **{c: s.get(c) for c in table_columns(scores_of(s))},
-                   "finished_at": s.get("finished_at")}
-            row.update({f"density[{n}]": d for n, d in s["layer_density"].items()})
-            levels.append(row)
+            levels.append({**ids, **level_row(s), "finished_at": s.get("finished_at")})
             layers += [{**ids, "level": lv, "layer": n, "weights": sizes.get(n),
                         "kept": round(d * sizes[n]) if n in sizes else None, "density": d}
                        for n, d in s["layer_density"].items()]
@@ -248,4 +245,4 @@ def load(path: str | Path) -> Results:
     if len(runs):
         runs = runs[["experiment", "seed"] + [c for c in runs if c not in ("experiment",
                                                                              "seed")]]
-    return Results(runs, frame(levels), frame(layers), curve, finder.problems)
+    return Results(runs, with_numbers(frame(levels)), frame(layers), curve, finder.problems)

@@ -29,3 +29,9 @@ def generator(seed: int, *parts: object, device: str | torch.device = "cpu") -> 
     g = torch.Generator(device=device)
     g.manual_seed(derive_seed(seed, *parts))
     return g
+
+
+def sample(n: int, k: int, seed: int, *parts: object) -> torch.Tensor:
+    """``k`` distinct indices of ``range(n)`` (all of them if ``k >= n``), in an order fixed
+    by ``derive_seed(seed, *parts)``: the training examples an analysis reads."""
+    return torch.randperm(n, generator=generator(seed, *parts))[:k]

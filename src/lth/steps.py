@@ -37,18 +37,19 @@ def prune(model: nn.Module, mask: Mask, *, init: State, level: int,
           prune: PruneConfig | dict | None = None, seed: int = 0,
           example: torch.Tensor | None = None, final: State | None = None,
           n_levels: int | None = None, data: Data | None = None, batch_size: int = 60,
-          task: str | Task = "classification") -> Mask:
+          task: str | Task = "classification", output: int | str | None = None) -> Mask:
     """The mask of ``level``: ``mask``'s survivors pruned by the criterion on ``init`` (where
     training began: θ0, or the rewind point) and ``final`` (default: the model's weights
     now), each layer to its scheduled density. ``example``: an input batch, to find the
     output layer for ``output_rate`` (default: the last prunable parameter); ``n_levels``:
     the run's last level, for ``schedule = "target"``. Criteria that score the network
     (``snip``, ``grasp``, ``synflow``) read ``data``'s training split in batches of
-    ``batch_size`` under ``task``'s loss, as a run with ``train.batch_size`` would."""
+    ``batch_size`` under ``task``'s loss (on the model's ``output``), as a run with
+    ``train.batch_size`` would."""
     cfg = as_section(PruneConfig, prune, "prune")
-    network = None if data is None else ScoringNetwork(
-        model, data.x_train, data.y_train, data.prepare, batch_size, cfg.score_batches,
-        derive_seed(seed, "score", level), get_task(task))
+    network = None if data is None else ScoringNetwork.of(
+        model, data, batch_size=batch_size, n_batches=cfg.score_batches, seed=seed,
+        level=level, task=get_task(task), output=output)
     names = list(mask.names())
     sizes = {n: model.get_parameter(n).numel() for n in names}
     output = output_layer(model, names, example) if example is not None else [names[-1]]

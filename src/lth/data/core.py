@@ -79,7 +79,7 @@ class Data:
     def to(self, device: str | torch.device) -> Data:
         """This data on ``device``. The copy is kept with this object, so trials of one
         process that move the same data to a GPU share one copy (and can train stacked)."""
-        device = torch.device(device)
+        device = torch.empty(0, device=device).device  # resolved: "cuda" is "cuda:0" here
         if device not in self._copies:
             moved = replace(self, **{k: getattr(self, k).to(device) for k in _SPLITS})
             if all(getattr(moved, k) is getattr(self, k) for k in _SPLITS):

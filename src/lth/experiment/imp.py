@@ -178,14 +178,15 @@ def _source(plan: Plan, level: int) -> int:
     return 0 if plan.prune.schedule == "one_shot" else level - 1
 
 
-def _rewind_point(plan: Plan, run: RunDir) -> State:
+def rewind_point(plan: Plan, run: RunDir) -> State:
+    """θk: where the run's pruned levels rewind to (θ0 when k = 0)."""
     return plan.theta0 if plan.rewind_step == 0 else run.rewind_point()
 
 
 def _criterion_init(plan: Plan, run: RunDir, level: int) -> State:
     # "init" for the criteria = where the level's training effectively began:
     # the rewind point for the dense level, the reinitialised weights afterwards.
-    return _rewind_point(plan, run) if level == 0 else run.level(level).tensors("start")
+    return rewind_point(plan, run) if level == 0 else run.level(level).tensors("start")
 
 
 def _source_mask(plan: Plan, level: int) -> Mask:
@@ -208,10 +209,9 @@ def _fits(saved: State | None, reference: State) -> bool:
 
 def _scoring(plan: Plan, model: nn.Module, data: Data, level: int) -> ScoringNetwork:
     """The model and training batches a network criterion (SNIP, GraSP, SynFlow) scores."""
-    return ScoringNetwork(model, data.x_train, data.y_train, data.prepare,
-                          plan.train.batch_size, plan.prune.score_batches,
-                          derive_seed(plan.seed, "score", level), plan.task,
-                          plan.task_config.output)
+    return ScoringNetwork.of(model, data, batch_size=plan.train.batch_size,
+                             n_batches=plan.prune.score_batches, seed=plan.seed, level=level,
+                             task=plan.task, output=plan.task_config.output)
 
 
 def _mask(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int) -> Mask:
@@ -248,7 +248,7 @@ def _start(plan: Plan, run: RunDir, model: nn.Module, level: int, mask: Mask) ->
         start = plan.theta0
     else:
         base = (run.level(_source(plan, level)).tensors("final")
-                if plan.reinit.mode in KEEP_TRAINED else _rewind_point(plan, run))
+                if plan.reinit.mode in KEEP_TRAINED else rewind_point(plan, run))
         start = reinitialize(
             plan.reinit, mask, base, plan.theta0,
             fresh=lambda: fresh_draw(plan.model, plan.initializer,

@@ -8,7 +8,8 @@ mask (level 0: the dense net) — two copies train to the end with different dat
 examples; when the model has BatchNorm each point's running statistics are recomputed on
 training batches first (the averaged statistics of two nets describe neither). The
 *instability* is the error barrier: the largest error along the path minus the mean of
-the two ends' errors (for tasks without accuracy, the same on the loss).
+the two ends' errors (for tasks without accuracy, the same on the loss). With BatchNorm
+the ends too are evaluated with re-estimated statistics, like every point.
 
 Stored beside the run's levels, under ``<run>/instability/level_NNN/``: each copy's final
 weights, the path (``path.json``) and a summary written last, so an interrupted analysis
@@ -30,7 +31,7 @@ from torch import nn
 from ..data import Data
 from ..errors import ConfigError
 from ..masks import Mask
-from ..seeding import derive_seed
+from ..seeding import derive_seed, sample
 from ..state import get_state, set_state
 from ..store import RunDir
 from ..store.files import (
@@ -44,6 +45,7 @@ from ..store.files import (
 from ..store.level import LevelCheckpoint
 from ..tasks import Task
 from ..train import Job, Span, evaluate, train_stack
+from .imp import rewind_point
 from .lottery_model import LotteryModel
 from .plan import Plan
 from .result import Result
@@ -76,11 +78,12 @@ def recompute_batchnorm(model: nn.Module, data: Data, batch_size: int, seed: int
         m.momentum = None  # a cumulative average over the batches
     was_training = model.training
     model.train()
-    g = torch.Generator().manual_seed(derive_seed(seed, "bn-batches"))
-    order = torch.randperm(len(data.y_train), generator=g)[:batch_size * batches]
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size].to(data.x_train.device)
-        model(data.prepare(data.x_train[idx]))
+    order = sample(len(data.y_train), batch_size * batches, seed, "bn-batches")
+    with torch.random.fork_rng(devices=[]):  # dropout's draws: not the caller's stream
+        torch.manual_seed(seed)
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size].to(data.x_train.device)
+            model(data.prepare(data.x_train[idx]))
     for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
     model.train(was_training)
@@ -94,8 +97,7 @@ def linear_path(model: nn.Module, a: State, b: State, data: Data, *, points: int
     if points < 2:
         raise ConfigError(f"points = {points}; the path needs at least its two ends")
     net = copy.deepcopy(model)
-    g = torch.Generator().manual_seed(derive_seed(seed, "path-train-subset"))
-    subset = torch.randperm(len(data.y_train), generator=g)[:max(len(data.y_test), 1)]
+    subset = sample(len(data.y_train), max(len(data.y_test), 1), seed, "path-train-subset")
     subset = subset.to(data.x_train.device)
     x_train, y_train = data.x_train[subset], data.y_train[subset]
     bn = has_batchnorm(net)
@@ -154,9 +156,7 @@ def _stored(path: Path) -> State | None:
 def _start(plan: Plan, run: RunDir, level: int) -> State:
     """Where the copies start: the level's own start (θk masked, after pruning), or for
     the dense level the rewind point θk."""
-    if level > 0:
-        return run.level(level).tensors("start")
-    return plan.theta0 if plan.rewind_step == 0 else run.rewind_point()
+    return run.level(level).tensors("start") if level > 0 else rewind_point(plan, run)
 
 
 def instability(experiment: LotteryModel, store: str | Path, levels: list[int], *,
@@ -167,6 +167,12 @@ def instability(experiment: LotteryModel, store: str | Path, levels: list[int], 
     if not levels or min(levels) < 0:
         raise ConfigError(f"levels = {levels}; give one or more levels >= 0")
     if max(levels) > experiment.config.n_levels:
+        c = experiment.config
+        if c.prune.schedule == "target" or c.earlybird.enabled:
+            raise ConfigError(f"levels up to {max(levels)} but the run has n_levels = "
+                              f"{c.n_levels}, and with schedule = 'target' or early-bird "
+                              "more levels make another run (other densities); set n_levels "
+                              f">= {max(levels)} in the config")
         experiment = experiment.replace(levels=max(levels))
     result: Result = experiment.run(store, through=max(levels))
     plan = experiment.check()
@@ -174,8 +180,9 @@ def instability(experiment: LotteryModel, store: str | Path, levels: list[int], 
     rows = []
     for level in levels:
         analysis = _Analysis(run, level)
-        summary = analysis.summary() or _analyse(experiment, plan, run, level, analysis,
-                                                 points)
+        summary = analysis.summary()
+        if summary is None or summary.get("points") != points:  # the copies are reused
+            summary = _analyse(experiment, plan, run, level, analysis, points)
         rows.append({k: v for k, v in summary.items() if k != "files"})
     return pd.DataFrame(rows)
 
@@ -218,9 +225,9 @@ def _analyse(experiment: LotteryModel, plan: Plan, run: RunDir, level: int,
     files["path.json"] = write_record(analysis.path / "path.json", {"rows": path})
     summary = {"level": level, "rewind_step": plan.rewind_step,
                "pct_remaining": 100.0 * mask.density(), "points": points,
-               **{f"copy_{i}_test_loss": path[-i]["test_loss"] for i in range(COPIES)},
-               **({f"copy_{i}_test_acc": path[-i]["test_acc"] for i in range(COPIES)}
-                  if "test_acc" in path[0] else {}),
+               **{f"copy_{i}_test_{m}": end[f"test_{m}"]
+                  for i, end in enumerate((path[0], path[-1]))
+                  for m in ("loss", "acc") if f"test_{m}" in end},
                **barrier(path, "test"), **barrier(path, "train"),
                "batchnorm_recomputed": has_batchnorm(model),
                "wall_time_s": time.perf_counter() - t0}

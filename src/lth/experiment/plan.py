@@ -333,8 +333,8 @@ def structured_plan(prune: PruneConfig, model: nn.Module, names: list[str],
                           "output layer's units are the classes; its inputs shrink with the "
                           "layer before it. Remove output_rate")
     if prune.criterion != "large_final":
-        raise ConfigError(f"prune.criterion = {prune.criterion!r} scores single weights; with "
-                          "structure = 'unit' units are scored by prune.unit_score "
+        raise ConfigError(f"prune.criterion = {prune.criterion!r} scores weights, not units; "
+                          "with structure = 'unit' units are scored by prune.unit_score "
                           f"({', '.join(UNIT_SCORES)}); remove criterion")
     structure = Structure.discover(model, names, example, output, strict=False)
     if not structure.producers:

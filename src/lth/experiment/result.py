@@ -108,15 +108,26 @@ def summarize(level: int, mask: Mask, history: list[dict[str, float]], start_ste
     return out
 
 
+def level_row(summary: dict[str, Any]) -> dict[str, Any]:
+    """A level summary as a table row: the main columns, then ``density[<param>]``."""
+    row = {c: summary.get(c) for c in table_columns(scores_of(summary))}
+    row.update({f"density[{n}]": d for n, d in summary["layer_density"].items()})
+    return row
+
+
+def with_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Levels of older runs have no ``start_test_*``: NaN there, not None."""
+    for c in frame.columns:
+        if str(c).startswith("start_test_"):
+            frame[c] = pd.to_numeric(frame[c])
+    return frame
+
+
 def levels_frame(summaries: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per level: the main columns, then one ``density[<param>]`` column per layer."""
     columns = table_columns(scores_of(summaries[0]) if summaries else CLASSIFICATION.scores)
-    rows = []
-    for s in summaries:
-        row = {c: s.get(c) for c in columns}
-        row.update({f"density[{n}]": d for n, d in s["layer_density"].items()})
-        rows.append(row)
-    return pd.DataFrame(rows, columns=None if rows else columns)
+    rows = [level_row(s) for s in summaries]
+    return with_numbers(pd.DataFrame(rows, columns=None if rows else columns))
 
 
 class Result:

@@ -31,7 +31,9 @@ def top_k_indices(scores: torch.Tensor, k: int, generator: torch.Generator) -> t
     The set equals that of a stable descending sort of the shuffled scores, found in
     linear time: everything above the k-th highest value, then the first tied ones.
     """
-    scores = torch.nan_to_num(scores.float().flatten(), nan=-math.inf)
+    if not scores.is_floating_point() or scores.dtype in (torch.float16, torch.bfloat16):
+        scores = scores.float()  # float64 stays: SynFlow's scores need its range
+    scores = torch.nan_to_num(scores.flatten(), nan=-math.inf)
     n = scores.numel()
     perm = torch.randperm(n, generator=generator)  # drawn always: the stream stays the same
     if k <= 0:

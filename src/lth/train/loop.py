@@ -106,9 +106,9 @@ def stack_key(job: Job) -> tuple:
     splits = tuple(_memory(getattr(data, f"{a}_{s}")) for s in ("train", "val", "test")
                    for a in "xy")
     # fp16 loss scaling skips updates trial by trial: such a trial trains on its own.
-    alone = id(job) if job.cfg.precision == "fp16" else None
+    only_itself = id(job) if job.cfg.precision == "fp16" else None
     return (type(job.model), shapes, splits, data.mean, data.std, data.augment, job.cfg, job.span,
-            job.fixed_lr, id(job.task), job.output, alone)
+            job.fixed_lr, id(job.task), job.output, only_itself)
 
 
 def _memory(t: Any) -> tuple:
