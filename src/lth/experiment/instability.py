@@ -44,7 +44,7 @@ from ..store.files import (
 )
 from ..store.level import LevelCheckpoint
 from ..tasks import Task
-from ..train import Job, Span, evaluate, train_stack
+from ..train import Job, Span, evaluate, torch_threads, train_stack
 from .imp import rewind_point
 from .lottery_model import LotteryModel
 from .plan import Plan
@@ -182,7 +182,8 @@ def instability(experiment: LotteryModel, store: str | Path, levels: list[int], 
         analysis = _Analysis(run, level)
         summary = analysis.summary()
         if summary is None or summary.get("points") != points:  # the copies are reused
-            summary = _analyse(experiment, plan, run, level, analysis, points)
+            with torch_threads(plan.train.threads):
+                summary = _analyse(experiment, plan, run, level, analysis, points)
         rows.append({k: v for k, v in summary.items() if k != "files"})
     return pd.DataFrame(rows)
 
