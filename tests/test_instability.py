@@ -95,6 +95,13 @@ def test_instability_is_stored_and_resumes(digits, small_mlp, tmp_path):
 
     again = instability(exp, tmp_path, [0, 1], points=3)  # finished: read back
     assert again.drop(columns="wall_time_s").equals(table.drop(columns="wall_time_s"))
+    loaded = lth.load(tmp_path)  # in the store's tables, beside the levels
+    assert loaded.instability.level.tolist() == [0, 1]
+    assert loaded.instability.test_error_barrier.tolist() == table.test_error_barrier.tolist()
+    (run / "instability" / "level_000" / "summary.json").write_text("{")
+    damaged = lth.load(tmp_path)
+    assert damaged.instability.level.tolist() == [1]
+    assert any("instability analysis is damaged" in p for p in damaged.problems)
 
     (where / "summary.json").unlink()  # interrupted after one copy: the other retrains
     (where / "copy_1.safetensors").unlink()

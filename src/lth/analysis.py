@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import StoreError
+from .experiment.instability import stored_analyses
 from .experiment.result import Result, level_row, with_numbers
 from .status import command_hint
 from .store import (
@@ -36,13 +37,15 @@ class Results:
     status, dataset, model); ``levels``: one row per finished level (densities,
     accuracies, early stop); ``layers``: one row per level and layer (weights, kept,
     density); ``curves``: one row per evaluation (losses and accuracies over steps);
-    ``problems``: what could not be read, and why."""
+    ``problems``: what could not be read, and why; ``instability``: one row per analysed
+    level of ``lth instability`` (rewind step, barriers, the copies' accuracies)."""
 
     runs: pd.DataFrame
     levels: pd.DataFrame
     layers: pd.DataFrame
     curves: pd.DataFrame
     problems: list[str] = field(default_factory=list)
+    instability: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def result(self, run_dir: str | Path) -> Result:
         return Result(run_dir)
@@ -57,7 +60,10 @@ class Results:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
-        for name in ("runs", "levels", "layers", "curves"):
+        names = ["runs", "levels", "layers", "curves"]
+        if len(self.instability):  # only stores with `lth instability` analyses
+            names.append("instability")
+        for name in names:
             path = out / f"{name}.{fmt}"
             frame = getattr(self, name)
             if fmt == "csv":
@@ -212,11 +218,14 @@ def load(path: str | Path) -> Results:
             seen.add(e["run_dir"])
             entries.append(e)
     labels = _labels(entries)
-    levels, layers, curves = [], [], []
+    levels, layers, curves, analyses = [], [], [], []
     for e in entries:
         e["experiment"] = labels[e["name"], e["experiment_id"]]
         ids = {"experiment": e["experiment"], "seed": e["seed"], "run_dir": e["run_dir"],
                "experiment_id": e["experiment_id"]}
+        rows, problems = stored_analyses(e["run_dir"])
+        analyses += [{**ids, **row} for row in rows]
+        finder.problems += problems
         r = Result(e["run_dir"])
         sizes = r.config().get("prunable", {})
         for lv in r.levels:
@@ -245,4 +254,5 @@ def load(path: str | Path) -> Results:
     if len(runs):
         runs = runs[["experiment", "seed"] + [c for c in runs if c not in ("experiment",
                                                                              "seed")]]
-    return Results(runs, with_numbers(frame(levels)), frame(layers), curve, finder.problems)
+    return Results(runs, with_numbers(frame(levels)), frame(layers), curve, finder.problems,
+                   frame(analyses))

@@ -133,6 +133,12 @@ class _Analysis:
     def __init__(self, run: RunDir, level: int):
         self.path = run.path / "instability" / f"level_{level:03d}"
 
+    @classmethod
+    def at(cls, path: Path) -> _Analysis:
+        analysis = cls.__new__(cls)
+        analysis.path = path
+        return analysis
+
     def summary(self) -> dict[str, Any] | None:
         try:
             s = read_record(self.path / "summary.json")
@@ -144,6 +150,21 @@ class _Analysis:
 
     def path_rows(self) -> list[dict[str, float]]:
         return read_record(self.path / "path.json")["rows"]
+
+
+def stored_analyses(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The finished instability analyses of a run (one summary per level), and a problem
+    line for each one that is damaged (rerun ``lth instability`` to redo it)."""
+    rows, problems = [], []
+    for where in sorted((Path(run_dir) / "instability").glob("level_*")):
+        summary = _Analysis.at(where).summary()
+        if summary is None:
+            if (where / "summary.json").exists():
+                problems.append(f"{where}: the instability analysis is damaged; run "
+                                "`lth instability` again to redo it")
+            continue
+        rows.append({k: v for k, v in summary.items() if k != "files"})
+    return rows, problems
 
 
 def _stored(path: Path) -> State | None:
