@@ -177,3 +177,28 @@ def test_a_copy_killed_mid_training_resumes_bit_identically(digits, small_mlp, t
     resumed = instability(exp, tmp_path / "b", [0], points=3)
     cols = ["test_error_barrier", "test_loss_barrier", "copy_0_test_loss", "copy_1_test_loss"]
     assert resumed[cols].equals(straight[cols])
+
+
+def test_instability_figures_and_report_draw_the_stored_numbers(digits, small_mlp, tmp_path):
+    exp = lth.LotteryModel(small_mlp, digits, train={**FAST_TRAIN, "duration": "30it"},
+                           levels=1, name="lmc")
+    for k in (0, 10):
+        instability(exp.replace(reinit={"rewind_step": k}), tmp_path / "runs", [0, 1],
+                    points=3)
+    table = lth.load(tmp_path / "runs").instability
+    fig = lth.report.figures.instability_vs_rewind(table)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines() if
+             line.get_label().startswith("level")}
+    for level, line in zip((0, 1), sorted(lines.values(), key=lambda ln: ln.get_label()),
+                           strict=True):
+        part = table[table.level == level].sort_values("rewind_step")
+        assert list(line.get_xdata()) == part.rewind_step.tolist()
+        assert list(line.get_ydata()) == part.test_error_barrier.tolist()
+    row = table[(table.level == 1) & (table.rewind_step == 0)].iloc[0]
+    path = lth.store.files.read_record(f"{row.run_dir}/instability/level_001/path.json")
+    fig = lth.report.figures.instability_path(row.run_dir, 1)
+    test_line = next(ln for ln in fig.axes[0].get_lines() if ln.get_label() == "test error")
+    assert list(test_line.get_ydata()) == [1 - r["test_acc"] for r in path["rows"]]
+    assert lth_main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "instability_lmc.png").exists()
+    assert (tmp_path / "rep" / "instability_path_lmc.png").exists()

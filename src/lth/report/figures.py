@@ -24,6 +24,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from ..errors import ConfigError, did_you_mean, unknown_name
 from .figures_earlybird import earlybird_distances
+from .figures_instability import instability_path, instability_vs_rewind
 from .figures_weights import (
     LINESTYLES,
     PALETTE,
@@ -37,8 +38,9 @@ from .figures_weights import (
 )
 
 __all__ = ["accuracy_vs_weights", "earlybird_distances", "early_stop_vs_weights",
-           "init_vs_final", "jaccard", "layer_density", "learning_curves", "mask_overlap",
-           "pruning_summary_table", "weight_histograms"]
+           "init_vs_final", "instability_path", "instability_vs_rewind", "jaccard",
+           "layer_density", "learning_curves", "mask_overlap", "pruning_summary_table",
+           "weight_histograms"]
 
 WHEN = {"early_stop": "at early stop", "final": "final", "best": "best"}
 

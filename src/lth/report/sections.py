@@ -53,7 +53,8 @@ def split(res: Results) -> list[Section]:
     for (dataset, model), part in runs.groupby(["dataset", "model"], sort=True):
         dirs = set(part["run_dir"])
         sub = Results(part.reset_index(drop=True), _rows(res.levels, dirs),
-                      _rows(res.layers, dirs), _rows(res.curves, dirs))
+                      _rows(res.layers, dirs), _rows(res.curves, dirs),
+                      instability=_rows(res.instability, dirs))
         if sub.levels.empty:
             continue
         name = slug(f"{dataset}_{model}")
