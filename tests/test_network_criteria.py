@@ -155,6 +155,9 @@ def test_pruning_at_initialisation_in_a_run(digits, small_mlp, tmp_path):
     table = result.table()
     assert table.start_test_acc.notna().all()
     assert table.start_test_acc.iloc[0] == result.history(0).test_acc.iloc[0]
+    fig = lth.report.figures.accuracy_vs_weights(lth.load(tmp_path).levels, metric="start")
+    (line,) = [ln for ln in fig.axes[0].get_lines() if len(ln.get_ydata()) == 3]
+    assert list(line.get_ydata()) == pytest.approx((table.start_test_acc * 100).tolist())
 
 
 def test_network_criteria_need_data_and_refuse_early_bird(digits, small_mlp, tmp_path):

@@ -42,7 +42,8 @@ __all__ = ["accuracy_vs_weights", "earlybird_distances", "early_stop_vs_weights"
            "layer_density", "learning_curves", "mask_overlap", "pruning_summary_table",
            "weight_histograms"]
 
-WHEN = {"early_stop": "at early stop", "final": "final", "best": "best"}
+WHEN = {"early_stop": "at early stop", "final": "final", "best": "best",
+        "start": "untrained (the supermask)"}
 
 
 def _score_axis(metric: str) -> tuple[str, str, float]:
@@ -267,8 +268,9 @@ def accuracy_vs_weights(levels: Any, *, metric: str = "early_stop", experiments:
                         ) -> Figure:
     """The task's first test metric (accuracy in % for classification) against the % of
     weights remaining (log x, decreasing to the right), one line per experiment with ± sd
-    error bars over seeds. ``metric``: ``early_stop``, ``final``, ``best``, ``"both"``
-    (early stop solid, final dashed), or a column such as ``final_test_mae``."""
+    error bars over seeds. ``metric``: ``early_stop``, ``final``, ``best``, ``start`` (the
+    untrained starting weights: with rewinding, the supermask's score), ``"both"`` (early
+    stop solid, final dashed), or a column such as ``final_test_mae``."""
     frame = _table(levels, "levels", ["level", "pct_remaining"])
     score = _main_score(frame.columns, *(f"{when}_test_" for when in WHEN))
     if metric == "both":
