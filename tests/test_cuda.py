@@ -12,11 +12,11 @@ import torch
 from lth.config import TrainConfig
 from lth.execution import Local
 from lth.experiment import LotteryRobust
-from lth.train import Span, loop, stack_key, train_level, train_stack
+from lth.train import Span, stack_key, train_level, train_stack
 
 from .test_groups import BASE
 from .test_precision import _device_and_ordinal
-from .test_stack import jobs, mlp
+from .test_stack import jobs, mlp, record_stack_sizes
 from .test_train import Recorder, pruned
 
 pytestmark = [pytest.mark.cuda,
@@ -101,14 +101,7 @@ def test_mixed_precision_on_cuda_keeps_masks_exact_and_resumes(gpu_digits, small
 def test_robust_seeds_on_cuda_train_as_one_stack(tmp_path, monkeypatch):
     (tmp_path / "base.toml").write_text(BASE + 'device = "cuda"\n')
     robust = LotteryRobust.from_config(tmp_path / "base.toml", seeds=[0, 1, 2])
-    sizes = []
-
-    class Recording(loop.Stacked):
-        def __init__(self, slots, *args):
-            sizes.append(len(slots))
-            super().__init__(slots, *args)
-
-    monkeypatch.setattr(loop, "Stacked", Recording)
+    sizes = record_stack_sizes(monkeypatch)
     result = robust.run(store=tmp_path / "runs", executor="sequential")  # stack: auto (8)
     assert (result.trials().status == "done").all()
     assert sizes == [3] * 3

@@ -228,11 +228,9 @@ def level_files(result, name):
             for seed, r in runs for level in range(3)}
 
 
-def test_robust_run_stacked_equals_one_at_a_time(tmp_path, monkeypatch):
-    (tmp_path / "base.toml").write_text(GROUP_BASE)
-    robust = LotteryRobust.from_config(tmp_path / "base.toml", seeds=[0, 1, 2])
-    alone = robust.run(store=tmp_path / "alone", executor="sequential", stack=1)
-    sizes = []
+def record_stack_sizes(monkeypatch) -> list[int]:
+    """The size of every stack the trainer forms from now on (appended as they form)."""
+    sizes: list[int] = []
 
     class Recording(loop.Stacked):
         def __init__(self, slots, *args):
@@ -240,6 +238,14 @@ def test_robust_run_stacked_equals_one_at_a_time(tmp_path, monkeypatch):
             super().__init__(slots, *args)
 
     monkeypatch.setattr(loop, "Stacked", Recording)
+    return sizes
+
+
+def test_robust_run_stacked_equals_one_at_a_time(tmp_path, monkeypatch):
+    (tmp_path / "base.toml").write_text(GROUP_BASE)
+    robust = LotteryRobust.from_config(tmp_path / "base.toml", seeds=[0, 1, 2])
+    alone = robust.run(store=tmp_path / "alone", executor="sequential", stack=1)
+    sizes = record_stack_sizes(monkeypatch)
     stacked = robust.run(store=tmp_path / "stacked", executor="sequential", stack=3)
     assert sizes == [3] * 3  # every level of the three seeds in one stack
     assert alone.path.name == stacked.path.name  # stacking is not part of the identity

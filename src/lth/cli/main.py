@@ -105,13 +105,18 @@ def _cmd_instability(args: argparse.Namespace) -> int:
                          "copy_1_test_acc", "test_error_barrier", "train_error_barrier",
                          "test_loss_barrier") if c in out]
     print(out[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    if args.csv:
-        try:
-            out.to_csv(args.csv, index=False)
-        except OSError as exc:
-            raise StoreError(f"cannot write --csv {args.csv} ({exc}); give a writable path") \
-                from None
+    _write_csv(out, args.csv)
     return 0
+
+
+def _write_csv(table: pd.DataFrame, path: str | None) -> None:
+    """``--csv PATH``: the printed table as CSV too."""
+    if not path:
+        return
+    try:
+        table.to_csv(path, index=False)
+    except OSError as exc:
+        raise StoreError(f"cannot write --csv {path} ({exc}); give a writable path") from None
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -130,12 +135,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError(f"--labels: {exc}") from None
     pct = {c: "{:.1f}".format for c in table.columns if c.endswith("% weights")}
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", formatters=pct))
-    if args.csv:
-        try:
-            table.to_csv(args.csv, index=False)
-        except OSError as exc:
-            raise StoreError(f"cannot write --csv {args.csv} ({exc}); give a writable path") \
-                from None
+    _write_csv(table, args.csv)
     return 0
 
 

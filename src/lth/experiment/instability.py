@@ -130,14 +130,12 @@ def barrier(rows: list[dict[str, float]], split: str = "test") -> dict[str, floa
 class _Analysis:
     """One level's instability directory."""
 
-    def __init__(self, run: RunDir, level: int):
-        self.path = run.path / "instability" / f"level_{level:03d}"
+    def __init__(self, path: Path):
+        self.path = path
 
     @classmethod
-    def at(cls, path: Path) -> _Analysis:
-        analysis = cls.__new__(cls)
-        analysis.path = path
-        return analysis
+    def of(cls, run: RunDir, level: int) -> _Analysis:
+        return cls(run.path / "instability" / f"level_{level:03d}")
 
     def summary(self) -> dict[str, Any] | None:
         try:
@@ -157,7 +155,7 @@ def stored_analyses(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[str
     line for each one that is damaged (rerun ``lth instability`` to redo it)."""
     rows, problems = [], []
     for where in sorted((Path(run_dir) / "instability").glob("level_*")):
-        summary = _Analysis.at(where).summary()
+        summary = _Analysis(where).summary()
         if summary is None:
             if (where / "summary.json").exists():
                 problems.append(f"{where}: the instability analysis is damaged; run "
@@ -200,7 +198,7 @@ def instability(experiment: LotteryModel, store: str | Path, levels: list[int], 
     run = RunDir(result.path)
     rows = []
     for level in levels:
-        analysis = _Analysis(run, level)
+        analysis = _Analysis.of(run, level)
         summary = analysis.summary()
         if summary is None or summary.get("points") != points:  # the copies are reused
             with torch_threads(plan.train.threads):

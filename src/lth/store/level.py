@@ -131,7 +131,7 @@ class Level:
 
 
 class LevelCheckpoint:
-    """The mid-level checkpoint of one level (see :class:`lth.train.loop.Checkpoints`).
+    """The mid-level checkpoint of one level (see :class:`lth.train.job.Checkpoints`).
     A damaged checkpoint is dropped: the level restarts from its start, same numbers."""
 
     def __init__(self, path: Path):

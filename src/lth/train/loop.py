@@ -22,7 +22,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,14 +30,14 @@ from torch import nn
 from ..config import TrainConfig
 from ..data import Data
 from ..data.augment import crop_flip
-from ..durations import to_steps
-from ..errors import ConfigError, TrainingError
+from ..errors import TrainingError
 from ..masks import Mask
 from ..seeding import derive_seed, generator
 from ..state import set_state
 from ..tasks import CLASSIFICATION, Task
 from .callbacks import Callback, OnEval, Snapshot
 from .evaluate import Sums
+from .job import Checkpoints, Job, Span, stack_key
 from .optim import Optimizer, lr_function
 from .precision import Precision
 from .steppers import Single, Stacked, mask_
@@ -46,78 +46,6 @@ Tensors = dict[str, torch.Tensor]
 
 __all__ = ["Callback", "Checkpoints", "Job", "OnEval", "Snapshot", "Span", "batch_order",
            "stack_key", "torch_threads", "train_level", "train_stack"]
-
-
-class Checkpoints(Protocol):
-    """Where a level's mid-training checkpoint is kept (see :mod:`lth.store`)."""
-
-    def load(self) -> tuple[Tensors, dict[str, Any]] | None: ...
-    def save(self, tensors: Tensors, meta: dict[str, Any]) -> None: ...
-
-
-@dataclass(frozen=True)
-class Span:
-    """Which steps a level trains, and how often it evaluates and checkpoints."""
-
-    start: int
-    end: int
-    steps_per_epoch: int
-    eval_every: int
-    checkpoint_every: int
-
-    @classmethod
-    def of(cls, cfg: TrainConfig, n_train: int, start: int = 0) -> Span:
-        """The steps ``cfg`` trains on ``n_train`` examples, from ``start`` to the end."""
-        spe = n_train // cfg.batch_size
-        if spe < 1:
-            raise ConfigError(f"train.batch_size = {cfg.batch_size} is larger than the "
-                              f"training set ({n_train} examples); use a smaller batch")
-        return cls(start=start, end=to_steps(cfg.duration, spe), steps_per_epoch=spe,
-                   eval_every=to_steps(cfg.eval_every, spe),
-                   checkpoint_every=to_steps(cfg.checkpoint_every, spe))
-
-
-@dataclass
-class Job:
-    """One trial's level to train: ``model`` (on ``data``'s device) from ``span.start`` to
-    ``span.end`` under ``mask``. ``fixed_lr`` replaces the schedule (fine-tuning);
-    ``output`` selects from a tuple/dict model output."""
-
-    model: nn.Module
-    data: Data
-    cfg: TrainConfig
-    mask: Mask
-    span: Span
-    seed: int
-    level: int
-    checkpoints: Checkpoints | None = None
-    callbacks: Sequence[Callback] = ()
-    fixed_lr: float | None = None
-    task: Task = CLASSIFICATION
-    output: int | str | None = None
-
-
-def stack_key(job: Job) -> tuple:
-    """Jobs with equal keys can train stacked: same architecture, data, training settings,
-    steps, learning rates and task."""
-    shapes = tuple((n, tuple(t.shape), t.dtype, t.requires_grad)
-                   for n, t in [*job.model.named_parameters(), *job.model.named_buffers()])
-    data = job.data
-    splits = tuple(_memory(getattr(data, f"{a}_{s}")) for s in ("train", "val", "test")
-                   for a in "xy")
-    # fp16 loss scaling skips updates trial by trial: such a trial trains on its own.
-    only_itself = id(job) if job.cfg.precision == "fp16" else None
-    return (type(job.model), shapes, splits, data.mean, data.std, data.augment, job.cfg, job.span,
-            job.fixed_lr, id(job.task), job.output, only_itself)
-
-
-def _memory(t: Any) -> tuple:
-    """Where a live tensor's elements are: equal for two views of the same memory (a Data
-    copied by ``replace``, a tensor received twice through shared memory)."""
-    if not isinstance(t, torch.Tensor):  # a streamed split: the object itself
-        return (id(t),)
-    return (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape),
-            t.stride(), t.dtype)
 
 
 @contextlib.contextmanager

@@ -46,6 +46,8 @@ class Single:
 
     def unscale(self, grads: Tensors) -> bool:
         """Undo the loss scale (fp16); False: a gradient overflowed, skip this update."""
+        if not self.precision.scaled:
+            return True
         return self.precision.unscale([g for g in grads.values() if g is not None])
 
     def state(self, k: int) -> Callable[[], Tensors]:

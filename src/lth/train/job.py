@@ -1,0 +1,93 @@
+"""What one trial's level is to train (:class:`Job`, its :class:`Span` of steps) and which
+jobs can train stacked (:func:`stack_key`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..data import Data
+from ..durations import to_steps
+from ..errors import ConfigError
+from ..masks import Mask
+from ..tasks import CLASSIFICATION, Task
+from .callbacks import Callback
+
+Tensors = dict[str, torch.Tensor]
+
+
+class Checkpoints(Protocol):
+    """Where a level's mid-training checkpoint is kept (see :mod:`lth.store`)."""
+
+    def load(self) -> tuple[Tensors, dict[str, Any]] | None: ...
+    def save(self, tensors: Tensors, meta: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Span:
+    """Which steps a level trains, and how often it evaluates and checkpoints."""
+
+    start: int
+    end: int
+    steps_per_epoch: int
+    eval_every: int
+    checkpoint_every: int
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, n_train: int, start: int = 0) -> Span:
+        """The steps ``cfg`` trains on ``n_train`` examples, from ``start`` to the end."""
+        spe = n_train // cfg.batch_size
+        if spe < 1:
+            raise ConfigError(f"train.batch_size = {cfg.batch_size} is larger than the "
+                              f"training set ({n_train} examples); use a smaller batch")
+        return cls(start=start, end=to_steps(cfg.duration, spe), steps_per_epoch=spe,
+                   eval_every=to_steps(cfg.eval_every, spe),
+                   checkpoint_every=to_steps(cfg.checkpoint_every, spe))
+
+
+@dataclass
+class Job:
+    """One trial's level to train: ``model`` (on ``data``'s device) from ``span.start`` to
+    ``span.end`` under ``mask``. ``fixed_lr`` replaces the schedule (fine-tuning);
+    ``output`` selects from a tuple/dict model output."""
+
+    model: nn.Module
+    data: Data
+    cfg: TrainConfig
+    mask: Mask
+    span: Span
+    seed: int
+    level: int
+    checkpoints: Checkpoints | None = None
+    callbacks: Sequence[Callback] = ()
+    fixed_lr: float | None = None
+    task: Task = CLASSIFICATION
+    output: int | str | None = None
+
+
+def stack_key(job: Job) -> tuple:
+    """Jobs with equal keys can train stacked: same architecture, data, training settings,
+    steps, learning rates and task."""
+    shapes = tuple((n, tuple(t.shape), t.dtype, t.requires_grad)
+                   for n, t in [*job.model.named_parameters(), *job.model.named_buffers()])
+    data = job.data
+    splits = tuple(_memory(getattr(data, f"{a}_{s}")) for s in ("train", "val", "test")
+                   for a in "xy")
+    # fp16 loss scaling skips updates trial by trial: such a trial trains on its own.
+    only_itself = id(job) if job.cfg.precision == "fp16" else None
+    return (type(job.model), shapes, splits, data.mean, data.std, data.augment, job.cfg, job.span,
+            job.fixed_lr, id(job.task), job.output, only_itself)
+
+
+def _memory(t: Any) -> tuple:
+    """Where a live tensor's elements are: equal for two views of the same memory (a Data
+    copied by ``replace``, a tensor received twice through shared memory)."""
+    if not isinstance(t, torch.Tensor):  # a streamed split: the object itself
+        return (id(t),)
+    return (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape),
+            t.stride(), t.dtype)
