@@ -27,6 +27,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("fp32", "bf16", "fp16")  # the forward pass's dtype (lth.train.precision)
 SCOPES = ("layer", "global")
+SUPERMASK_METHODS = ("none", "edge_popup", "bernoulli")
 STRUCTURES = ("weight", "unit")
 UNIT_SCORES = ("l1", "l2", "bn_gamma")
 MASK_SOURCE_MODES = ("same", "random_layer", "random_global")
@@ -124,6 +125,8 @@ class PruneConfig(_Section):
     structure: str = "weight"
     unit_score: str = "l1"
     score_batches: int = 1  # training batches a data-dependent criterion (snip, grasp) reads
+    supermask: str = "none"  # learn each level's mask over frozen weights (lth.pruning.supermask)
+    supermask_lr: float | None = None  # the scores' learning rate (None: train.lr)
 
     def __post_init__(self) -> None:
         from .pruning.criteria import CRITERION_ALIASES
@@ -147,6 +150,18 @@ class PruneConfig(_Section):
         _choice(p, "schedule", self.schedule, SCHEDULES)
         if self.score_batches < 1:
             p.append(("score_batches", f"got {self.score_batches!r}; must be >= 1"))
+        _choice(p, "supermask", self.supermask, SUPERMASK_METHODS)
+        if self.supermask == "none" and self.supermask_lr is not None:
+            p.append(("supermask_lr", "only used with a learned supermask (prune.supermask)"))
+        if self.supermask != "none":
+            if self.structure != "weight":
+                p.append(("supermask", "learns masks of single weights; use structure = "
+                                       "'weight'"))
+            if self.supermask_lr is not None and not self.supermask_lr > 0:
+                p.append(("supermask_lr", f"got {self.supermask_lr!r}; must be > 0"))
+            if self.criterion != PruneConfig.criterion:
+                p.append(("supermask", f"the mask is learned, so prune.criterion = "
+                                       f"{self.criterion!r} is unused; remove it"))
         for key in ("rate", "conv_rate", "linear_rate", "output_rate"):
             _fraction(p, key, getattr(self, key))
         for pattern, r in self.layer_rates.items():
@@ -342,6 +357,13 @@ class ExperimentConfig(_Section):
             p.append(("n_levels", f"got {self.n_levels!r}; must be >= 0"))
         if self.seed < 0:
             p.append(("seed", f"got {self.seed!r}; must be >= 0"))
+        if self.prune.supermask != "none":
+            if self.masks_from is not None:
+                p.append(("prune.supermask", "learns its own masks; masks_from gives masks "
+                                             "already made: use one or the other"))
+            if self.earlybird.enabled:
+                p.append(("prune.supermask", "learns masks over frozen weights; an early-bird "
+                                             "search prunes trained weights: disable earlybird"))
         if not self.name or any(c in self.name for c in "/\\\0"):
             p.append(("name", f"got {self.name!r}; a non-empty name without slashes"))
         return p

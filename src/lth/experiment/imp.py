@@ -8,6 +8,8 @@ uninterrupted run because every step is a pure function of the plan and earlier 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Generator
@@ -20,8 +22,9 @@ from ..data import Data
 from ..errors import StoreError
 from ..init import fresh_draw
 from ..masks import Mask
-from ..pruning import prune_step, random_like
+from ..pruning import kept_count, prune_step, random_like, scheduled_density
 from ..pruning.network import ScoringNetwork
+from ..pruning.supermask import SupermaskNet
 from ..reinitialization import KEEP_TRAINED, reinitialize
 from ..seeding import derive_seed, generator
 from ..state import get_state, set_state
@@ -265,15 +268,26 @@ def _start(plan: Plan, run: RunDir, model: nn.Module, level: int, mask: Mask) ->
 def _steps_to_mask(plan: Plan, done: dict[int, dict], level: int) -> int | None:
     if plan.source is not None:
         return None  # the mask is another run's; its cost is that run's
+    if level > 0 and plan.prune.supermask != "none":
+        return int(done[level]["train_steps"])  # the level's own training learned it
     return early.steps_to_mask(done, level, plan.prune.schedule)
 
 
 def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
            report: Progress | None) -> Jobs:
     t0, lv = time.perf_counter(), run.level(level)
-    mask = _mask(plan, run, model, data, level)
+    learned = level > 0 and plan.prune.supermask != "none"
+    mask = Mask.ones(model, plan.names) if learned else _mask(plan, run, model, data, level)
     set_state(model, _start(plan, run, model, level, mask))
-    begin = 0 if level == 0 else plan.rewind_step
+    begin = 0 if level == 0 or learned else plan.rewind_step
+    trained = model
+    if learned:  # the scores train from step 0, over the start's weights frozen
+        trained = SupermaskNet(
+            copy.deepcopy(model),
+            [(g.names, kept_count(g.size, scheduled_density(plan.prune.schedule, g.rate, level)))
+             for g in plan.groups],
+            plan.prune.supermask, seed=plan.seed, level=level)
+        mask = Mask({})
     span = Span(start=begin, end=plan.total_steps, **plan.span)
     search = None
     if early.searching(plan.earlybird, plan.prune, plan.n_levels, level):
@@ -290,14 +304,22 @@ def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
         callbacks.append(OnEval(lambda s: report(level, s, span.end)))
     if search is not None:
         callbacks.append(search)
+    cfg = plan.train
+    if learned and plan.prune.supermask_lr is not None:
+        cfg = dataclasses.replace(cfg, lr=plan.prune.supermask_lr)
     history = yield Job(
-        model, data, plan.train, mask, span, seed=plan.seed, level=level,
+        trained, data, cfg, mask, span, seed=plan.seed, level=level,
         checkpoints=lv.checkpoint(), callbacks=callbacks,
         fixed_lr=lr_function(plan.train, plan.total_steps, plan.span["steps_per_epoch"])(
             plan.total_steps - 1) if finetune else None,
         task=plan.task, output=plan.task_config.output)
     if report is not None and search is not None and search.drawn_step is not None:
         report(level, span.end, span.end)  # stopped early: the level is complete
+    if isinstance(trained, SupermaskNet):
+        mask = Mask(trained.mask().tensors(), order=plan.names)
+        set_state(model, get_state(trained.base))  # the start's weights and new BN statistics
+        mask.apply_(model)
+        lv.save("mask", mask.tensors())
     mask.check(model)
     files = {"mask.safetensors": lv.digest("mask"), "start.safetensors": lv.digest("start"),
              "final.safetensors": lv.save("final", get_state(model)),

@@ -32,7 +32,8 @@ SPEED_ONLY = ("train.threads", "train.eval_batch_size", "train.checkpoint_every"
               "train.stack")
 """Keys that change how fast or how safely a run goes, not its numbers (beyond the
 floating-point reassociation of sums: thread count, stacked matrix products)."""
-ADDED_LATER = {"train.precision": "fp32", "prune.score_batches": 1}
+ADDED_LATER = {"train.precision": "fp32", "prune.score_batches": 1, "prune.supermask": "none",
+               "prune.supermask_lr": None}
 """Settings added after store format 2, left out of the specification at their defaults:
 the runs made before them keep their identities (and directories)."""
 

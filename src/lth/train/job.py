@@ -78,8 +78,10 @@ def stack_key(job: Job) -> tuple:
     data = job.data
     splits = tuple(_memory(getattr(data, f"{a}_{s}")) for s in ("train", "val", "test")
                    for a in "xy")
-    # fp16 loss scaling skips updates trial by trial: such a trial trains on its own.
-    only_itself = id(job) if job.cfg.precision == "fp16" else None
+    # fp16 loss scaling skips updates trial by trial: such a trial trains on its own, as
+    # does a model that says it cannot be vmapped (a learned supermask).
+    alone = job.cfg.precision == "fp16" or not getattr(job.model, "stackable", True)
+    only_itself = id(job) if alone else None
     return (type(job.model), shapes, splits, data.mean, data.std, data.augment, job.cfg, job.span,
             job.fixed_lr, id(job.task), job.output, only_itself)
 

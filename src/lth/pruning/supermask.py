@@ -1,0 +1,131 @@
+"""Learned supermasks: masks trained over frozen weights, no weight ever changing.
+
+Every prunable weight gets a score; a pruning group (a layer, or the layers pruned together
+in global scope) keeps ``k`` weights, ``k`` from the run's density schedule. Two methods:
+
+- ``edge_popup`` (Ramanujan et al., 2020): the forward pass uses the ``k`` weights of
+  highest ``|score|``. The backward pass treats the mask as the identity (straight-through),
+  so ``d loss / d score = d loss / d w_eff · w · sign(score)``. Scores start uniform in
+  ±1/√fan_in.
+- ``bernoulli`` (Zhou et al., 2019): each weight is kept with probability
+  ``sigmoid(score)``; training samples a mask every step and passes the gradient straight
+  through the sample to the probability: ``d loss / d score = d loss / d w_eff · w ·
+  σ'(score)``. Scores start at ``logit(d)`` for the group's density ``d``, so the expected
+  density starts on schedule.
+
+Evaluation, and the mask a level stores, keep exactly ``k`` weights per group: the highest
+scores, ties broken by a seeded order (the counting rule of :mod:`lth.pruning.selection`).
+For ``bernoulli`` these are the weights most likely kept: a fixed mask at the scheduled
+density, so that every method is compared at the same density.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..config import SUPERMASK_METHODS as METHODS
+from ..masks import Mask
+from ..seeding import derive_seed, generator
+from .selection import select
+
+
+def _key(name: str) -> str:
+    return name.replace(".", ":")  # parameter names may not contain dots
+
+
+class SupermaskNet(nn.Module):
+    """``model`` with its parameters frozen and a trainable score per prunable weight.
+
+    ``groups``: (parameter names, weights kept) for each pruning group; a group that keeps
+    all its weights gets no scores. The training loop trains the scores like any parameters
+    (they are this module's only trainable ones); :meth:`mask` is the learned mask.
+    """
+
+    stackable = False  # the forward pass selects per trial: not vmapped (lth.train.stack_key)
+
+    def __init__(self, model: nn.Module, groups: Sequence[tuple[Sequence[str], int]],
+                 method: str, *, seed: int, level: int):
+        super().__init__()
+        if method not in METHODS[1:]:
+            raise ValueError(f"unknown supermask method {method!r}; one of {METHODS[1:]}")
+        self.base, self.method = model, method
+        for p in model.parameters():
+            p.requires_grad_(False)
+        grouped = {n for names, _ in groups for n in names}
+        self.names = [n for n, _ in model.named_parameters() if n in grouped]
+        self.groups = [(tuple(names), k) for names, k in groups
+                       if k < sum(model.get_parameter(n).numel() for n in names)]
+        self.scores = nn.ParameterDict()
+        for names, k in self.groups:
+            size = sum(model.get_parameter(n).numel() for n in names)
+            for n in names:
+                self.scores[_key(n)] = nn.Parameter(self._initial(n, k / size, seed, level))
+        self.tie_seed = derive_seed(seed, "supermask-ties", level)
+        self._eval_masks: dict[str, torch.Tensor] | None = None
+
+    def _initial(self, name: str, density: float, seed: int, level: int) -> torch.Tensor:
+        w = self.base.get_parameter(name)
+        if self.method == "bernoulli":
+            return torch.full_like(w, math.log(density / (1 - density)))
+        bound = 1 / math.sqrt(max(1, w[0].numel()))
+        g = generator(seed, "supermask-scores", level, name)
+        s = torch.rand(w.shape, generator=g, dtype=w.dtype) * (2 * bound) - bound
+        return s.to(w.device)
+
+    def _ranking(self, names: Sequence[str]) -> list[torch.Tensor]:
+        """Per tensor, what the group ranks by (and the gradient flows through)."""
+        s = [self.scores[_key(n)] for n in names]
+        return [t.abs() for t in s] if self.method == "edge_popup" else [t.sigmoid() for t in s]
+
+    def exact_masks(self) -> dict[str, torch.Tensor]:
+        """Each group's top-k weights by score, ties seeded: the masks evaluation uses and
+        the level stores."""
+        g = torch.Generator().manual_seed(self.tie_seed)
+        out: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for names, k in self.groups:
+                ranks = {n: r.detach().cpu() for n, r in zip(names, self._ranking(names),
+                                                             strict=True)}
+                alive = {n: torch.ones_like(r, dtype=torch.bool) for n, r in ranks.items()}
+                chosen = select(ranks, alive, k, g)
+                out.update({n: m.to(self.scores[_key(n)].device) for n, m in chosen.items()})
+        return out
+
+    def train(self, mode: bool = True) -> SupermaskNet:
+        # Scores change only in training mode: an evaluation computes its masks once.
+        self._eval_masks = None if mode else self.exact_masks()
+        return super().train(mode)
+
+    def _training_masks(self, names: Sequence[str], k: int, ranks: list[torch.Tensor]
+                        ) -> list[torch.Tensor]:
+        if self.method == "bernoulli":
+            return [torch.bernoulli(r.detach()) for r in ranks]
+        flat = torch.cat([r.detach().flatten() for r in ranks])
+        kth = torch.kthvalue(flat, flat.numel() - k + 1).values  # k highest: >= kth (no ties
+        return [(r.detach() >= kth).to(r.dtype) for r in ranks]  # among continuous scores)
+
+    def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - the model's own
+        if not self.training and self._eval_masks is None:
+            self._eval_masks = self.exact_masks()
+        exact = None if self.training else self._eval_masks
+        weights: dict[str, torch.Tensor] = {}
+        for names, k in self.groups:
+            ranks = self._ranking(names)
+            masks = (self._training_masks(names, k, ranks) if exact is None
+                     else [exact[n].to(r.dtype) for n, r in zip(names, ranks, strict=True)])
+            for n, m, r in zip(names, masks, ranks, strict=True):
+                # Forward: w · m. Backward: straight through m to what it was chosen by.
+                weights[n] = self.base.get_parameter(n) * (m + r - r.detach())
+        return torch.func.functional_call(self.base, weights, args, kwargs)
+
+    def mask(self) -> Mask:
+        """The learned mask over every prunable parameter (groups kept whole: all ones)."""
+        exact = self.exact_masks()
+        return Mask({n: exact[n].cpu() if n in exact
+                     else torch.ones_like(self.base.get_parameter(n), dtype=torch.bool,
+                                          device="cpu")
+                     for n in self.names}, order=self.names)
