@@ -170,6 +170,68 @@ def test_a_criterion_from_an_importable_module_runs_in_workers(user_criterion, e
     _assert_kept_first(session.run(store=tmp_path / "s", executor=executor, workers=2))
 
 
+NETWORK_MODULE = "lth_test_user_network_criteria"
+NETWORK_SOURCE = """
+import torch
+
+import lth
+from lth.pruning.network import NetworkCriterion
+
+
+def first_weights(inputs):
+    # Scores the network's weights: the lowest flat indices of each layer survive.
+    return {n: -torch.arange(t.numel(), dtype=torch.float).view_as(t)
+            for n, t in inputs.mask.items()}
+
+
+lth.register_criterion(NetworkCriterion(first_weights, rounds=2), name="keep_first_net")
+"""
+
+
+@pytest.fixture
+def user_network_criterion(tmp_path, monkeypatch):
+    """A network criterion (an object wrapping a function) from an importable module."""
+    (tmp_path / f"{NETWORK_MODULE}.py").write_text(textwrap.dedent(NETWORK_SOURCE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    __import__(NETWORK_MODULE)
+    try:
+        yield CRITERIA["keep_first_net"]
+    finally:
+        del CRITERIA["keep_first_net"]
+        sys.modules.pop(NETWORK_MODULE, None)
+
+
+def test_a_network_criterion_travels_to_workers_by_value(user_network_criterion, digits,
+                                                         tmp_path):
+    (ref,) = portable_entries()
+    del CRITERIA["keep_first_net"]
+    restore([ref])  # as a worker does: the same score function, the same rounds
+    again = CRITERIA["keep_first_net"]
+    assert again.score is user_network_criterion.score and again.rounds == 2
+    model = lth.create_model("mlp", input_shape=digits.input_shape, num_classes=10,
+                             hidden=(16,))
+    session = lth.LotterySession(model, digits, train=TRAIN, levels=1, seeds=[0, 1],
+                                 variants={"first": {"prune": {"criterion": "keep_first_net"}}})
+    _assert_kept_first(session.run(store=tmp_path / "s", executor="local", workers=2))
+
+
+def test_a_network_criterion_wrapping_a_main_function_is_refused(digits):
+    from lth.pruning.network import NetworkCriterion
+
+    def score(inputs):
+        return {}
+
+    score.__module__, score.__qualname__ = "__main__", "score"
+    lth.register_criterion(NetworkCriterion(score), name="main_net")
+    try:
+        with pytest.raises(lth.ConfigError, match="criterion 'main_net': it refers to "
+                                                  "__main__.score.*defined in __main__"):
+            portable_entries()
+    finally:
+        del CRITERIA["main_net"]
+
+
 def keep_last(s):
     return torch.arange(s.final.numel(), dtype=torch.float).view_as(s.final)
 

@@ -5,8 +5,11 @@ Entries lth registers while it is imported are *built in*: every worker process 
 because it imports lth. Entries registered later are the user's and exist only in the
 process that registered them, so executors that start worker processes ship a description
 of them (:func:`portable_entries`) and the workers import them again (:func:`restore`).
-An entry no worker could import (defined in ``__main__`` or a notebook, a lambda, a local
-function) is refused when such an executor is created, not deep inside a worker.
+A function or class travels by module and name; any other entry (an object such as a
+:class:`~lth.pruning.network.NetworkCriterion` wrapping a function) travels pickled, the
+functions and classes it holds again by module and name. An entry no worker could import
+(defined in ``__main__`` or a notebook, a lambda, a local function, or an object holding
+one) is refused when such an executor is created, not deep inside a worker.
 
 >>> SHAPES = Registry("shape", workers=False)  # a registry only this process reads
 >>> @SHAPES.register
@@ -18,7 +21,10 @@ function) is refused when such an executor is created, not deep inside a worker.
 from __future__ import annotations
 
 import importlib
+import io
+import pickle
 import sys
+import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
@@ -118,12 +124,14 @@ class Registry(Generic[T]):
 
 @dataclass(frozen=True)
 class EntryRef:
-    """Where a worker finds a user entry again: ``import module; module.qualname``."""
+    """Where a worker finds a user entry again: ``import module; module.qualname``, or, for
+    an object that is not a function or class, ``payload``: the object pickled."""
 
     kind: str
     name: str
     module: str
     qualname: str
+    payload: bytes | None = None
 
 
 def _location(obj: object) -> tuple[str, str] | None:
@@ -165,6 +173,41 @@ def _unimportable(obj: object) -> str | None:
     return None
 
 
+class _NotPortable(Exception):
+    pass
+
+
+class _ImportablePickler(pickle.Pickler):
+    """Pickles an object, refusing every function and class in it that a worker could not
+    import (pickle stores those by module and name)."""
+
+    def reducer_override(self, obj: object) -> object:
+        if isinstance(obj, (types.FunctionType, type)):
+            problem = _unimportable(obj)
+            if problem:
+                raise _NotPortable(f"it refers to {_describe(obj)}, and {problem}")
+        return NotImplemented
+
+
+def _portable(kind: str, name: str, obj: object) -> EntryRef | str:
+    """``obj``'s reference for workers, or why a worker could not get it."""
+    problem = _unimportable(obj)
+    if problem is None:
+        module, qualname = _location(obj)  # type: ignore[misc]
+        return EntryRef(kind, name, module, qualname)
+    if isinstance(obj, (types.FunctionType, type)) or _location(obj) is not None:
+        return problem
+    buffer = io.BytesIO()
+    try:
+        _ImportablePickler(buffer).dump(obj)
+    except _NotPortable as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure: not portable
+        return f"it cannot be pickled ({type(exc).__name__}: {exc})"
+    return EntryRef(kind, name, type(obj).__module__, type(obj).__qualname__,
+                    buffer.getvalue())
+
+
 def portable_entries() -> tuple[EntryRef, ...]:
     """The user entries that worker processes need, as picklable references.
 
@@ -177,12 +220,11 @@ def portable_entries() -> tuple[EntryRef, ...]:
     refs, problems = [], []
     for registry in _ALL.values():
         for name, obj in registry.user_entries().items():
-            problem = _unimportable(obj)
-            if problem:
-                problems.append(f"{registry.kind} {name!r}: {problem}")
+            ref = _portable(registry.kind, name, obj)
+            if isinstance(ref, str):
+                problems.append(f"{registry.kind} {name!r}: {ref}")
             else:
-                module, qualname = _location(obj)  # type: ignore[misc]
-                refs.append(EntryRef(registry.kind, name, module, qualname))
+                refs.append(ref)
     if problems:
         raise ConfigError(
             "worker processes cannot import " + "; ".join(problems) + ". Workers import lth "
@@ -201,7 +243,8 @@ def restore(refs: Iterable[EntryRef], *, path: Iterable[str] = ()) -> None:
     sys.path.extend(p for p in path if p not in sys.path)
     for ref in refs:
         try:
-            obj = _resolve(ref.module, ref.qualname)
+            obj = (_resolve(ref.module, ref.qualname) if ref.payload is None
+                   else pickle.loads(ref.payload))
         except Exception as exc:  # noqa: BLE001 - named in the error, with the fix
             raise ConfigError(
                 f"a worker process cannot import {ref.kind} {ref.name!r} from "
