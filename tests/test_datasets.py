@@ -523,3 +523,31 @@ def test_cifar_batches_with_numpy_scalar_labels(tmp_path):
 
 def test_default_validation_size_is_the_datasets_own():
     assert len(lth.load_dataset("digits").y_val) == len(lth.load_digits().y_val) == 144
+
+
+def test_an_idx_header_whose_size_overflows_64_bits_is_named(tmp_path):
+    # 2^31 · 2^31 · 4 = 2^64: wraps to 0 in 64-bit arithmetic, so an empty body "fits".
+    header = bytes([0, 0, 0x08, 3]) + b"".join(d.to_bytes(4, "big") for d in (2**31, 2**31, 4))
+    (tmp_path / "huge").write_bytes(header)
+    with pytest.raises(lth.DataError, match=r"huge holds 0 data bytes but its header .* needs "
+                                            r"18446744073709551616"):
+        read_idx(tmp_path / "huge")
+
+
+def test_a_partial_copy_is_an_error_not_mixed_with_another_source(monkeypatch, isolated):
+    for where, seed in (("env", 2), ("system", 3)):
+        (isolated / where).mkdir()
+        for name, raw in mnist_files(seed=seed).items():
+            (isolated / where / name).write_bytes(raw)
+    (isolated / "env" / "t10k-labels-idx1-ubyte.gz").unlink()  # $LTH_DATA: a partial copy
+    monkeypatch.setenv("LTH_DATA", str(isolated / "env"))
+    source = vision.SOURCES["mnist"]
+    monkeypatch.setitem(vision.SOURCES, "mnist", Source(
+        "mnist", source.files, source.mirrors, system_dirs=(str(isolated / "system"),)))
+    with pytest.raises(lth.DataError, match=r"env holds 3 of the 4 mnist files but not "
+                                            r"t10k-labels-idx1-ubyte.gz.*complete it"):
+        lth.load_dataset("mnist", download=False)
+    monkeypatch.delenv("LTH_DATA")
+    whole = lth.load_dataset("mnist", download=False, val_size=10)  # the system copy, whole
+    expect = read_idx(isolated / "system" / "t10k-images-idx3-ubyte.gz")
+    assert np.array_equal(whole.x_test[:, 0].numpy(), expect)

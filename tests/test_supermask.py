@@ -204,3 +204,17 @@ def test_an_interrupted_supermask_level_resumes_bit_identically(digits, small_ml
 def test_settings_a_supermask_cannot_use_are_refused(settings, match):
     with pytest.raises(lth.ConfigError, match=match):
         lth.ExperimentConfig.from_dict(settings)
+
+
+def test_supermask_levels_train_alone_in_a_stacked_run(digits, small_mlp, tmp_path,
+                                                       monkeypatch):
+    from .test_stack import record_stack_sizes
+
+    robust = lth.LotteryRobust(copy.deepcopy(small_mlp), digits, train=FAST_TRAIN, levels=1,
+                               seeds=[0, 1], prune={"rate": 0.5, "supermask": "edge_popup"})
+    alone = robust.run(store=tmp_path / "alone", executor="sequential", stack=1)
+    sizes = record_stack_sizes(monkeypatch)
+    stacked = robust.run(store=tmp_path / "stacked", executor="sequential", stack=2)
+    assert sizes == [2]  # the dense levels stacked; the supermask levels did not
+    for a, b in zip(alone.trials().run_dir, stacked.trials().run_dir, strict=True):
+        assert lth.Result(a).mask(1) == lth.Result(b).mask(1)

@@ -28,6 +28,7 @@ LR_SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("fp32", "bf16", "fp16")  # the forward pass's dtype (lth.train.precision)
 SCOPES = ("layer", "global")
 SUPERMASK_METHODS = ("none", "edge_popup", "bernoulli")
+MAX_THREADS = 1024  # intra-op threads; torch fails with MemoryError or overflow far above
 STRUCTURES = ("weight", "unit")
 UNIT_SCORES = ("l1", "l2", "bn_gamma")
 MASK_SOURCE_MODES = ("same", "random_layer", "random_global")
@@ -77,8 +78,9 @@ class TrainConfig(_Section):
         for key in ("batch_size", "eval_batch_size"):
             if getattr(self, key) < 1:
                 p.append((key, f"got {getattr(self, key)!r}; must be >= 1"))
-        if self.threads < 0:
-            p.append(("threads", f"got {self.threads!r}; must be >= 1 (0 keeps torch's setting)"))
+        if not 0 <= self.threads <= MAX_THREADS:
+            p.append(("threads", f"got {self.threads!r}; must be from 1 to {MAX_THREADS} (0 "
+                                 "keeps torch's setting)"))
         if self.stack < 0:
             p.append(("stack", f"got {self.stack!r}; must be >= 1 (0: automatic)"))
         for key in ("duration", "warmup", "eval_every", "checkpoint_every"):
@@ -373,42 +375,86 @@ class ExperimentConfig(_Section):
         return cls.parse_nested(data, prefix, _SECTIONS)
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
+def _set_dotted(tree: dict, key: str | tuple[str, ...], value: Any) -> None:
+    """Set ``value`` at ``key``: a tuple of names, or a dotted string (split on dots)."""
+    parts = tuple(key.split(".")) if isinstance(key, str) else key
+    *parents, leaf = parts
     node = tree
     for part in parents:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {dotted}: '{part}' is a value, not a section")
+            raise ConfigError(f"--set {'.'.join(parts)}: '{part}' is a value, not a section")
         node = child
     node[leaf] = value
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """Parse ``key=value`` from the command line; the value is read as TOML, else a string.
+def _split_assignment(text: str) -> tuple[str, str] | None:
+    """``KEY=VALUE`` split at the first ``=`` outside a quoted part of the key."""
+    quote = None
+    for i, c in enumerate(text):
+        if quote:
+            quote = None if c == quote else quote
+        elif c in "\"'":
+            quote = c
+        elif c == "=":
+            return text[:i], text[i + 1:]
+    return None
+
+
+def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+    """Parse ``KEY=VALUE`` from the command line. The key is a TOML key (dotted, parts
+    quoted where they hold dots: ``prune.layer_rates."1.weight"``); the value is read as
+    TOML, else taken as a string.
 
     >>> parse_override("train.lr=3e-4"), parse_override("name=run a")
-    (('train.lr', 0.0003), ('name', 'run a'))
+    ((('train', 'lr'), 0.0003), (('name',), 'run a'))
     """
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.lr=0.001")
-    key, raw = text.split("=", 1)
-    key = key.strip()
+    split = _split_assignment(text)
+    example = "e.g. --set train.lr=0.001 or --set 'prune.layer_rates.\"fc.weight\"=0.5'"
+    if split is None:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, {example}")
+    key, raw = split[0].strip(), split[1].strip()
+    try:
+        node: Any = tomllib.loads(f"{key} = 0")
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(f"--set {text!r}: {key!r} is not a valid key; {example}") from None
+    parts = []
+    while isinstance(node, dict):
+        (part, node), = node.items()
+        parts.append(part)
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
-    return key, value
+    return tuple(parts), value
 
 
 def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
-    """Parse a TOML file; a missing or malformed file is a :class:`ConfigError`."""
+    """Parse a TOML file (UTF-8, a byte-order mark allowed); a missing, unreadable or
+    malformed file is a :class:`ConfigError`."""
+    where = f"{what} {str(path)!r}"
     try:
-        return tomllib.loads(Path(path).read_text())
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{what} {str(path)!r} not found; check the path") from None
+        raise ConfigError(f"{where} not found; check the path") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where} is a directory, not a config file; give the path of the "
+                          ".toml file") from None
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read ({exc.strerror or exc}); check its "
+                          "permissions") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where} is not UTF-8 text (byte {exc.start} is "
+                          f"{raw[exc.start]:#04x}); save it as UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{what} {str(path)!r} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply for a config (arrays or tables "
+                          "inside each other thousands of times); check the file") from None
 
 
 def load_config(path: str | Path, overrides: typing.Sequence[str] = (), *,

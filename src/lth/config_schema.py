@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from typing import Any, ClassVar
@@ -38,6 +39,10 @@ def _fraction(problems: list[Problem], key: str, value: float | None, *, open_hi
         problems.append((key, f"got {value!r}; must be a fraction in [0, {hi}"))
 
 
+class _BadValue(TypeError):
+    """The right type, an impossible value (NaN, an integer past 64 bits)."""
+
+
 def _coerce(value: Any, tp: Any) -> Any:
     """Coerce ``value`` to the annotated type ``tp`` or raise TypeError with what's expected."""
     origin = typing.get_origin(tp)
@@ -50,6 +55,8 @@ def _coerce(value: Any, tp: Any) -> Any:
                 continue
             try:
                 return _coerce(value, option)
+            except _BadValue:
+                raise
             except TypeError:
                 pass
         names = " or ".join(_type_name(o) for o in options if o is not type(None))
@@ -60,11 +67,19 @@ def _coerce(value: Any, tp: Any) -> Any:
         raise TypeError("expected true or false")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) >= 2**63:  # seeds, counts and sizes are 64-bit in torch
+                raise _BadValue("expected an integer of magnitude below 2^63")
             return value
         raise TypeError("expected an integer")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):
+                raise _BadValue("expected a finite number")
+            return number
         raise TypeError("expected a number")
     if tp is str:
         if isinstance(value, str):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import pickle
 import tarfile
 import zlib
@@ -44,7 +45,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(raw) < start:
         raise _fix(path, "is truncated inside its header")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    need = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    need = math.prod(dims) * dtype.itemsize  # Python ints: no 64-bit wrap-around
     if len(raw) - start != need:
         raise _fix(path, f"holds {len(raw) - start} data bytes but its header {dims} needs "
                          f"{need} (truncated or corrupt)")

@@ -55,22 +55,45 @@ def search_dirs(source: Source, root: str | Path | None) -> list[Path]:
 
 def locate(source: Source, root: str | Path | None = None, *, download_missing: bool = True,
            mirrors: Sequence[str] | None = None) -> dict[str, Path]:
-    """Path of every file of ``source``, downloading the missing ones into the cache."""
+    """Path of every file of ``source``, all from one place: the first directory holding
+    any of them must hold all (a partial copy is an error, never completed from another
+    place), except the download cache, whose missing files are downloaded."""
     if root is not None and not Path(root).is_dir():
         raise DataError(f"data.root = {str(root)!r} is not a directory; fix the path or leave "
                         "it out to use $LTH_DATA, system locations and the download cache")
     dirs = search_dirs(source, root)
-    found: dict[str, Path] = {}
+    cache = cache_dir()
+    for d in dirs:
+        if d in (cache, cache / source.key):
+            break
+        found = _files_in(source, d)
+        if found and len(found) < len(source.files):
+            missing = [f.name for f in source.files if f.name not in found]
+            raise DataError(f"{d} holds {len(found)} of the {len(source.files)} {source.key} "
+                            f"files but not {', '.join(missing)}: a partial copy; complete it "
+                            "or remove it (files are never mixed from different places)")
+        if found:
+            return found
+    found = {**_files_in(source, cache), **_files_in(source, cache / source.key)}
     for f in source.files:
-        hit = next((d / n for d in dirs for n in (f.name, *f.alternatives)
-                    if (d / n).exists()), None)
-        if hit is None and download_missing:
-            urls = [m.rstrip("/") + "/" + f.name for m in (mirrors or source.mirrors)]
-            hit = download(urls, cache_dir() / source.key / f.name, sha256=f.sha256, md5=f.md5)
-        if hit is None:
+        if f.name in found:
+            continue
+        if not download_missing:
             looked = ", ".join(str(d) for d in dirs)
             raise DataError(f"{source.key}: {f.name} not found (looked in {looked}) and "
                             "downloads are off; set data.download = true or put the file in "
                             "one of those directories")
-        found[f.name] = hit
+        urls = [m.rstrip("/") + "/" + f.name for m in (mirrors or source.mirrors)]
+        found[f.name] = download(urls, cache / source.key / f.name, sha256=f.sha256,
+                                 md5=f.md5)
+    return {f.name: found[f.name] for f in source.files}
+
+
+def _files_in(source: Source, d: Path) -> dict[str, Path]:
+    """The files of ``source`` in directory ``d`` (under their names or alternatives)."""
+    found = {}
+    for f in source.files:
+        hit = next((d / n for n in (f.name, *f.alternatives) if (d / n).is_file()), None)
+        if hit is not None:
+            found[f.name] = hit
     return found

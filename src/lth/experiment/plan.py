@@ -61,6 +61,8 @@ def check_random_draw(model: nn.Module, initializer: str, names: list[str]) -> N
             "another reinit mode")
 
 
+MAX_STEPS = 10**9  # per level: over 11 days at a millisecond a step
+
 WORKER_ORDINAL: list[int] = []  # in a local pool's worker: its number (lth.execution.Local)
 
 
@@ -303,6 +305,10 @@ def make_plan(exp: Any, model: nn.Module) -> Plan:
     n_train = len(exp.data.y_train)
     full = Span.of(tr, n_train)
     spe, total = full.steps_per_epoch, full.end
+    if total > MAX_STEPS:
+        raise ConfigError(f"train.duration = {tr.duration!r} is {total:,} steps per level "
+                          f"({spe:,} per epoch); lth trains at most {MAX_STEPS:,} steps per "
+                          "level, which no level could finish anyway; shorten it")
     k = to_steps(exp.reinit.rewind_step, spe)
     if k >= total:
         raise ConfigError(f"reinit.rewind_step = {exp.reinit.rewind_step!r} ({k} steps) "

@@ -47,9 +47,9 @@ def create_model(name: str, *, input_shape: Sequence[int], num_classes: int,
         raise ConfigError("; ".join(f"model.{k}: {m}" for k, m in problems))
     try:
         return builder(input_shape=tuple(input_shape), num_classes=num_classes, **options)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of the builder with these options
         raise ConfigError(f"model {name!r} could not be built with options {options}: {exc}; "
                           f"see help(lth.models.{name})") from None
 
