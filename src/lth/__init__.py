@@ -28,7 +28,14 @@ from .data import (  # noqa: E402
     load_digits,
     register_dataset,
 )
-from .errors import ConfigError, DataError, LTHError, ModelError, StoreError  # noqa: E402
+from .errors import (  # noqa: E402
+    ConfigError,
+    DataError,
+    LTHError,
+    ModelError,
+    StorageError,
+    StoreError,
+)
 from .experiment import (  # noqa: E402
     GroupResult,
     LotteryModel,
@@ -51,7 +58,8 @@ __all__ = [
     "set_state",
     "EarlyBirdConfig", "ExperimentConfig", "GroupResult", "LTHError", "LotteryModel",
     "LotteryRobust", "LotterySession", "Mask", "ModelConfig", "ModelError",
-    "PruneConfig", "ReinitConfig", "Result", "Results", "StoreError", "TrainConfig", "__version__",
+    "PruneConfig", "ReinitConfig", "Result", "Results", "StorageError", "StoreError", "TrainConfig",
+    "__version__",
     "create_model", "from_arrays", "from_dataset", "initialize", "load_config", "load_dataset",
     "load", "load_digits", "prunable_names", "register_criterion", "register_dataset",
     "register_model", "register_reinit", "report",

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .config_schema import Problem, _choice, _fraction, _raise, _Section  # noqa: F401
+from .config_schema import Problem, _choice, _fraction, _raise, _Section, name_problem  # noqa: F401
 from .durations import Duration, check_duration
 from .errors import ConfigError
 
@@ -366,8 +366,9 @@ class ExperimentConfig(_Section):
             if self.earlybird.enabled:
                 p.append(("prune.supermask", "learns masks over frozen weights; an early-bird "
                                              "search prunes trained weights: disable earlybird"))
-        if not self.name or any(c in self.name for c in "/\\\0"):
-            p.append(("name", f"got {self.name!r}; a non-empty name without slashes"))
+        problem = name_problem(self.name)
+        if problem:
+            p.append(("name", f"got {self.name!r}; {problem}"))
         return p
 
     @classmethod

@@ -30,6 +30,23 @@ def _choice(problems: list[Problem], key: str, value: str, allowed: typing.Itera
                               f"allowed: {', '.join(allowed)}"))
 
 
+MAX_NAME_BYTES = 200  # a directory name is the name plus an id: within 255 bytes
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name directories and files (None if it can): empty, a path
+    separator, a control character, a leading dot ("..", hidden files) or too long."""
+    if not name:
+        return "must not be empty"
+    if any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "must not hold slashes or control characters"
+    if name.startswith("."):
+        return "must not start with a dot (., .. and hidden names)"
+    if len(name.encode()) > MAX_NAME_BYTES:
+        return f"is {len(name.encode())} bytes; at most {MAX_NAME_BYTES} (it names directories)"
+    return None
+
+
 def _fraction(problems: list[Problem], key: str, value: float | None, *, open_hi=False) -> None:
     if value is None:
         return

@@ -50,3 +50,70 @@ def unknown_name(kind: str, name: object, known: Iterable[str]) -> str:
     """Message for an unknown registry/choice name, listing what exists."""
     known = sorted(known)
     return f"unknown {kind} {name!r}{did_you_mean(str(name), known)} Known: {', '.join(known)}"
+
+
+class StorageError(StoreError):
+    """The filesystem refused a read or write (full, read-only, no permission, a name too
+    long, a file where a directory should be). Finished work is kept: run the same command
+    again once the cause is gone."""
+
+
+_AGAIN = ("then run the same command again: finished levels are kept and an interrupted one "
+          "resumes from its last checkpoint")
+
+
+def explain_os_error(exc: OSError) -> StorageError:
+    """One message for a failed file operation: what failed, where, and the fix."""
+    import errno
+
+    where = exc.filename if exc.filename is not None else "a file"
+    parent = os.path.dirname(os.path.abspath(str(where))) if exc.filename else "its directory"
+    code = exc.errno
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        msg = (f"no space left on the disk holding {parent} (writing {where}); free some "
+               f"space or use another directory (--store), {_AGAIN}")
+    elif code == errno.EROFS:
+        msg = (f"{where} is on a read-only filesystem; remount it writable or use another "
+               f"directory (--store, --out), {_AGAIN}")
+    elif code in (errno.EACCES, errno.EPERM):
+        msg = (f"no permission to write {where}; make {parent} writable for this user or "
+               f"use another directory (--store, --out), {_AGAIN}")
+    elif code == errno.ENAMETOOLONG:
+        name = os.path.basename(str(where))
+        msg = (f"the name {name[:48]!r}… ({len(name.encode())} bytes) is longer than the "
+               "filesystem allows (usually 255 bytes); use a shorter experiment, variant or "
+               "session name")
+    elif code in (errno.ENOTDIR, errno.EEXIST):
+        msg = (f"{where}: part of this path is a file where a directory is needed; give a "
+               "directory path (e.g. --store runs)")
+    elif code == errno.EISDIR:
+        msg = f"{where} is a directory where a file is needed; give a file path"
+    else:
+        msg = f"{where}: {exc.strerror or exc}; {_AGAIN} once it is fixed"
+    return StorageError(msg)
+
+
+def explained_os_errors(fn):  # noqa: ANN001, ANN201 - a decorator keeping fn's signature
+    """Make ``fn`` raise :class:`StorageError` (one message, with the fix) for any
+    ``OSError`` of the filesystem."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        try:
+            return fn(*args, **kwargs)
+        except OSError as exc:
+            if not is_filesystem_error(exc):
+                raise
+            raise explain_os_error(exc) from exc
+
+    return wrapper
+
+
+def is_filesystem_error(exc: OSError) -> bool:
+    """A refused file operation (not a network error, which is an OSError too)."""
+    import errno
+
+    return exc.filename is not None or exc.errno in (
+        errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+        errno.ENAMETOOLONG, errno.ENOTDIR, errno.EEXIST, errno.EISDIR)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from .errors import ConfigError, ModelError, unknown_name
+from .errors import ConfigError, ModelError, explained_os_errors, unknown_name
 from .masks import Mask, tensor_leaves
 from .state import set_state
 
@@ -119,6 +119,7 @@ def _shrink_norm(norm: nn.Module, alive: torch.Tensor) -> None:
     norm.num_features = len(alive)
 
 
+@explained_os_errors
 def export(model: nn.Module | None, weights: dict[str, torch.Tensor], mask: Mask,
            fmt: str, *, units: list[dict[str, Any]] | None = None,
            example: torch.Tensor | None = None) -> dict[str, torch.Tensor] | nn.Module:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import StoreError
+from .errors import StoreError, explained_os_errors
 from .store import GROUP_KINDS, Damaged, RunDir, Trials, legacy_format, store_entries
 
 
@@ -77,6 +77,7 @@ def _group_lines(d: Path, kind: str, verify: bool) -> list[str]:
     return [f"{d.name} [{kind}]: {summary}", *detail]
 
 
+@explained_os_errors
 def store_status(store: str | Path, *, verify: bool = False) -> str:
     """One line per run and group of ``store``; ``verify``: also check every file."""
     store = Path(store)

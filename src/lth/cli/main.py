@@ -13,7 +13,7 @@ import pandas as pd
 
 from .. import __version__
 from ..config import load_config
-from ..errors import ConfigError, LTHError, StoreError
+from ..errors import ConfigError, LTHError, StoreError, explain_os_error, is_filesystem_error
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -363,6 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except LTHError as exc:
         print(f"lth: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if not is_filesystem_error(exc):
+            raise
+        print(f"lth: error: {explain_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lth: interrupted; re-run the same command to resume", file=sys.stderr)

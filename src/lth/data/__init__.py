@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, explained_os_errors
 from ..registry import Registry
 from .core import AUGMENTATIONS, Data, from_arrays, split_validation
 from .digits import load_digits
@@ -34,6 +34,7 @@ for _name, _loader in {"digits": load_digits, "mnist": load_mnist,
 DATASETS.mark_builtin()
 
 
+@explained_os_errors
 def load_dataset(name: str, *, val_size: float | None = None, split_seed: int = 0,
                  root: str | Path | None = None, download: bool = True,
                  augment: str = "auto") -> Data:

@@ -22,7 +22,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..errors import ConfigError
+from ..config_schema import name_problem
+from ..errors import ConfigError, explained_os_errors
 from ..execution import WorkerLost, make_executor
 from ..store import (
     RunDir,
@@ -47,6 +48,9 @@ class TrialGroup:
     kind = "group"
 
     def __init__(self, name: str, trials: Sequence[Trial], info: dict[str, Any] | None = None):
+        problem = name_problem(name)
+        if problem:
+            raise ConfigError(f"{self.kind} name {name!r} {problem}")
         keys = [t.key for t in trials]
         if len(set(keys)) != len(keys):
             raise ConfigError(f"trial keys repeat: {keys}")
@@ -85,6 +89,7 @@ class TrialGroup:
             self._gpu = self._gpu or plan.device.type == "cuda"
         return {"kind": self.kind, "variants": variants}
 
+    @explained_os_errors
     def run(self, store: str | Path | None = "runs", *, executor: str = "sequential",
             workers: int | None = None, retry_failed: bool = False,
             progress: bool = False, stack: int | None = None) -> GroupResult:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..data import Data
-from ..errors import ConfigError
+from ..errors import ConfigError, explained_os_errors
 from ..masks import Mask
 from ..seeding import derive_seed, sample
 from ..state import get_state, set_state
@@ -178,6 +178,7 @@ def _start(plan: Plan, run: RunDir, level: int) -> State:
     return run.level(level).tensors("start") if level > 0 else rewind_point(plan, run)
 
 
+@explained_os_errors
 def instability(experiment: LotteryModel, store: str | Path, levels: list[int], *,
                 points: int = 11) -> pd.DataFrame:
     """Run the experiment's IMP levels (as :meth:`LotteryModel.run`, resuming what is there)

@@ -22,7 +22,7 @@ from ..config import (
     TrainConfig,
 )
 from ..data import Data, load_dataset
-from ..errors import ConfigError
+from ..errors import ConfigError, explained_os_errors
 from ..keras import adapt
 from ..models import create_model
 from ..store import RunDir
@@ -160,6 +160,7 @@ class LotteryModel:
                       structure_sha(repr(model)), self.data.identity(), self.task.describe())
 
     # -- running ----------------------------------------------------------------------
+    @explained_os_errors
     def run(self, store: str | Path | None = "runs", *,
             progress: bool | Progress = False, trackers: Sequence[Any] = (),
             through: int | None = None) -> Result:

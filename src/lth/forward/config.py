@@ -27,7 +27,7 @@ from ..config import (
     TrainConfig,
     load_config,
 )
-from ..config_schema import Problem, _choice, _Section
+from ..config_schema import Problem, _choice, _Section, name_problem
 from ..errors import StoreError
 
 
@@ -135,8 +135,9 @@ class ForwardSweepConfig(_Section):
         p: list[Problem] = []
         if self.seed < 0:
             p.append(("seed", f"got {self.seed!r}; must be >= 0"))
-        if not self.name or any(c in self.name for c in "/\\\0"):
-            p.append(("name", f"got {self.name!r}; a non-empty name without slashes"))
+        problem = name_problem(self.name)
+        if problem:
+            p.append(("name", f"got {self.name!r}; {problem}"))
         mw = self.selection.max_width
         if isinstance(mw, tuple) and len(mw) != len(self.model.hidden):
             p.append(("selection.max_width", f"got {list(mw)}: {len(mw)} widths for "

@@ -19,6 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.legend import Legend
+from matplotlib.text import Text
 
 from ..errors import ConfigError, unknown_name
 from ..experiment.result import Result
@@ -38,8 +39,25 @@ def style(i: int) -> dict[str, str]:
     return {"color": PALETTE[i % len(PALETTE)], "marker": MARKERS[i % len(MARKERS)]}
 
 
+class _PlainTextFigure(Figure):
+    """A figure whose text is drawn as written: experiment names with ``$`` or ``^`` are
+    names, not matplotlib math (an odd ``$`` would fail the drawing)."""
+
+    def _plain(self) -> None:
+        for text in self.findobj(Text):
+            text.set_parse_math(False)
+
+    def draw(self, renderer: Any) -> None:
+        self._plain()
+        super().draw(renderer)
+
+    def savefig(self, *args: Any, **kwargs: Any) -> None:
+        self._plain()  # the tight bounding box measures the text before drawing
+        super().savefig(*args, **kwargs)
+
+
 def new_figure(width: float = 6.4, height: float = 4.4) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
+    return _PlainTextFigure(figsize=(width, height), layout="constrained")
 
 
 _EM = 8.33 / 72  # inches per em of the legends' "small" font (10 pt * 0.833)

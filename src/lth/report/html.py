@@ -18,7 +18,7 @@ import pandas as pd
 
 from .. import __version__
 from ..analysis import Results, load
-from ..errors import LTHError
+from ..errors import LTHError, explained_os_errors
 from ..experiment.result import Result, shown_columns
 from .catalog import _figures
 from .sections import Section, duration, left_out, split, wall_times
@@ -82,6 +82,7 @@ def _render(fig: Any, out: Path, stem: str) -> str:
     return base64.b64encode(png.getvalue()).decode()
 
 
+@explained_os_errors
 def build_report(path: str | Path, out: str | Path, *, title: str | None = None) -> Path:
     """Write the report of ``path`` (a run, group or store) into ``out``; returns index.html.
 
