@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # Torch is pinned for dev/CI by constraints.txt (the CPU build); pyproject keeps a range.
 CONSTRAINTS := -c constraints.txt
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-slow lint bench clean
 
 $(VENV)/.base: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ demo: $(VENV)/.base
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q
+
+test-slow: $(VENV)/.dev
+	$(PY) -m pytest -q -m slow
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check src tests bench
