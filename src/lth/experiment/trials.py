@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config import ExperimentConfig
 from ..data import kept_datasets
-from ..errors import LTHError
+from ..errors import LTHError, StoreError
 from ..train import torch_threads
 from .imp import drive_together
 from .lottery_model import LotteryModel
@@ -59,6 +59,20 @@ class Outcome:
     pid: int = 0
 
 
+def check_store_visible(group_dir: Path) -> None:
+    """Refuse to run where the group's directory (written by the driver before it submits)
+    cannot be seen: a cluster node without the shared store would train into a local
+    folder of the same name, lost to the driver."""
+    if not (group_dir / "trials.json").is_file():
+        import socket
+
+        raise StoreError(
+            f"this worker (host {socket.gethostname()}, pid {os.getpid()}) cannot see the "
+            f"store at {group_dir}: on a cluster the store must be on a filesystem every "
+            "node mounts at the same path (NFS, a shared volume); mount it there, or run "
+            "with --store on such a filesystem")
+
+
 def run_trials(trials: list[tuple[Trial, str | None]], store: str, running_dir: str,
                through: int | None = None) -> list[Outcome]:
     """Run (or resume) trials — each ``(trial, masks_from)``, up to level ``through`` if
@@ -68,6 +82,7 @@ def run_trials(trials: list[tuple[Trial, str | None]], store: str, running_dir: 
 
     While they run, ``running_dir/<key>.pid`` holds the worker's pid for ``lth status``.
     """
+    check_store_visible(Path(running_dir).parent)
     t0 = time.perf_counter()
     markers = [Path(running_dir) / f"{t.key}.pid" for t, _ in trials]
     generators: list[Any] = []
