@@ -49,9 +49,14 @@ def mutated(rng: random.Random, n_changes: int) -> dict:
     return config
 
 
-def only_lth_errors(call, config) -> None:
+def plan(cfg: lth.ExperimentConfig) -> None:
+    lth.LotteryModel.from_config(cfg).check()
+
+
+def only_lth_errors(config, fn, *args) -> None:
+    """``fn(*args)`` returns or raises an LTHError; anything else fails, naming ``config``."""
     try:
-        call()
+        fn(*args)
     except LTHError:
         pass
     except Exception as exc:  # noqa: BLE001 - what the fuzz is looking for
@@ -63,13 +68,13 @@ def test_hostile_values_are_config_errors_or_valid(seed, digits):
     rng = random.Random(seed)
     for i in range(120):
         config = mutated(rng, 1 + i % 3)
-        only_lth_errors(lambda: lth.ExperimentConfig.from_dict(config), config)
+        only_lth_errors(config, lth.ExperimentConfig.from_dict, config)
         try:
             cfg = lth.ExperimentConfig.from_dict(config)
         except LTHError:
             continue
         if cfg.data.name == "digits" and i % 4 == 0:  # plan (model, data, schedule) too
-            only_lth_errors(lambda: lth.LotteryModel.from_config(cfg).check(), config)
+            only_lth_errors(config, plan, cfg)
 
 
 SET_FORMS = ["train.lr=0.1", "train.lr = 0.1", "train.lr=", "=0.1", "train.lr",
@@ -84,8 +89,8 @@ SET_FORMS = ["train.lr=0.1", "train.lr = 0.1", "train.lr=", "=0.1", "train.lr",
 def test_set_forms_give_config_errors_or_a_valid_config(text, tmp_path):
     path = tmp_path / "c.toml"
     path.write_text((ROOT / "configs" / "quickstart.toml").read_text())
-    only_lth_errors(lambda: parse_override(text), text)
-    only_lth_errors(lambda: load_config(path, [text]), text)
+    only_lth_errors(text, parse_override, text)
+    only_lth_errors(text, load_config, path, [text])
 
 
 EXTREMES = {int: [0, -1, 1, 2**40, 2**62], float: [0.0, -1.0, 1e-320, 1.0, 1e308],
@@ -130,7 +135,7 @@ def test_typed_extremes_plan_or_give_config_errors(part, digits):
         except LTHError:
             continue
         if cfg.data.name == "digits":
-            only_lth_errors(lambda: lth.LotteryModel.from_config(cfg).check(), config)
+            only_lth_errors(config, plan, cfg)
 
 
 @pytest.mark.parametrize("options", [
@@ -139,5 +144,4 @@ def test_typed_extremes_plan_or_give_config_errors(part, digits):
 def test_model_options_plan_or_give_config_errors(options, digits):
     config = {k: dict(v) if isinstance(v, dict) else v for k, v in BASE.items()}
     config["model"] = {**config["model"], **options}
-    only_lth_errors(lambda: lth.LotteryModel.from_config(
-        lth.ExperimentConfig.from_dict(config)).check(), config)
+    only_lth_errors(config, lambda: plan(lth.ExperimentConfig.from_dict(config)))
