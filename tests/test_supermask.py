@@ -75,8 +75,11 @@ def test_bernoulli_samples_the_mask_and_passes_gradients_to_the_probability(digi
     F.cross_entropy(net(x), y).backward()
     torch.manual_seed(5)  # the same draws, in the same order
     weights, probs = {}, {}
-    for n in NAMES:
-        probs[n] = net.scores[n.replace(".", ":")].detach().sigmoid()
+    for g, n in enumerate(NAMES):
+        probs[n] = (net.scores[n.replace(".", ":")].detach() + net.offsets[g]).sigmoid()
+        # the offset holds the expected density at the schedule's 30%
+        assert float(probs[n].sum()) == pytest.approx(kept_count(probs[n].numel(), 0.3),
+                                                      rel=2e-3)
         weights[n] = model.get_parameter(n).detach() * torch.bernoulli(probs[n])
     g = effective_weight_grads(model, weights, x, y)
     for n in NAMES:

@@ -8,10 +8,13 @@ in global scope) keeps ``k`` weights, ``k`` from the run's density schedule. Two
   so ``d loss / d score = d loss / d w_eff · w · sign(score)``. Scores start uniform in
   ±1/√fan_in.
 - ``bernoulli`` (Zhou et al., 2019): each weight is kept with probability
-  ``sigmoid(score)``; training samples a mask every step and passes the gradient straight
-  through the sample to the probability: ``d loss / d score = d loss / d w_eff · w ·
-  σ'(score)``. Scores start at ``logit(d)`` for the group's density ``d``, so the expected
-  density starts on schedule.
+  ``p = sigmoid(score + b)``; training samples a mask every step and passes the gradient
+  straight through the sample to the probability: ``d loss / d score = d loss / d w_eff ·
+  w · σ'(score + b)``. Zhou et al. leave the density free; here ``b``, one offset per group
+  (a buffer, not trained), is re-solved before every sample so that the expected density
+  ``mean(p)`` stays the group's scheduled ``d`` (Newton steps from the last ``b``):
+  training then samples masks of the density it is evaluated at. Scores start at
+  ``logit(d)``.
 
 Evaluation, and the mask a level stores, keep exactly ``k`` weights per group: the highest
 scores, ties broken by a seeded order (the counting rule of :mod:`lth.pruning.selection`).
@@ -64,6 +67,8 @@ class SupermaskNet(nn.Module):
             size = sum(model.get_parameter(n).numel() for n in names)
             for n in names:
                 self.scores[_key(n)] = nn.Parameter(self._initial(n, k / size, seed, level))
+        # bernoulli: each group's offset b, holding its expected density on schedule
+        self.register_buffer("offsets", torch.zeros(len(self.groups)))
         self.tie_seed = derive_seed(seed, "supermask-ties", level)
         self._eval_masks: dict[str, torch.Tensor] | None = None
 
@@ -76,10 +81,29 @@ class SupermaskNet(nn.Module):
         s = torch.rand(w.shape, generator=g, dtype=w.dtype) * (2 * bound) - bound
         return s.to(w.device)
 
-    def _ranking(self, names: Sequence[str]) -> list[torch.Tensor]:
-        """Per tensor, what the group ranks by (and the gradient flows through)."""
+    def _ranking(self, names: Sequence[str], offset: float | torch.Tensor = 0.0
+                 ) -> list[torch.Tensor]:
+        """Per tensor, what the group ranks by (and the gradient flows through): |score|,
+        or the keep probability sigmoid(score + offset)."""
         s = [self.scores[_key(n)] for n in names]
-        return [t.abs() for t in s] if self.method == "edge_popup" else [t.sigmoid() for t in s]
+        if self.method == "edge_popup":
+            return [t.abs() for t in s]
+        return [(t + offset).sigmoid() for t in s]
+
+    @torch.no_grad()
+    def _hold_density(self, g: int, names: Sequence[str], k: int) -> torch.Tensor:
+        """Group ``g``'s offset b with sum(sigmoid(score + b)) = k: Newton's method from the
+        last b (a step or two once training is under way)."""
+        flat = torch.cat([self.scores[_key(n)].detach().flatten() for n in names])
+        b = self.offsets[g].to(flat.dtype)
+        for _ in range(20):
+            p = (flat + b).sigmoid()
+            excess = p.sum() - k
+            if abs(float(excess)) < 1e-3 * max(k, 1):
+                break
+            b = b - (excess / (p * (1 - p)).sum().clamp_min(1e-12)).clamp(-4.0, 4.0)
+        self.offsets[g] = b
+        return b
 
     def exact_masks(self) -> dict[str, torch.Tensor]:
         """Each group's top-k weights by score, ties seeded: the masks evaluation uses and
@@ -113,8 +137,9 @@ class SupermaskNet(nn.Module):
             self._eval_masks = self.exact_masks()
         exact = None if self.training else self._eval_masks
         weights: dict[str, torch.Tensor] = {}
-        for names, k in self.groups:
-            ranks = self._ranking(names)
+        for g, (names, k) in enumerate(self.groups):
+            hold = self.method == "bernoulli" and exact is None
+            ranks = self._ranking(names, self._hold_density(g, names, k) if hold else 0.0)
             masks = (self._training_masks(names, k, ranks) if exact is None
                      else [exact[n].to(r.dtype) for n, r in zip(names, ranks, strict=True)])
             for n, m, r in zip(names, masks, ranks, strict=True):
