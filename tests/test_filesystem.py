@@ -146,3 +146,32 @@ def test_run_files_follow_the_umask(digits, small_mlp, tmp_path):
     files = [p for p in result.path.rglob("*") if p.is_file() and p.suffix != ".lock"]
     assert files and all(p.stat().st_mode & 0o777 == 0o664 for p in files), \
         {p.name: oct(p.stat().st_mode & 0o777) for p in files}
+
+
+def test_an_unwritable_download_cache_is_named(monkeypatch, disk):
+    from .test_datasets import Server, mnist_files, serve_as
+
+    cache = disk("4m")
+    cache.remount("ro")
+    monkeypatch.setenv("LTH_CACHE", str(cache.path))
+    monkeypatch.delenv("LTH_DATA", raising=False)
+    files = mnist_files()
+    server = Server(files)
+    try:
+        serve_as(monkeypatch, "mnist", files, server)
+        with pytest.raises(lth.DataError, match=r"cannot write to the download cache .*Read-only.*"
+                                                r"set \$LTH_CACHE to a writable directory"):
+            lth.load_dataset("mnist", val_size=10)
+    finally:
+        server.close()
+
+
+def test_an_unwritable_tensorboard_dir_is_one_message(disk, tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    logs = disk("4m")
+    logs.remount("ro")
+    code = main(["run", str(ROOT / "configs" / "quickstart.toml"), "--store",
+                 str(tmp_path / "store"), "--quiet", "--tensorboard", str(logs.path / "tb"),
+                 "--set", "train.duration='20it'", "--set", "n_levels=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "read-only filesystem" in err and "Traceback" not in err
