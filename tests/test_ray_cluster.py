@@ -152,6 +152,13 @@ def test_trials_spread_over_two_nodes_and_survive_losing_one(cluster, tmp_path):
     subprocess.run(robust(here, "--executor", "sequential"), check=True, capture_output=True,
                    env=ray.env)
     assert run_files(store) == run_files(here)  # the resumed trial too, bit for bit
+    # Without RAY_ADDRESS, --executor ray starts a Ray of its own, even beside a running
+    # cluster that `ray start` left as this machine's current one.
+    alone = {k: v for k, v in ray.env.items() if k != "RAY_ADDRESS"}
+    local = subprocess.run(robust(tmp_path / "local", "--executor", "ray", "--workers", "2",
+                                  "--set", "train.duration='20it'"),
+                           env=alone, capture_output=True, text=True, timeout=300)
+    assert local.returncode == 0, local.stderr
 
 
 def test_a_node_that_cannot_see_the_store_fails_the_run_at_once(cluster, tmp_path):

@@ -332,8 +332,8 @@ class Ray:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address:
                 ray.init(address=address, **kwargs)
-            else:
-                ray.init(num_cpus=workers or os.cpu_count(), **kwargs)
+            else:  # a new local instance, even where `ray start` left a cluster running
+                ray.init(address="local", num_cpus=workers or os.cpu_count(), **kwargs)
         slots = int(ray.cluster_resources().get("GPU" if gpu else "CPU", 0))
         if gpu and not slots:
             raise ConfigError("the trials train on CUDA but the Ray cluster has no GPU; "
