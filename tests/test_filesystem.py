@@ -74,7 +74,7 @@ def test_a_full_disk_stops_with_one_message_and_resumes_identically(digits, disk
     straight = exp.run(store=tmp_path / "straight")
     small = disk("4m")
     with pytest.raises(lth.StorageError, match=r"no space left on the disk holding .*disk0.*"
-                                               r"free some space.*finished levels are kept"):
+                                               r"free some space.*finished work is kept"):
         exp.run(store=small.path)
     kept = finished_levels(small.path)
     for lv in kept:  # whatever finished verifies
@@ -175,3 +175,25 @@ def test_an_unwritable_tensorboard_dir_is_one_message(disk, tmp_path, capsys):
                  "--set", "train.duration='20it'", "--set", "n_levels=1"])
     err = capsys.readouterr().err
     assert code == 2 and "read-only filesystem" in err and "Traceback" not in err
+
+
+def test_a_full_disk_stops_a_group_run_and_leaves_its_trials_to_resume(digits, disk):
+    robust = lth.LotteryRobust(wide(digits), digits, train=TRAIN, levels=2, seeds=[0, 1])
+    small = disk("4m")
+    with pytest.raises(lth.StorageError, match="no space left"):
+        robust.run(store=small.path, executor="sequential")
+    (status,) = small.path.glob("*/trials.json")
+    assert "failed" not in status.read_text()  # the disk's fault, not the trials'
+    small.remount("size=64m")
+    result = robust.run(store=small.path, executor="sequential")
+    assert (result.trials().status == "done").all()
+
+
+def test_a_damaged_file_error_crosses_processes_intact(tmp_path):
+    import pickle
+
+    from lth.store import Damaged
+
+    again = pickle.loads(pickle.dumps(Damaged(tmp_path / "x", "is missing")))
+    assert (again.path, again.problem, str(again)) == (tmp_path / "x", "is missing",
+                                                       f"{tmp_path / 'x'} is missing")

@@ -92,7 +92,8 @@ def test_a_set_with_quoted_dotted_key_reaches_the_config(tmp_path):
     assert cfg.prune.layer_rates == {"1.weight": 0.5}
 
 
-@pytest.mark.parametrize("text", ['prune..rate=0.1', '"unterminated=1', '=3', ' =3'])
+@pytest.mark.parametrize("text", ['prune..rate=0.1', '"unterminated=1', '=3', ' =3',
+                                  '[a]\n[b]\nc=1', 'a\nb=1', 'train.lr # x=1'])
 def test_malformed_set_keys_are_refused(text):
     with pytest.raises(lth.ConfigError, match="--set"):
         parse_override(text)

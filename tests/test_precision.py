@@ -131,9 +131,12 @@ def test_local_pool_numbers_its_workers_for_gpu_placement():
     try:
         ordinals = set()
         for _ in range(20):
-            futures = [pool._pool.submit(_device_and_ordinal, "auto") for _ in range(8)]
-            for f in cf.as_completed(futures):
-                ordinal, device = f.result()
+            pending = [pool.submit(_device_and_ordinal, "auto") for _ in range(8)]
+            done: list = []
+            while len(done) < len(pending):
+                done = pool.wait(pending, timeout=1.0)
+            for task in done:
+                ordinal, device = pool.result(task)
                 ordinals.add(tuple(ordinal))
                 gpus = torch.cuda.device_count()
                 assert device == (f"cuda:{ordinal[0] % gpus}" if gpus else "cpu")

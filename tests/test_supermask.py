@@ -15,6 +15,7 @@ import lth
 from lth.masks import prunable_names
 from lth.pruning import kept_count
 from lth.pruning.supermask import SupermaskNet
+from lth.seeding import derive_seed
 from lth.train import evaluate
 
 from .conftest import FAST_TRAIN
@@ -71,16 +72,17 @@ def test_bernoulli_samples_the_mask_and_passes_gradients_to_the_probability(digi
         for s in net.scores.values():
             s.add_(torch.randn(s.shape, generator=torch.Generator().manual_seed(1)))
     x, y = digits.prepare(digits.x_train[:32]), digits.y_train[:32]
-    torch.manual_seed(5)
     F.cross_entropy(net(x), y).backward()
-    torch.manual_seed(5)  # the same draws, in the same order
+    assert int(net.draws) == len(NAMES)
     weights, probs = {}, {}
-    for g, n in enumerate(NAMES):
+    for g, n in enumerate(NAMES):  # the same draws: each seeded by its number
         probs[n] = (net.scores[n.replace(".", ":")].detach() + net.offsets[g]).sigmoid()
         # the offset holds the expected density at the schedule's 30%
         assert float(probs[n].sum()) == pytest.approx(kept_count(probs[n].numel(), 0.3),
                                                       rel=2e-3)
-        weights[n] = model.get_parameter(n).detach() * torch.bernoulli(probs[n])
+        draw = torch.Generator().manual_seed(derive_seed(net.sample_seed, g))
+        weights[n] = model.get_parameter(n).detach() * torch.bernoulli(probs[n],
+                                                                       generator=draw)
     g = effective_weight_grads(model, weights, x, y)
     for n in NAMES:
         p = probs[n]
@@ -151,7 +153,7 @@ def test_a_learned_supermask_run_never_changes_a_weight(digits, small_mlp, tmp_p
         model = copy.deepcopy(small_mlp)
         lth.set_state(model, final)
         own = evaluate(model, digits.x_test, digits.y_test, 256, digits.prepare)
-        assert own["acc"] == pytest.approx(table.loc[level, "final_test_acc"])
+        assert own["acc"] == table.loc[level, "final_test_acc"]  # exactly w · m
     assert (table.loc[[1, 2], "steps_to_mask"] == table.loc[[1, 2], "train_steps"]).all()
     gain = table["best_test_acc"] - table["start_test_acc"]
     assert gain.loc[[1, 2]].mean() > 0.1  # the scores learn (chance: 0.1)
@@ -203,6 +205,8 @@ def test_an_interrupted_supermask_level_resumes_bit_identically(digits, small_ml
     ({"prune": {"supermask_lr": 0.1}}, "only used with a learned supermask"),
     ({"prune": {"supermask": "bernoulli"}, "masks_from": "elsewhere"}, "masks_from"),
     ({"prune": {"supermask": "bernoulli"}, "earlybird": {"enabled": True}}, "earlybird"),
+    ({"prune": {"supermask": "edge_popup"}, "reinit": {"mode": "finetune"}}, "zeros"),
+    ({"prune": {"supermask": "edge_popup"}, "reinit": {"mode": "lr_rewind"}}, "zeros"),
 ])
 def test_settings_a_supermask_cannot_use_are_refused(settings, match):
     with pytest.raises(lth.ConfigError, match=match):
@@ -221,3 +225,21 @@ def test_supermask_levels_train_alone_in_a_stacked_run(digits, small_mlp, tmp_pa
     assert sizes == [2]  # the dense levels stacked; the supermask levels did not
     for a, b in zip(alone.trials().run_dir, stacked.trials().run_dir, strict=True):
         assert lth.Result(a).mask(1) == lth.Result(b).mask(1)
+
+
+def test_a_supermask_over_a_batchnorm_net_keeps_weights_and_gathers_statistics(digits,
+                                                                              tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                          nn.Linear(32, 10))
+    result = lth.LotteryModel(model, digits, train=FAST_TRAIN, levels=1,
+                              prune={"rate": 0.5, "supermask": "bernoulli",
+                                     "supermask_lr": 0.5}).run(store=tmp_path)
+    theta0, final, mask = result.run.theta0(), result.weights(1), result.mask(1)
+    for n in theta0:
+        if n in mask.names():
+            assert torch.equal(final[n], theta0[n] * mask[n])
+        elif "running" in n or "num_batches" in n:
+            assert not torch.equal(final[n], theta0[n])  # statistics of the masked net
+        else:
+            assert torch.equal(final[n], theta0[n])  # BatchNorm's scale and shift: frozen

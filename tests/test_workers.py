@@ -167,6 +167,9 @@ def test_a_script_without_a_main_guard_is_refused_before_any_trial(tmp_path):
     assert "experiment.py, line 7, runs trials in worker processes at import time" in done.stderr
     assert "if __name__ == '__main__':" in done.stderr
     assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("*.pid"))
+    in_function = SCRIPT.format(call=f"def main():\n    {call}\n\nmain()")
+    done = run_script(tmp_path, in_function)  # a function called at the top level: refused
+    assert done.returncode != 0 and "line 10, runs trials" in done.stderr, done.stderr
     guarded = SCRIPT.format(call="if __name__ == '__main__':\n    r = " + call +
                             "\n    assert (r.trials().status == 'done').all()")
     ok = run_script(tmp_path, guarded)

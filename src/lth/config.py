@@ -366,6 +366,13 @@ class ExperimentConfig(_Section):
             if self.earlybird.enabled:
                 p.append(("prune.supermask", "learns masks over frozen weights; an early-bird "
                                              "search prunes trained weights: disable earlybird"))
+            from .reinitialization import KEEP_TRAINED
+
+            if self.reinit.mode in KEEP_TRAINED:
+                p.append(("reinit.mode", f"{self.reinit.mode!r} keeps the previous level's "
+                                         "pruned weights, whose zeros a learned supermask "
+                                         "would keep; use rewind, constant, random, jitter "
+                                         "or reshuffle"))
         problem = name_problem(self.name)
         if problem:
             p.append(("name", f"got {self.name!r}; {problem}"))
@@ -416,11 +423,13 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, {example}")
     key, raw = split[0].strip(), split[1].strip()
     try:
+        if any(c in key for c in "\n\r[]#"):
+            raise tomllib.TOMLDecodeError("not a key")
         node: Any = tomllib.loads(f"{key} = 0")
     except tomllib.TOMLDecodeError:
         raise ConfigError(f"--set {text!r}: {key!r} is not a valid key; {example}") from None
     parts = []
-    while isinstance(node, dict):
+    while isinstance(node, dict) and len(node) == 1:
         (part, node), = node.items()
         parts.append(part)
     try:

@@ -58,8 +58,8 @@ class StorageError(StoreError):
     again once the cause is gone."""
 
 
-_AGAIN = ("then run the same command again: finished levels are kept and an interrupted one "
-          "resumes from its last checkpoint")
+_AGAIN = ("then run the same command again: finished work is kept (finished levels, and an "
+          "interrupted level resumes from its last checkpoint)")
 
 
 def explain_os_error(exc: OSError) -> StorageError:
@@ -76,15 +76,18 @@ def explain_os_error(exc: OSError) -> StorageError:
         msg = (f"{where} is on a read-only filesystem; remount it writable or use another "
                f"directory (--store, --out), {_AGAIN}")
     elif code in (errno.EACCES, errno.EPERM):
-        msg = (f"no permission to write {where}; make {parent} writable for this user or "
+        msg = (f"no permission to access {where}; give this user access to {parent} or "
                f"use another directory (--store, --out), {_AGAIN}")
     elif code == errno.ENAMETOOLONG:
         name = os.path.basename(str(where))
         msg = (f"the name {name[:48]!r}… ({len(name.encode())} bytes) is longer than the "
                "filesystem allows (usually 255 bytes); use a shorter experiment, variant or "
                "session name")
-    elif code in (errno.ENOTDIR, errno.EEXIST):
+    elif code == errno.ENOTDIR:
         msg = (f"{where}: part of this path is a file where a directory is needed; give a "
+               "directory path (e.g. --store runs)")
+    elif code == errno.EEXIST:
+        msg = (f"{where} already exists and is a file, where a directory is needed; give a "
                "directory path (e.g. --store runs)")
     elif code == errno.EISDIR:
         msg = f"{where} is a directory where a file is needed; give a file path"

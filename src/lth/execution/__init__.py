@@ -218,7 +218,8 @@ class Local:
         worker.close()
         if task is None:
             return
-        if not worker.ready:  # it never started: every worker would fail alike
+        if not worker.ready and code == 1 and _main_is_imported_again():
+            # It failed while importing the main script again: every worker would.
             task.finish(error=ConfigError(
                 f"a worker process failed while starting (exit code {code}); if you run lth "
                 "from a script, put the code that runs the experiment under `if __name__ == "
@@ -235,6 +236,9 @@ class Local:
         except (EOFError, OSError):
             self._lose(worker, worker.task)
             return
+        except Exception as exc:  # noqa: BLE001 - a reply this process cannot unpickle
+            kind_or_value, error = None, LTHError(
+                f"a worker's reply could not be read here ({type(exc).__name__}: {exc})")
         if not worker.ready and kind_or_value == "ready":
             worker.ready = True
             return
@@ -243,10 +247,12 @@ class Local:
             task.finish(kind_or_value, error)
 
     def wait(self, handles: list, timeout: float) -> list:
+        """The handles that are done, after waiting up to ``timeout`` for one if none is."""
         pending = [w for w in self._workers if w.task is not None or not w.ready]
-        if pending and not any(h.done for h in handles):
+        if pending:
+            block = not any(h.done for h in handles)
             waitables = [w.conn for w in pending] + [w.process.sentinel for w in pending]
-            mp.connection.wait(waitables, timeout=timeout)
+            mp.connection.wait(waitables, timeout=timeout if block else 0)
             for worker in pending:
                 if worker.conn.poll():
                     self._receive(worker)
@@ -275,22 +281,34 @@ class Local:
         self._workers.clear()
 
 
+def _main_is_imported_again() -> bool:
+    """Spawned workers import the main module again: a script run directly."""
+    import __main__
+
+    return (getattr(__main__, "__file__", None) is not None
+            and getattr(__main__, "__spec__", None) is None)
+
+
 def _check_main_is_guarded() -> None:
     """Refuse to start workers from a script that runs the experiment at import time: each
     spawned worker imports the script again and would start it again."""
     import __main__
 
-    script = getattr(__main__, "__file__", None)
-    if script is None or getattr(__main__, "__spec__", None) is not None:
+    if not _main_is_imported_again():
         return  # an interpreter, a notebook, or `python -m`: nothing is imported again
-    frame = sys._getframe(1)
-    while frame is not None and frame.f_globals is not vars(__main__):
+    script = __main__.__file__
+    # The script's own top level: the outermost frame running __main__'s module code
+    # (a call from a function the top level calls runs at import time too).
+    frame, top = sys._getframe(1), None
+    while frame is not None:
+        if frame.f_globals is vars(__main__) and frame.f_code.co_name == "<module>":
+            top = frame
         frame = frame.f_back
-    if frame is None or frame.f_code.co_name != "<module>":
-        return  # called from a function of the script: not at import time
-    if not _guarded(script, frame.f_lineno):
+    if top is None:
+        return
+    if not _guarded(script, top.f_lineno):
         raise ConfigError(
-            f"{script}, line {frame.f_lineno}, runs trials in worker processes at import "
+            f"{script}, line {top.f_lineno}, runs trials in worker processes at import "
             "time; the workers import the script again and would each start them again. "
             "Put that code under `if __name__ == '__main__':` (or use "
             "executor='sequential')")

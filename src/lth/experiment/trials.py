@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config import ExperimentConfig
 from ..data import kept_datasets
-from ..errors import LTHError, StoreError
+from ..errors import LTHError, StoreError, explain_os_error, is_filesystem_error
 from ..train import torch_threads
 from .imp import drive_together
 from .lottery_model import LotteryModel
@@ -107,6 +107,10 @@ def run_trials(trials: list[tuple[Trial, str | None]], store: str, running_dir: 
         for (trial, _), error in zip(trials, built, strict=True):
             result = error if error is not None else next(results)
             elapsed = time.perf_counter() - t0
+            if isinstance(result, OSError) and is_filesystem_error(result):
+                # The disk, not the trial: stop the run (the trial stays pending and
+                # resumes once the cause is gone), with the one message that says so.
+                raise explain_os_error(result) from result
             if isinstance(result, BaseException):
                 outcomes.append(Outcome(
                     trial.key, "failed", error=f"{type(result).__name__}: {result}",

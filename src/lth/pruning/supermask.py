@@ -36,6 +36,9 @@ from ..seeding import derive_seed, generator
 from .selection import select
 
 
+NEWTON_STEPS = 4  # per training step, from the last offset
+
+
 def _key(name: str) -> str:
     return name.replace(".", ":")  # parameter names may not contain dots
 
@@ -67,8 +70,12 @@ class SupermaskNet(nn.Module):
             size = sum(model.get_parameter(n).numel() for n in names)
             for n in names:
                 self.scores[_key(n)] = nn.Parameter(self._initial(n, k / size, seed, level))
-        # bernoulli: each group's offset b, holding its expected density on schedule
-        self.register_buffer("offsets", torch.zeros(len(self.groups)))
+        device = next(iter(model.parameters())).device
+        # bernoulli: each group's offset b, holding its expected density on schedule, and
+        # the samples drawn so far (each draw seeded by its number: resumable on any device)
+        self.register_buffer("offsets", torch.zeros(len(self.groups), device=device))
+        self.register_buffer("draws", torch.zeros((), dtype=torch.long))
+        self.sample_seed = derive_seed(seed, "supermask-sample", level)
         self.tie_seed = derive_seed(seed, "supermask-ties", level)
         self._eval_masks: dict[str, torch.Tensor] | None = None
 
@@ -93,17 +100,23 @@ class SupermaskNet(nn.Module):
     @torch.no_grad()
     def _hold_density(self, g: int, names: Sequence[str], k: int) -> torch.Tensor:
         """Group ``g``'s offset b with sum(sigmoid(score + b)) = k: Newton's method from the
-        last b (a step or two once training is under way)."""
+        last b, a fixed number of steps (no host sync on a GPU; the scores move little
+        between two steps, so the last b is close)."""
         flat = torch.cat([self.scores[_key(n)].detach().flatten() for n in names])
         b = self.offsets[g].to(flat.dtype)
-        for _ in range(20):
+        for _ in range(NEWTON_STEPS):
             p = (flat + b).sigmoid()
-            excess = p.sum() - k
-            if abs(float(excess)) < 1e-3 * max(k, 1):
-                break
-            b = b - (excess / (p * (1 - p)).sum().clamp_min(1e-12)).clamp(-4.0, 4.0)
+            b = b - ((p.sum() - k) / (p * (1 - p)).sum().clamp_min(1e-12)).clamp(-4.0, 4.0)
         self.offsets[g] = b
         return b
+
+    def _sample(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """A Bernoulli mask drawn with its own seeded generator (the draw's number is
+        checkpointed with the module: a resumed level draws the same masks, CPU or GPU)."""
+        g = torch.Generator(device=probabilities.device)
+        g.manual_seed(derive_seed(self.sample_seed, int(self.draws)))
+        self.draws += 1
+        return torch.bernoulli(probabilities, generator=g)
 
     def exact_masks(self) -> dict[str, torch.Tensor]:
         """Each group's top-k weights by score, ties seeded: the masks evaluation uses and
@@ -127,7 +140,7 @@ class SupermaskNet(nn.Module):
     def _training_masks(self, names: Sequence[str], k: int, ranks: list[torch.Tensor]
                         ) -> list[torch.Tensor]:
         if self.method == "bernoulli":
-            return [torch.bernoulli(r.detach()) for r in ranks]
+            return [self._sample(r.detach()) for r in ranks]
         flat = torch.cat([r.detach().flatten() for r in ranks])
         kth = torch.kthvalue(flat, flat.numel() - k + 1).values  # k highest: >= kth (no ties
         return [(r.detach() >= kth).to(r.dtype) for r in ranks]  # among continuous scores)
@@ -143,8 +156,10 @@ class SupermaskNet(nn.Module):
             masks = (self._training_masks(names, k, ranks) if exact is None
                      else [exact[n].to(r.dtype) for n, r in zip(names, ranks, strict=True)])
             for n, m, r in zip(names, masks, ranks, strict=True):
-                # Forward: w · m. Backward: straight through m to what it was chosen by.
-                weights[n] = self.base.get_parameter(n) * (m + r - r.detach())
+                # Forward: exactly w · m. Training's backward: straight through m to what
+                # it was chosen by (r - r.detach() is exactly 0, with r's gradient).
+                w = self.base.get_parameter(n)
+                weights[n] = w * (m + (r - r.detach())) if self.training else w * m
         return torch.func.functional_call(self.base, weights, args, kwargs)
 
     def mask(self) -> Mask:

@@ -27,6 +27,9 @@ class Damaged(StoreError):
         self.path, self.problem = Path(path), problem
         super().__init__(f"{path} {problem}")
 
+    def __reduce__(self) -> tuple:  # pickled between processes with both arguments
+        return type(self), (self.path, self.problem)
+
 
 def _umask() -> int:
     """The process's umask, read at every write (it may change while lth runs)."""
