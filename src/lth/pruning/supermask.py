@@ -35,7 +35,6 @@ from ..masks import Mask
 from ..seeding import derive_seed, generator
 from .selection import select
 
-
 NEWTON_STEPS = 4  # per training step, from the last offset
 
 
