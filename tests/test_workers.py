@@ -26,6 +26,12 @@ def lth(*args: str) -> list[str]:
     return [sys.executable, "-m", "lth", *args]
 
 
+def robust_two_workers(store: Path) -> list[str]:
+    """Two long trials (seeds 0 and 1) on a local pool of two workers."""
+    return lth("robust", str(ROOT / "configs" / "quickstart.toml"), "--seeds", "0-1",
+               "--workers", "2", "--store", str(store), "--quiet", *LONG)
+
+
 def markers(store: Path) -> dict[str, int]:
     """Running trials: key -> the pid of the worker running it."""
     out = {}
@@ -85,10 +91,8 @@ def descendants(pid: int) -> set[int]:
 @pytest.mark.slow
 def test_a_killed_worker_costs_only_its_own_trial(tmp_path):
     store = tmp_path / "store"
-    proc = subprocess.Popen(
-        lth("robust", str(ROOT / "configs" / "quickstart.toml"), "--seeds", "0-1",
-            "--workers", "2", "--store", str(store), "--quiet", *LONG),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(robust_two_workers(store), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     try:
         running = wait_for(lambda: both(markers(store)), 120, proc, "both trials started")
         victim, other = sorted(running)
@@ -114,10 +118,8 @@ def test_a_killed_worker_costs_only_its_own_trial(tmp_path):
 @pytest.mark.slow
 def test_workers_die_with_their_parent(tmp_path):
     store = tmp_path / "store"
-    proc = subprocess.Popen(
-        lth("robust", str(ROOT / "configs" / "quickstart.toml"), "--seeds", "0-1",
-            "--workers", "2", "--store", str(store), "--quiet", *LONG),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(robust_two_workers(store), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: len(markers(store)) == 2, 120, proc, "both trials started")
         family = descendants(proc.pid)
@@ -130,10 +132,8 @@ def test_workers_die_with_their_parent(tmp_path):
         time.sleep(0.1)
     assert not [p for p in family if alive(p)], "processes outlived their parent"
     # A rerun finishes what was started, with no leftover worker writing beside it.
-    done = subprocess.run(
-        lth("robust", str(ROOT / "configs" / "quickstart.toml"), "--seeds", "0-1",
-            "--workers", "2", "--store", str(store), "--quiet", *LONG),
-        capture_output=True, text=True, timeout=600)
+    done = subprocess.run(robust_two_workers(store), capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr
 
 

@@ -33,7 +33,8 @@ def _table(df: pd.DataFrame) -> str:
 
 def _run_config(path: str, overrides: list[str]):
     """An experiment TOML, or a run directory made from one (resumes or repairs it)."""
-    from ..config import ExperimentConfig, _set_dotted, parse_override
+    from ..config import ExperimentConfig
+    from ..config_text import _set_dotted, parse_override
     from ..store import Damaged, RunDir
 
     run = RunDir(path)

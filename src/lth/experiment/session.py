@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig, _raise, _set_dotted, parse_override, read_toml
+from ..config import ExperimentConfig, _raise
+from ..config_text import _set_dotted, parse_override, read_toml
 from ..data import Data
 from ..errors import ConfigError, did_you_mean
 from .group import TrialGroup

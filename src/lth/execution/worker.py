@@ -1,0 +1,31 @@
+"""What runs in every worker process, whatever the executor: its setup, the call that
+restores the user's registry entries before running a trial, and the error of a worker
+that died."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import LTHError
+from ..experiment.trials import Outcome
+from ..registry import EntryRef, restore
+
+
+class WorkerLost(LTHError):
+    """A worker process died while running a trial (killed, out of memory, ...)."""
+
+
+def init_worker() -> None:
+    import torch
+
+    # One intra-op thread per worker: on a shared box more threads only contend.
+    torch.set_num_threads(1)
+
+
+def run_in_worker(refs: tuple[EntryRef, ...], path: tuple[str, ...],
+               fn: Callable[..., Outcome], *args: Any) -> Outcome:
+    # Per call, not in a pool initializer: a failing import is then this trial's error,
+    # reported as such, not a pool that breaks with "a process terminated abruptly".
+    restore(refs, path=path)
+    return fn(*args)
