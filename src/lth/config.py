@@ -18,8 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .config_schema import Problem, _choice, _fraction, _raise, _Section, name_problem  # noqa: F401
-from .config_text import _set_dotted, parse_override, read_toml
+from .config_schema import (  # noqa: F401
+    Problem,
+    Section,
+    check_choice,
+    check_fraction,
+    name_problem,
+    raise_problems,
+)
+from .config_text import parse_override, read_toml, set_dotted
 from .durations import Duration, check_duration
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -36,7 +43,7 @@ INITIALIZERS = ("default", "keep", "xavier_normal", "xavier_uniform", "kaiming_n
 
 
 @dataclass(frozen=True)
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """How each level is trained. Durations are ints (iterations) or ``"Nit"``/``"Nep"``."""
 
     optimizer: str = "adam"
@@ -61,9 +68,9 @@ class TrainConfig(_Section):
 
     def problems(self) -> list[Problem]:
         p: list[Problem] = []
-        _choice(p, "optimizer", self.optimizer, OPTIMIZERS)
-        _choice(p, "lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _choice(p, "precision", self.precision, PRECISIONS)
+        check_choice(p, "optimizer", self.optimizer, OPTIMIZERS)
+        check_choice(p, "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice(p, "precision", self.precision, PRECISIONS)
         if not self.lr > 0:
             p.append(("lr", f"got {self.lr!r}; must be > 0"))
         if not 0 <= self.momentum < 1:
@@ -104,7 +111,7 @@ class TrainConfig(_Section):
 
 
 @dataclass(frozen=True)
-class PruneConfig(_Section):
+class PruneConfig(Section):
     """What is pruned, by which criterion, how much per level.
 
     Rates are fractions removed per level. A layer's rate is the first that applies of:
@@ -141,17 +148,17 @@ class PruneConfig(_Section):
         from .pruning import CRITERIA, SCHEDULES
 
         p: list[Problem] = []
-        _choice(p, "criterion", self.criterion, CRITERIA)
-        _choice(p, "structure", self.structure, STRUCTURES)
-        _choice(p, "unit_score", self.unit_score, UNIT_SCORES)
+        check_choice(p, "criterion", self.criterion, CRITERIA)
+        check_choice(p, "structure", self.structure, STRUCTURES)
+        check_choice(p, "unit_score", self.unit_score, UNIT_SCORES)
         if self.structure == "weight" and self.unit_score != "l1":
             p.append(("unit_score", "only used with structure = 'unit' (single weights are "
                                     "scored by criterion)"))
-        _choice(p, "scope", self.scope, SCOPES)
-        _choice(p, "schedule", self.schedule, SCHEDULES)
+        check_choice(p, "scope", self.scope, SCOPES)
+        check_choice(p, "schedule", self.schedule, SCHEDULES)
         if self.score_batches < 1:
             p.append(("score_batches", f"got {self.score_batches!r}; must be >= 1"))
-        _choice(p, "supermask", self.supermask, SUPERMASK_METHODS)
+        check_choice(p, "supermask", self.supermask, SUPERMASK_METHODS)
         if self.supermask == "none" and self.supermask_lr is not None:
             p.append(("supermask_lr", "only used with a learned supermask (prune.supermask)"))
         if self.supermask != "none":
@@ -164,22 +171,22 @@ class PruneConfig(_Section):
                 p.append(("supermask", f"the mask is learned, so prune.criterion = "
                                        f"{self.criterion!r} is unused; remove it"))
         for key in ("rate", "conv_rate", "linear_rate", "output_rate"):
-            _fraction(p, key, getattr(self, key))
+            check_fraction(p, key, getattr(self, key))
         for pattern, r in self.layer_rates.items():
-            _fraction(p, f"layer_rates.{pattern}", r)
+            check_fraction(p, f"layer_rates.{pattern}", r)
         if self.schedule == "target":
             if self.target_sparsity is None:
                 p.append(("target_sparsity", "required when schedule = 'target' "
                                              "(e.g. target_sparsity = 0.9)"))
             else:
-                _fraction(p, "target_sparsity", self.target_sparsity, open_hi=True)
+                check_fraction(p, "target_sparsity", self.target_sparsity, open_hi=True)
         elif self.target_sparsity is not None:
             p.append(("target_sparsity", "only used with schedule = 'target'"))
         return p
 
 
 @dataclass(frozen=True)
-class ReinitConfig(_Section):
+class ReinitConfig(Section):
     """How surviving weights are reset before a pruned level trains."""
 
     mode: str = "rewind"
@@ -193,7 +200,7 @@ class ReinitConfig(_Section):
         from .reinitialization import REINIT_MODES
 
         p: list[Problem] = []
-        _choice(p, "mode", self.mode, REINIT_MODES)
+        check_choice(p, "mode", self.mode, REINIT_MODES)
         problem = check_duration(self.rewind_step)
         if problem:
             p.append(("rewind_step", f"got {self.rewind_step!r}; {problem}"))
@@ -206,7 +213,7 @@ class ReinitConfig(_Section):
 
 
 @dataclass(frozen=True)
-class EarlyBirdConfig(_Section):
+class EarlyBirdConfig(Section):
     """Early-bird tickets (You et al., 2020): stop a level's training once its pruning mask
     has settled, and prune there instead of after full training.
 
@@ -232,14 +239,14 @@ class EarlyBirdConfig(_Section):
             p.append(("every", "must be longer than 0"))
         if self.queue < 2:
             p.append(("queue", f"got {self.queue!r}; needs at least 2 masks to compare"))
-        _fraction(p, "epsilon", self.epsilon)
+        check_fraction(p, "epsilon", self.epsilon)
         if not 0 <= self.bn_l1_strength < float("inf"):  # NaN fails this too
             p.append(("bn_l1_strength", f"got {self.bn_l1_strength!r}; a number >= 0"))
         return p
 
 
 @dataclass(frozen=True)
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """A registered model by name; keys other than these are passed to its builder."""
 
     _free_keys: ClassVar[bool] = True
@@ -260,16 +267,16 @@ class ModelConfig(_Section):
         from .models import MODELS, check_options
 
         p: list[Problem] = []
-        _choice(p, "initializer", self.initializer, INITIALIZERS)
-        _choice(p, "bias_init", self.bias_init, BIAS_INITS)
-        _choice(p, "name", self.name, MODELS)
+        check_choice(p, "initializer", self.initializer, INITIALIZERS)
+        check_choice(p, "bias_init", self.bias_init, BIAS_INITS)
+        check_choice(p, "name", self.name, MODELS)
         if self.name in MODELS:
             p.extend(check_options(self.name, self.options))
         return p
 
 
 @dataclass(frozen=True)
-class DataConfig(_Section):
+class DataConfig(Section):
     """A registered dataset by name, with the validation split held out of training data."""
 
     name: str = "digits"
@@ -283,8 +290,8 @@ class DataConfig(_Section):
         from .data import AUGMENTATIONS, DATASETS
 
         p: list[Problem] = []
-        _choice(p, "name", self.name, DATASETS)
-        _choice(p, "augment", self.augment, ("auto", *AUGMENTATIONS))
+        check_choice(p, "name", self.name, DATASETS)
+        check_choice(p, "augment", self.augment, ("auto", *AUGMENTATIONS))
         if self.val_size is not None and not (
                 0 <= self.val_size < 1 or (self.val_size >= 1 and self.val_size.is_integer())):
             p.append(("val_size", f"got {self.val_size!r}; a fraction in [0, 1) or a whole "
@@ -297,7 +304,7 @@ class DataConfig(_Section):
 
 
 @dataclass(frozen=True)
-class TaskConfig(_Section):
+class TaskConfig(Section):
     """What the model is trained to do (:mod:`lth.tasks`): a registered task by ``name``;
     ``output``: which part of the model's output the loss reads when it returns a tuple
     (an index) or a dict / dataclass (a key or field); ``early_stop``: the metric whose best
@@ -311,9 +318,9 @@ class TaskConfig(_Section):
         from .tasks import TASKS
 
         p: list[Problem] = []
-        _choice(p, "name", self.name, TASKS)
+        check_choice(p, "name", self.name, TASKS)
         if self.name in TASKS:
-            _choice(p, "early_stop", self.early_stop, ["loss", *TASKS[self.name].scores])
+            check_choice(p, "early_stop", self.early_stop, ["loss", *TASKS[self.name].scores])
         return p
 
 
@@ -323,7 +330,7 @@ _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
 
 
 @dataclass(frozen=True)
-class ExperimentConfig(_Section):
+class ExperimentConfig(Section):
     """One IMP experiment: levels 0 (dense) .. ``n_levels``.
 
     ``masks_from``: a finished run directory whose masks are used level by level instead
@@ -353,7 +360,7 @@ class ExperimentConfig(_Section):
 
     def problems(self) -> list[Problem]:
         p: list[Problem] = []
-        _choice(p, "masks_from_mode", self.masks_from_mode, MASK_SOURCE_MODES)
+        check_choice(p, "masks_from_mode", self.masks_from_mode, MASK_SOURCE_MODES)
         if self.n_levels < 0:
             p.append(("n_levels", f"got {self.n_levels!r}; must be >= 0"))
         if self.seed < 0:
@@ -383,10 +390,10 @@ class ExperimentConfig(_Section):
 
 
 def load_config(path: str | Path, overrides: typing.Sequence[str] = (), *,
-                kind: type[_Section] = ExperimentConfig, what: str = "config file") -> Any:
+                kind: type[Section] = ExperimentConfig, what: str = "config file") -> Any:
     """Read a TOML file, apply ``key=value`` overrides, validate everything into ``kind``
     (an :class:`ExperimentConfig` unless told otherwise)."""
     data = read_toml(path, what)
     for text in overrides:
-        _set_dotted(data, *parse_override(text))
+        set_dotted(data, *parse_override(text))
     return kind.from_dict(data)

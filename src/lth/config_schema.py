@@ -15,7 +15,7 @@ from .errors import ConfigError, did_you_mean
 Problem = tuple[str, str]  # (dotted key, what is wrong and what is allowed)
 
 
-def _raise(problems: list[Problem]) -> None:
+def raise_problems(problems: list[Problem]) -> None:
     if problems:
         lines = "\n".join(f"  - {key}: {msg}" for key, msg in problems)
         err = ConfigError(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
@@ -23,7 +23,8 @@ def _raise(problems: list[Problem]) -> None:
         raise err
 
 
-def _choice(problems: list[Problem], key: str, value: str, allowed: typing.Iterable[str]) -> None:
+def check_choice(problems: list[Problem], key: str, value: str,
+                 allowed: typing.Iterable[str]) -> None:
     allowed = list(allowed)
     if value not in allowed:
         problems.append((key, f"got {value!r}{did_you_mean(value, allowed)}; "
@@ -47,7 +48,8 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def _fraction(problems: list[Problem], key: str, value: float | None, *, open_hi=False) -> None:
+def check_fraction(problems: list[Problem], key: str, value: float | None, *,
+                   open_hi=False) -> None:
     if value is None:
         return
     ok = 0.0 <= value < 1.0 if open_hi else 0.0 <= value <= 1.0
@@ -118,7 +120,7 @@ def _coerce(value: Any, tp: Any) -> Any:
         return {_coerce(k, kt): _coerce(v, vt) for k, v in value.items()}
     if tp is Any:
         return value
-    if isinstance(tp, type) and issubclass(tp, _Section):
+    if isinstance(tp, type) and issubclass(tp, Section):
         if isinstance(value, tp):
             return value
         raise TypeError(f"expected a [{tp.__name__}] table")
@@ -130,7 +132,7 @@ def _type_name(tp: Any) -> str:
         tp, "a list" if typing.get_origin(tp) is tuple else str(tp))
 
 
-class _Section:
+class Section:
     """Mixin: build from a dict with unknown-key and type checks; dump to JSON-able dicts."""
 
     _free_keys: ClassVar[bool] = False  # when True, unknown keys go to ``options``
@@ -146,7 +148,7 @@ class _Section:
                 object.__setattr__(self, f.name, _coerce(value, hints[f.name]))
             except TypeError as exc:
                 problems.append((f.name, f"got {value!r}; {exc}"))
-        _raise(problems or self.problems())
+        raise_problems(problems or self.problems())
 
     def problems(self) -> list[Problem]:  # overridden by sections with value checks
         return []
@@ -183,7 +185,7 @@ class _Section:
 
     @classmethod
     def parse_nested(cls, data: Any, prefix: str,
-                     sections: dict[str, type[_Section]]) -> tuple[Any, list[Problem]]:
+                     sections: dict[str, type[Section]]) -> tuple[Any, list[Problem]]:
         """:meth:`parse` for a config whose keys in ``sections`` are tables of their own
         (``[train]``, ``[prune]``...): every problem of every section, gathered."""
         if not isinstance(data, dict):
@@ -199,7 +201,7 @@ class _Section:
                     parsed[key] = section
             else:
                 top[key] = value
-        instance, got = _Section.parse.__func__(cls, top, prefix)  # type: ignore[attr-defined]
+        instance, got = Section.parse.__func__(cls, top, prefix)  # type: ignore[attr-defined]
         problems += got
         if problems or instance is None:
             return None, problems
@@ -211,7 +213,7 @@ class _Section:
     @classmethod
     def from_dict(cls, data: dict) -> Any:
         instance, problems = cls.parse(data, "")
-        _raise(problems)
+        raise_problems(problems)
         return instance
 
     def to_dict(self) -> dict[str, Any]:

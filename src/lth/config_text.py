@@ -10,7 +10,7 @@ from typing import Any
 from .errors import ConfigError
 
 
-def _set_dotted(tree: dict, key: str | tuple[str, ...], value: Any) -> None:
+def set_dotted(tree: dict, key: str | tuple[str, ...], value: Any) -> None:
     """Set ``value`` at ``key``: a tuple of names, or a dotted string (split on dots)."""
     parts = tuple(key.split(".")) if isinstance(key, str) else key
     *parents, leaf = parts

@@ -34,7 +34,7 @@ def _table(df: pd.DataFrame) -> str:
 def _run_config(path: str, overrides: list[str]):
     """An experiment TOML, or a run directory made from one (resumes or repairs it)."""
     from ..config import ExperimentConfig
-    from ..config_text import _set_dotted, parse_override
+    from ..config_text import parse_override, set_dotted
     from ..store import Damaged, RunDir
 
     run = RunDir(path)
@@ -53,7 +53,7 @@ def _run_config(path: str, overrides: list[str]):
         raise StoreError(f"{path} was made from Python, not a config file; re-run the "
                          "script that made it to resume or repair it")
     for text in overrides:
-        _set_dotted(stored, *parse_override(text))
+        set_dotted(stored, *parse_override(text))
     return ExperimentConfig.from_dict(stored)
 
 

@@ -44,8 +44,8 @@ def as_section(cls: type, value: Any, key: str) -> Any:
     if isinstance(value, dict):
         instance, problems = cls.parse(value, f"{key}.")
         if problems:
-            from ..config import _raise
-            _raise(problems)
+            from ..config import raise_problems
+            raise_problems(problems)
         return instance
     raise ConfigError(f"{key}: expected a {cls.__name__} or a dict, got {type(value).__name__}")
 

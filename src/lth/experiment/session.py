@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig, _raise
-from ..config_text import _set_dotted, parse_override, read_toml
+from ..config import ExperimentConfig, raise_problems
+from ..config_text import parse_override, read_toml, set_dotted
 from ..data import Data
 from ..errors import ConfigError, did_you_mean
 from .group import TrialGroup
@@ -79,7 +79,7 @@ def expand_variants(variants: Mapping[str, Mapping] | None, grid: Mapping[str, S
                                                                             strict=True))
             tree: dict = {}
             for k, v in zip(keys, combo, strict=True):
-                _set_dotted(tree, k, v)
+                set_dotted(tree, k, v)
             if name in out:
                 raise ConfigError(f"grid variant {name!r} repeats a grid value or a named "
                                   "variant; make the values (and names) distinct")
@@ -156,7 +156,7 @@ class LotterySession(TrialGroup):
             raise ConfigError(f"{path}: seeds = {file_seeds!r}; give a list like [0, 1, 2] or "
                               'a string like "0-4"')
         for text in overrides:
-            _set_dotted(base, *parse_override(text))
+            set_dotted(base, *parse_override(text))
         name = doc.get("name", path.stem)
         base_cfg = ExperimentConfig.from_dict({**base, "name": name})
         specs = expand_variants(doc.get("variants"), doc.get("grid"))
@@ -172,7 +172,7 @@ class LotterySession(TrialGroup):
             cfg = dataclasses.replace(cfg, name=vname, masks_from_mode=mode)
             trials += [Trial(f"{vname}-s{s}", vname, s, config=cfg,
                              masks_of=f"{of}-s{s}" if of else None) for s in seed_list]
-        _raise(problems)
+        raise_problems(problems)
         session = cls.__new__(cls)
         TrialGroup.__init__(session, name, trials, {"source": str(path)})
         return session

@@ -27,12 +27,12 @@ from ..config import (
     TrainConfig,
     load_config,
 )
-from ..config_schema import Problem, _choice, _Section, name_problem
+from ..config_schema import Problem, Section, check_choice, name_problem
 from ..errors import StoreError
 
 
 @dataclass(frozen=True)
-class ForwardModelConfig(_Section):
+class ForwardModelConfig(Section):
     """The dense MLP (``lth.create_model("mlp", hidden=...)``) and its initializer."""
 
     hidden: tuple[int, ...] = (300, 100)
@@ -43,12 +43,12 @@ class ForwardModelConfig(_Section):
         if not self.hidden or any(h < 1 for h in self.hidden):
             p.append(("hidden", f"got {list(self.hidden)}; a non-empty list of positive "
                                 "widths, e.g. hidden = [300, 100]"))
-        _choice(p, "initializer", self.initializer, INITIALIZERS)
+        check_choice(p, "initializer", self.initializer, INITIALIZERS)
         return p
 
 
 @dataclass(frozen=True)
-class ForwardTrainConfig(_Section):
+class ForwardTrainConfig(Section):
     """Dense pre-training: one run, snapshotted at every ``pretrain_iterations`` count;
     ``threads``: torch threads for the whole sweep (0 keeps torch's setting)."""
 
@@ -69,7 +69,7 @@ class ForwardTrainConfig(_Section):
         if not its or any(i < 0 for i in its) or len(set(its)) != len(its):
             p.append(("pretrain_iterations", f"got {its}; a non-empty list of distinct "
                                              "iteration counts >= 0, e.g. [0, 100, 1000]"))
-        _choice(p, "optimizer", self.optimizer, OPTIMIZERS)
+        check_choice(p, "optimizer", self.optimizer, OPTIMIZERS)
         if not self.lr > 0:
             p.append(("lr", f"got {self.lr!r}; must be > 0"))
         if not 0 <= self.momentum < 1:
@@ -86,7 +86,7 @@ class ForwardTrainConfig(_Section):
 
 
 @dataclass(frozen=True)
-class SelectionConfig(_Section):
+class SelectionConfig(Section):
     """Forward selection: ``batch_size`` training examples score each step; a layer stops
     at loss <= (1 + ``tol``) × the dense loss or at ``max_width`` neurons (one integer for
     every hidden layer, or a list, one per layer; omitted: no cap). Then ``finetune_steps``
@@ -115,13 +115,13 @@ class SelectionConfig(_Section):
         return p
 
 
-_SECTIONS: dict[str, type[_Section]] = {"data": DataConfig, "model": ForwardModelConfig,
+_SECTIONS: dict[str, type[Section]] = {"data": DataConfig, "model": ForwardModelConfig,
                                         "train": ForwardTrainConfig,
                                         "selection": SelectionConfig}
 
 
 @dataclass(frozen=True)
-class ForwardSweepConfig(_Section):
+class ForwardSweepConfig(Section):
     """One pre-training sweep: ``name``, ``seed`` and the four sections."""
 
     name: str = "forward_sweep"
