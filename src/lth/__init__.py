@@ -5,8 +5,6 @@
 ['grasp', 'large_final', 'large_final_diff_sign']
 """
 
-__version__ = "0.2.0"
-
 from . import report  # noqa: E402
 from .analysis import Results, load  # noqa: E402
 from .config import (  # noqa: E402
@@ -51,6 +49,7 @@ from .reinitialization import REINIT_MODES, register_reinit  # noqa: E402
 from .state import get_state, set_state  # noqa: E402
 from .steps import apply_mask, fit, prune, reinit  # noqa: E402
 from .tasks import TASKS, Task  # noqa: E402
+from .version import __version__
 
 __all__ = [
     "CRITERIA", "MODELS", "REINIT_MODES", "TASKS", "ConfigError", "Data", "DataConfig",

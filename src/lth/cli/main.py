@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import __version__
 from ..config import load_config
 from ..errors import ConfigError, LTHError, StoreError, explain_os_error, is_filesystem_error
+from ..version import __version__
 
 
 def _table(df: pd.DataFrame) -> str:

@@ -18,8 +18,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from .. import __version__
 from ..errors import DataError
+from ..version import __version__
 
 CHUNK = 1 << 20
 

@@ -12,7 +12,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import __version__
 from ..config import (
     EarlyBirdConfig,
     ExperimentConfig,
@@ -28,6 +27,7 @@ from ..models import create_model
 from ..store import RunDir
 from ..tasks import TASKS, Task, use_task
 from ..train import torch_threads
+from ..version import __version__
 from .imp import Jobs, drive, level_jobs
 from .plan import Plan, make_plan
 from .plan import as_section as _as

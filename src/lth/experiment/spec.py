@@ -21,11 +21,11 @@ import copy
 import hashlib
 from typing import Any
 
-from .. import __version__
 from ..config import TaskConfig
 from ..pruning.criteria import QUANTILE_CRITERIA
 from ..store import short_hash
 from ..tasks import CLASSIFICATION
+from ..version import __version__
 
 STORE_FORMAT = 2
 SPEED_ONLY = ("train.threads", "train.eval_batch_size", "train.checkpoint_every",

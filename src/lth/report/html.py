@@ -16,10 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from .. import __version__
 from ..analysis import Results, load
 from ..errors import LTHError, explained_os_errors
 from ..experiment.result import Result, shown_columns
+from ..version import __version__
 from .catalog import _figures
 from .sections import Section, duration, left_out, split, wall_times
 
