@@ -60,11 +60,10 @@ def _top_level_imports(name: str) -> set[str]:
                     target = ".".join(parts + ([node.module] if node.module else []))
                 else:
                     target = node.module or ""
-                if target in MODULES:
-                    found.add(target)
-                for alias in node.names:
-                    if f"{target}.{alias.name}" in MODULES:
-                        found.add(f"{target}.{alias.name}")
+                submodules = {f"{target}.{a.name}" for a in node.names} & MODULES.keys()
+                found.update(submodules)
+                if target in MODULES and len(submodules) < len(node.names):
+                    found.add(target)  # names defined by the package's __init__ itself
 
     visit(tree.body)
     found.discard(name)
@@ -107,9 +106,20 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _graph() -> dict[str, set[str]]:
-    # Only explicit imports: the parent package a submodule's import runs first is already
-    # being imported when its own __init__ imports the submodule.
-    return {name: _top_level_imports(name) for name in MODULES}
+    """Module -> the modules importing it runs: what it names, and before ``a.b.c`` the
+    ``__init__`` of ``a`` and ``a.b``, except the packages the importer is inside of (they
+    are already being imported when they import their own submodules)."""
+    graph = {}
+    for name in MODULES:
+        own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 2)}
+        edges = set()
+        for target in _top_level_imports(name):
+            parts = target.split(".")
+            edges.add(target)
+            edges.update(p for i in range(1, len(parts))
+                         if (p := ".".join(parts[:i])) in MODULES and p not in own)
+        graph[name] = edges - {name}
+    return graph
 
 
 def test_the_cycle_finder_finds_a_cycle():

@@ -28,15 +28,17 @@ from .config_schema import (  # noqa: F401
 )
 from .config_text import parse_override, read_toml, set_dotted
 from .durations import Duration, check_duration
+from .pruning.criteria import CRITERIA, CRITERION_ALIASES
+from .pruning.schedules import SCHEDULES
+from .pruning.structures import STRUCTURES, UNIT_SCORES
+from .pruning.supermask import SUPERMASKS
+from .reinitialization import REINIT_MODES
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("fp32", "bf16", "fp16")  # the forward pass's dtype (lth.train.precision)
 SCOPES = ("layer", "global")
-SUPERMASK_METHODS = ("none", "edge_popup", "bernoulli")
 MAX_THREADS = 1024  # intra-op threads; torch fails with MemoryError or overflow far above
-STRUCTURES = ("weight", "unit")
-UNIT_SCORES = ("l1", "l2", "bn_gamma")
 MASK_SOURCE_MODES = ("same", "random_layer", "random_global")
 INITIALIZERS = ("default", "keep", "xavier_normal", "xavier_uniform", "kaiming_normal",
                 "kaiming_uniform")
@@ -137,51 +139,31 @@ class PruneConfig(Section):
     supermask_lr: float | None = None  # the scores' learning rate (None: train.lr)
 
     def __post_init__(self) -> None:
-        from .pruning.criteria import CRITERION_ALIASES
-
         if isinstance(self.criterion, str):
             object.__setattr__(self, "criterion",
                                CRITERION_ALIASES.get(self.criterion, self.criterion))
         super().__post_init__()
 
     def problems(self) -> list[Problem]:
-        from .pruning import CRITERIA, SCHEDULES
-
         p: list[Problem] = []
         check_choice(p, "criterion", self.criterion, CRITERIA)
         check_choice(p, "structure", self.structure, STRUCTURES)
         check_choice(p, "unit_score", self.unit_score, UNIT_SCORES)
-        if self.structure == "weight" and self.unit_score != "l1":
-            p.append(("unit_score", "only used with structure = 'unit' (single weights are "
-                                    "scored by criterion)"))
+        if self.structure in STRUCTURES:
+            p.extend(STRUCTURES[self.structure].problems(self))
         check_choice(p, "scope", self.scope, SCOPES)
         check_choice(p, "schedule", self.schedule, SCHEDULES)
         if self.score_batches < 1:
             p.append(("score_batches", f"got {self.score_batches!r}; must be >= 1"))
-        check_choice(p, "supermask", self.supermask, SUPERMASK_METHODS)
-        if self.supermask == "none" and self.supermask_lr is not None:
-            p.append(("supermask_lr", "only used with a learned supermask (prune.supermask)"))
-        if self.supermask != "none":
-            if self.structure != "weight":
-                p.append(("supermask", "learns masks of single weights; use structure = "
-                                       "'weight'"))
-            if self.supermask_lr is not None and not self.supermask_lr > 0:
-                p.append(("supermask_lr", f"got {self.supermask_lr!r}; must be > 0"))
-            if self.criterion != PruneConfig.criterion:
-                p.append(("supermask", f"the mask is learned, so prune.criterion = "
-                                       f"{self.criterion!r} is unused; remove it"))
+        check_choice(p, "supermask", self.supermask, SUPERMASKS)
+        if self.supermask in SUPERMASKS:
+            p.extend(SUPERMASKS[self.supermask].problems(self))
         for key in ("rate", "conv_rate", "linear_rate", "output_rate"):
             check_fraction(p, key, getattr(self, key))
         for pattern, r in self.layer_rates.items():
             check_fraction(p, f"layer_rates.{pattern}", r)
-        if self.schedule == "target":
-            if self.target_sparsity is None:
-                p.append(("target_sparsity", "required when schedule = 'target' "
-                                             "(e.g. target_sparsity = 0.9)"))
-            else:
-                check_fraction(p, "target_sparsity", self.target_sparsity, open_hi=True)
-        elif self.target_sparsity is not None:
-            p.append(("target_sparsity", "only used with schedule = 'target'"))
+        if self.schedule in SCHEDULES:
+            p.extend(SCHEDULES[self.schedule].problems(self))
         return p
 
 
@@ -197,8 +179,6 @@ class ReinitConfig(Section):
     constant: float | None = None
 
     def problems(self) -> list[Problem]:
-        from .reinitialization import REINIT_MODES
-
         p: list[Problem] = []
         check_choice(p, "mode", self.mode, REINIT_MODES)
         problem = check_duration(self.rewind_step)
@@ -365,20 +345,8 @@ class ExperimentConfig(Section):
             p.append(("n_levels", f"got {self.n_levels!r}; must be >= 0"))
         if self.seed < 0:
             p.append(("seed", f"got {self.seed!r}; must be >= 0"))
-        if self.prune.supermask != "none":
-            if self.masks_from is not None:
-                p.append(("prune.supermask", "learns its own masks; masks_from gives masks "
-                                             "already made: use one or the other"))
-            if self.earlybird.enabled:
-                p.append(("prune.supermask", "learns masks over frozen weights; an early-bird "
-                                             "search prunes trained weights: disable earlybird"))
-            from .reinitialization import KEEP_TRAINED
-
-            if self.reinit.mode in KEEP_TRAINED:
-                p.append(("reinit.mode", f"{self.reinit.mode!r} keeps the previous level's "
-                                         "pruned weights, whose zeros a learned supermask "
-                                         "would keep; use rewind, constant, random, jitter "
-                                         "or reshuffle"))
+        if self.prune.supermask in SUPERMASKS:
+            p.extend(SUPERMASKS[self.prune.supermask].experiment_problems(self))
         problem = name_problem(self.name)
         if problem:
             p.append(("name", f"got {self.name!r}; {problem}"))

@@ -218,3 +218,22 @@ class Section:
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples -> lists
+
+
+def as_section(cls: type[Section], value: Any, key: str) -> Any:
+    """``value`` as a ``cls`` settings section: ``None`` gives the defaults, a dict is
+    validated (every problem in one error, keys prefixed ``key.``), an instance passes.
+
+    >>> from lth.config import TrainConfig
+    >>> as_section(TrainConfig, {"lr": 0.1}, "train").lr
+    0.1
+    """
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        instance, problems = cls.parse(value, f"{key}.")
+        raise_problems(problems)
+        return instance
+    raise ConfigError(f"{key}: expected a {cls.__name__} or a dict, got {type(value).__name__}")

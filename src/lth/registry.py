@@ -75,7 +75,7 @@ class Registry(Generic[T]):
             raise ConfigError(f"cannot register {obj!r} as a {self.kind}: it has no __name__; "
                               "give one with name='...'")
         old = self._entries.get(key, obj)
-        if old is not obj and not replace and _location(old) != _location(obj):
+        if old is not obj and not replace and _defined_at(old) != _defined_at(obj):
             raise ConfigError(f"{self.kind} {key!r} is already registered ({_describe(old)}); "
                               "choose another name, or pass replace=True to register "
                               f"{_describe(obj)} in its place")
@@ -137,6 +137,12 @@ class EntryRef:
 def _location(obj: object) -> tuple[str, str] | None:
     module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
     return (module, qualname) if isinstance(module, str) and isinstance(qualname, str) else None
+
+
+def _defined_at(obj: object) -> tuple[str, str] | None:
+    """Where an entry's code is defined: a wrapper (``__wrapped__``) by what it wraps, so
+    that re-running the cell that registered it replaces it again."""
+    return _location(getattr(obj, "__wrapped__", obj))
 
 
 def _describe(obj: object) -> str:

@@ -10,9 +10,20 @@ Modes (each optionally ``same_sign``: the result takes θ0's sign wherever θ0 i
 - ``constant``: ±c with c the layer's own θ0 std (or a given value), sign from θ0 with
   ``same_sign``, else a seeded random sign;
 - ``lr_rewind`` / ``finetune`` (Renda et al. 2020): not a reinitialisation — the pruned
-  network keeps the previous level's trained weights (see :data:`KEEP_TRAINED`).
+  network keeps the previous level's trained weights (``keeps_trained``); ``lr_rewind``
+  replays the learning-rate schedule from ``rewind_step``, ``finetune`` trains the same
+  number of steps at the schedule's final learning rate (``final_lr``).
 
-A new mode is a function of :class:`ReinitInputs` added with :func:`register_reinit`.
+Each mode is a :class:`ReinitMode` in :data:`REINIT_MODES`: its values function and what
+the engine asks of it. A new mode is a function of :class:`ReinitInputs` added with
+:func:`register_reinit`:
+
+>>> def negated(s):
+...     return -s.rewind
+>>> _ = register_reinit(negated)
+>>> REINIT_MODES["negated"].keeps_trained, REINIT_MODES["lr_rewind"].keeps_trained
+(False, True)
+>>> del REINIT_MODES["negated"]
 
 Every parameter and buffer that is not masked (biases, BatchNorm statistics) goes back
 to its rewind-point value; pruned weights are exactly zero.
@@ -23,12 +34,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 import torch
 
-from .config import ReinitConfig
 from .masks import Mask
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from .config import ReinitConfig
 
 State = dict[str, torch.Tensor]
 
@@ -40,26 +54,50 @@ class ReinitInputs:
 
     cfg: ReinitConfig
     keep: torch.Tensor  # bool, True = survives
-    rewind: torch.Tensor  # the rewind point (for KEEP_TRAINED: the previous level's final)
+    rewind: torch.Tensor  # the rewind point (keeps_trained: the previous level's final)
     theta0: torch.Tensor
     generator: torch.Generator  # this tensor's own noise stream
     fresh: Callable[[], torch.Tensor]  # this tensor in a fresh draw of the initialiser
 
 
-ReinitMode = Callable[[ReinitInputs], torch.Tensor]
+ReinitValues = Callable[[ReinitInputs], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ReinitMode:
+    """A reinitialisation: ``values`` gives a masked tensor's new values; the flags answer
+    what the engine asks. ``keeps_trained``: the level starts from the trained weights of
+    the level it is pruned from (``rewind`` holds them), not from the rewind point;
+    ``final_lr``: it trains at the learning-rate schedule's final value; ``draws_afresh``:
+    it reads a fresh draw of the model's initialiser (``ReinitInputs.fresh``)."""
+
+    values: ReinitValues
+    keeps_trained: bool = False
+    final_lr: bool = False
+    draws_afresh: bool = False
+
+    def __call__(self, inputs: ReinitInputs) -> torch.Tensor:
+        return self.values(inputs)
+
+    @property
+    def __wrapped__(self) -> ReinitValues:  # the registry tells entries apart by it
+        return self.values
+
+
 REINIT_MODES: Registry[ReinitMode] = Registry("reinit mode")
 
 
-def register_reinit(fn: ReinitMode, *, name: str | None = None,
-                    replace: bool = False) -> ReinitMode:
-    """Add ``fn`` to :data:`REINIT_MODES` under its own name (or ``name``)."""
-    return REINIT_MODES.register(fn, name=name, replace=replace)
-
-
-# Retraining variants (Renda et al. 2020): keep the previous level's trained weights.
-# ``lr_rewind`` replays the learning-rate schedule from ``rewind_step``; ``finetune``
-# trains the same number of steps at the schedule's final learning rate.
-KEEP_TRAINED = ("lr_rewind", "finetune")
+def register_reinit(fn: ReinitValues | ReinitMode, *, name: str | None = None,
+                    replace: bool = False, keeps_trained: bool = False,
+                    final_lr: bool = False, draws_afresh: bool = False) -> ReinitValues:
+    """Add ``fn`` (a function of :class:`ReinitInputs`) to :data:`REINIT_MODES` under its own
+    name (or ``name``), as a :class:`ReinitMode` with the given flags; returns ``fn``, so it
+    works as a decorator. A :class:`ReinitMode` is registered as it is."""
+    mode = fn if isinstance(fn, ReinitMode) else ReinitMode(fn, keeps_trained, final_lr,
+                                                            draws_afresh)
+    REINIT_MODES.register(mode, name=name or getattr(mode.values, "__name__", None),
+                          replace=replace)
+    return fn
 
 
 def _shuffle_within(values: torch.Tensor, slots: torch.Tensor, g: torch.Generator) -> None:
@@ -85,9 +123,11 @@ def jitter(s: ReinitInputs) -> torch.Tensor:
                                        dtype=s.rewind.dtype)
 
 
-@register_reinit
 def random(s: ReinitInputs) -> torch.Tensor:
     return s.fresh().clone()
+
+
+register_reinit(random, draws_afresh=True)
 
 
 @register_reinit
@@ -108,8 +148,9 @@ def constant(s: ReinitInputs) -> torch.Tensor:
     return c * (torch.randint(0, 2, base.shape, generator=s.generator) * 2 - 1).to(base.dtype)
 
 
-for _name in KEEP_TRAINED:  # the trained weights as they are (``rewind`` holds them)
-    register_reinit(rewind, name=_name)
+# Retraining variants (Renda et al. 2020): the trained weights as they are.
+register_reinit(rewind, name="lr_rewind", keeps_trained=True)
+register_reinit(rewind, name="finetune", keeps_trained=True, final_lr=True)
 REINIT_MODES.mark_builtin()
 
 
@@ -127,8 +168,8 @@ def reinitialize(cfg: ReinitConfig, mask: Mask, rewind: State, theta0: State, *,
         keep = keep_mask.cpu()
         w = mode(ReinitInputs(cfg, keep, rewind[name], theta0[name], rng(name),
                               lambda name=name: drawn()[name]))
-        # KEEP_TRAINED modes keep the trained signs: same_sign is about the rewind point.
-        if cfg.same_sign and cfg.mode not in KEEP_TRAINED:
+        # Trained weights keep their signs: same_sign is about the rewind point.
+        if cfg.same_sign and not mode.keeps_trained:
             w = _with_sign_of(w, theta0[name])
         state[name] = torch.where(keep, w, torch.zeros((), dtype=w.dtype))
     return state

@@ -18,13 +18,13 @@ import torch
 from torch import nn
 
 from .config import PruneConfig, ReinitConfig, TrainConfig
+from .config_schema import as_section
 from .data import Data
-from .experiment.plan import as_section
 from .init import fresh_draw
 from .masks import Mask, layer_kinds, output_layer
-from .pruning import make_groups, prune_step, resolve_rates
+from .pruning import STRUCTURES, MaskLayout
 from .pruning.network import ScoringNetwork
-from .reinitialization import KEEP_TRAINED, reinitialize
+from .reinitialization import REINIT_MODES, reinitialize
 from .seeding import derive_seed, generator
 from .state import get_state, set_state
 from .tasks import Task, get_task
@@ -37,42 +37,52 @@ def prune(model: nn.Module, mask: Mask, *, init: State, level: int,
           prune: PruneConfig | dict | None = None, seed: int = 0,
           example: torch.Tensor | None = None, final: State | None = None,
           n_levels: int | None = None, data: Data | None = None, batch_size: int = 60,
-          task: str | Task = "classification", output: int | str | None = None) -> Mask:
+          task: str | Task = "classification", output: int | str | None = None,
+          layout: MaskLayout | None = None) -> Mask:
     """The mask of ``level``: ``mask``'s survivors pruned by the criterion on ``init`` (where
     training began: θ0, or the rewind point) and ``final`` (default: the model's weights
     now), each layer to its scheduled density. ``example``: an input batch, to find the
     output layer for ``output_rate`` (default: the last prunable parameter); ``n_levels``:
-    the run's last level, for ``schedule = "target"``. Criteria that score the network
-    (``snip``, ``grasp``, ``synflow``) read ``data``'s training split in batches of
-    ``batch_size`` under ``task``'s loss (on the model's ``output``), as a run with
-    ``train.batch_size`` would."""
+    the run's last level, for schedules whose rates depend on it (``target``). Criteria
+    that score the network (``snip``, ``grasp``, ``synflow``) read ``data``'s training split
+    in batches of ``batch_size`` under ``task``'s loss (on the model's ``output``), as a run
+    with ``train.batch_size`` would. ``layout``: the groups and rates a run planned (by
+    default those of ``prune`` for the model's masked weights)."""
     cfg = as_section(PruneConfig, prune, "prune")
     network = None if data is None else ScoringNetwork.of(
         model, data, batch_size=batch_size, n_batches=cfg.score_batches, seed=seed,
         level=level, task=get_task(task), output=output)
-    names = list(mask.names())
-    sizes = {n: model.get_parameter(n).numel() for n in names}
-    output = output_layer(model, names, example) if example is not None else [names[-1]]
-    rates = resolve_rates(cfg, names, layer_kinds(model), output, n_levels or level, sizes)
-    return prune_step(cfg, None, make_groups(cfg.scope, rates, sizes), level, mask, init,
-                      final if final is not None else get_state(model),
-                      generator(seed, "prune", level), network)
+    if layout is None:
+        names = list(mask.names())
+        out = output_layer(model, names, example) if example is not None else [names[-1]]
+        layout = STRUCTURES["weight"].layout(cfg, model, names, example, out,
+                                             layer_kinds(model), n_levels=n_levels or level,
+                                             check_counts=False)
+    return layout.next_mask(cfg, level, mask, init,
+                            final if final is not None else get_state(model),
+                            generator(seed, "prune", level), network)
 
 
 def reinit(model: nn.Module, mask: Mask, *, theta0: State, level: int,
            reinit: ReinitConfig | dict | None = None, seed: int = 0,
-           rewind: State | None = None, initializer: str = "default") -> State:
+           rewind: State | None = None, initializer: str = "default",
+           layout: MaskLayout | None = None) -> State:
     """Set ``model`` to the start of ``level``: the survivors of ``mask`` reinitialised by
-    ``reinit.mode`` (rewound to ``rewind``, default θ0; or kept trained, for ``lr_rewind``
-    / ``finetune``), the pruned weights zero. Returns that state."""
+    ``reinit.mode`` (rewound to ``rewind``, default θ0; or kept as trained, for the modes
+    that keep the trained weights: ``lr_rewind`` / ``finetune``), the pruned weights zero,
+    and what ``layout`` removes with them (the bias and BatchNorm of removed units).
+    Returns that state."""
     cfg = as_section(ReinitConfig, reinit, "reinit")
-    base = get_state(model) if cfg.mode in KEEP_TRAINED else (
+    base = get_state(model) if REINIT_MODES[cfg.mode].keeps_trained else (
         rewind if rewind is not None else theta0)
     start = reinitialize(
         cfg, mask, base, theta0,
         fresh=lambda: fresh_draw(model, initializer, derive_seed(seed, "reinit-draw", level)),
         rng=lambda name: generator(seed, "reinit", level, name))
     set_state(model, start)
+    if layout is not None:
+        layout.finish_start_(model, mask)
+        start = get_state(model)
     return start
 
 

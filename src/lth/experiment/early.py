@@ -11,7 +11,6 @@ continue from the early-bird weights). The last level, the ticket, trains in ful
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,20 +19,12 @@ from torch import nn
 from ..config import EarlyBirdConfig, PruneConfig
 from ..durations import to_steps
 from ..earlybird import Search
-from ..errors import ConfigError, LTHError
+from ..errors import ConfigError
 from ..masks import Mask
-from ..pruning import CRITERIA, Structure, prune_step
-from ..pruning.network import NetworkCriterion
+from ..pruning import CRITERIA, MaskLayout, Schedule, scores_network
 from ..seeding import generator
-from ..store import RunDir
 
 Tensors = dict[str, torch.Tensor]
-
-
-def searching(eb: EarlyBirdConfig, prune: PruneConfig, n_levels: int, level: int) -> bool:
-    if not eb.enabled or n_levels < 1:
-        return False
-    return level == 0 if prune.schedule == "one_shot" else level < n_levels
 
 
 def check(eb: EarlyBirdConfig, masks_from: str | None, spe: int, total: int,
@@ -47,7 +38,7 @@ def check(eb: EarlyBirdConfig, masks_from: str | None, spe: int, total: int,
     if masks_from is not None:
         raise ConfigError("earlybird.enabled with masks_from: the masks come from another "
                           "run, so there is nothing to search for; drop one of the two")
-    if isinstance(CRITERIA[criterion], NetworkCriterion):
+    if scores_network(CRITERIA[criterion]):
         raise ConfigError(f"earlybird.enabled with prune.criterion = {criterion!r}, which "
                           "scores the network (gradients over batches, rounds): the search "
                           "scores candidates every few steps by single weights; use "
@@ -62,41 +53,27 @@ def check(eb: EarlyBirdConfig, masks_from: str | None, spe: int, total: int,
                           "learnable scale; set bn_l1 = false")
 
 
-def check_unit_source(source: Path) -> None:
-    """``structure = 'unit'`` with ``masks_from``: the masks must be unit masks too."""
-    try:
-        settings = RunDir(source).config()["identity"]["settings"]["prune"]
-    except (LTHError, KeyError, OSError):
-        return  # check_masks_source reports an unreadable source
-    if settings.get("structure", "weight") != "unit":
-        raise ConfigError(f"structure = 'unit' with masks_from = {str(source)!r}, whose masks "
-                          "remove single weights, not units; use structure = 'weight' or a "
-                          "source run pruned with structure = 'unit'")
-
-
 def bn_scales(model: nn.Module) -> list[str]:
     """The names of the model's BatchNorm scales (γ)."""
     return [f"{name}.weight" if name else "weight" for name, m in model.named_modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
 
 
-def make_search(eb: EarlyBirdConfig, prune: PruneConfig, groups, names: list[str],
+def make_search(eb: EarlyBirdConfig, prune: PruneConfig, layout: MaskLayout, names: list[str],
                 level: int, mask: Mask, init: Callable[[], Tensors], seed: int,
-                *, spe: int, after: int, model: nn.Module,
-                structure: Structure | None = None) -> Search:
+                *, spe: int, after: int, model: nn.Module) -> Search:
     """The monitor for ``level``: its candidate is exactly the mask the next level would get
-    if training stopped now (same criterion, counts and tie-breaking generator). With
-    structured pruning the masks compared are the unit (neuron / channel) masks."""
-    target = 1 if prune.schedule == "one_shot" else level + 1
+    if training stopped now (same criterion, counts and tie-breaking generator), compared as
+    the layout compares masks (unit masks for structured pruning)."""
+    target = level + 1  # the level pruned from this one's weights
     start: list[Tensors] = []  # read at the first check: after a late-rewind snapshot exists
 
     def candidate(state: Tensors) -> Mask:
         if not start:
             start.append(init())
-        final = {n: state[n] for n in names} if structure is None else state
-        new = prune_step(prune, structure, groups, target, mask, start[0], final,
-                         generator(seed, "prune", target))
-        return new if structure is None else structure.unit_mask(new)
+        new = layout.next_mask(prune, target, mask, start[0], state,
+                               generator(seed, "prune", target))
+        return layout.compared(new)
 
     return Search(candidate, every=to_steps(eb.every, spe), queue=eb.queue,
                   epsilon=eb.epsilon, after=after,
@@ -104,8 +81,7 @@ def make_search(eb: EarlyBirdConfig, prune: PruneConfig, groups, names: list[str
                   l1=eb.bn_l1_strength if eb.bn_l1 else 0.0)
 
 
-def steps_to_mask(summaries: dict[int, dict[str, Any]], level: int, schedule: str) -> int:
+def steps_to_mask(summaries: dict[int, dict[str, Any]], level: int, schedule: Schedule) -> int:
     """Training steps spent on the levels whose weights chose ``level``'s mask (0 for the
     dense level): what finding this mask cost."""
-    sources = [0] if schedule == "one_shot" and level else range(level)
-    return sum(int(summaries[s]["train_steps"]) for s in sources)
+    return sum(int(summaries[s]["train_steps"]) for s in schedule.mask_sources(level))

@@ -8,8 +8,6 @@ uninterrupted run because every step is a pure function of the plan and earlier 
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Generator
@@ -18,19 +16,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import steps
 from ..data import Data
 from ..errors import StoreError
-from ..init import fresh_draw
 from ..masks import Mask
-from ..pruning import kept_count, prune_step, random_like, scheduled_density
-from ..pruning.network import ScoringNetwork
-from ..pruning.supermask import SupermaskNet
-from ..reinitialization import KEEP_TRAINED, reinitialize
-from ..seeding import derive_seed, generator
+from ..pruning import random_like
+from ..seeding import generator
 from ..state import get_state, set_state
 from ..store import Damaged, RunDir
-from ..train import Callback, Job, OnEval, Snapshot, Span, lr_function, train_stack
+from ..store.layout import HISTORY
+from ..train import Callback, Job, OnEval, Span, train_stack
 from . import early
+from .hooks import level_hooks
 from .plan import Plan
 from .progress import Progress
 from .result import levels_frame, summarize
@@ -176,11 +173,6 @@ def _level0_twins(plan: Plan, run: RunDir) -> list[RunDir]:
 
 
 # -- one level -------------------------------------------------------------------------------
-def _source(plan: Plan, level: int) -> int:
-    """The level whose trained weights give ``level`` its mask and kept weights."""
-    return 0 if plan.prune.schedule == "one_shot" else level - 1
-
-
 def rewind_point(plan: Plan, run: RunDir) -> State:
     """θk: where the run's pruned levels rewind to (θ0 when k = 0)."""
     return plan.theta0 if plan.rewind_step == 0 else run.rewind_point()
@@ -210,13 +202,6 @@ def _fits(saved: State | None, reference: State) -> bool:
         for k in saved)
 
 
-def _scoring(plan: Plan, model: nn.Module, data: Data, level: int) -> ScoringNetwork:
-    """The model and training batches a network criterion (SNIP, GraSP, SynFlow) scores."""
-    return ScoringNetwork.of(model, data, batch_size=plan.train.batch_size,
-                             n_batches=plan.prune.score_batches, seed=plan.seed, level=level,
-                             task=plan.task, output=plan.task_config.output)
-
-
 def _mask(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int) -> Mask:
     lv = run.level(level)
     saved = lv.tensors_if_intact("mask")
@@ -226,18 +211,20 @@ def _mask(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int) -> 
         mask = Mask.ones(model, plan.names)
     elif plan.source is not None:
         mask = _source_mask(plan, level)
-        if plan.masks_from_mode != "same":
+        if plan.config.masks_from_mode != "same":
             prev = _mask(plan, run, model, data, level - 1)
-            mask = random_like(mask, prev, per_layer=plan.masks_from_mode == "random_layer",
+            mask = random_like(mask, prev,
+                               per_layer=plan.config.masks_from_mode == "random_layer",
                                generator=generator(plan.seed, "random-prune", level))
     else:
-        src = _source(plan, level)
+        src = plan.schedule.source_level(level)
         prev = (Mask.ones(model, plan.names) if src == 0
                 else Mask(run.level(src).tensors("mask"), order=plan.names))
-        mask = prune_step(plan.prune, plan.structure, plan.groups, level, prev,
-                          _criterion_init(plan, run, src), run.level(src).tensors("final"),
-                          generator(plan.seed, "prune", level),
-                          _scoring(plan, model, data, level))
+        mask = steps.prune(model, prev, init=_criterion_init(plan, run, src),
+                           final=run.level(src).tensors("final"), level=level,
+                           prune=plan.prune, seed=plan.seed, layout=plan.layout, data=data,
+                           batch_size=plan.train.batch_size, task=plan.task,
+                           output=plan.task_config.output)
     lv.save("mask", mask.tensors())
     return mask
 
@@ -250,17 +237,12 @@ def _start(plan: Plan, run: RunDir, model: nn.Module, level: int, mask: Mask) ->
     if level == 0:
         start = plan.theta0
     else:
-        base = (run.level(_source(plan, level)).tensors("final")
-                if plan.reinit.mode in KEEP_TRAINED else rewind_point(plan, run))
-        start = reinitialize(
-            plan.reinit, mask, base, plan.theta0,
-            fresh=lambda: fresh_draw(plan.model, plan.initializer,
-                                     derive_seed(plan.seed, "reinit-draw", level)),
-            rng=lambda name: generator(plan.seed, "reinit", level, name))
-        if plan.structure is not None:  # bias and BatchNorm of removed units: zero
-            set_state(model, start)
-            plan.structure.zero_dead_(model, plan.structure.unit_mask(mask))
-            start = get_state(model)
+        if plan.reinit_mode.keeps_trained:
+            set_state(model, run.level(plan.schedule.source_level(level)).tensors("final"))
+        start = steps.reinit(model, mask, theta0=plan.theta0, level=level,
+                             reinit=plan.reinit, seed=plan.seed,
+                             rewind=rewind_point(plan, run), initializer=plan.initializer,
+                             layout=plan.layout)
     lv.save("start", start)
     return start
 
@@ -268,68 +250,47 @@ def _start(plan: Plan, run: RunDir, model: nn.Module, level: int, mask: Mask) ->
 def _steps_to_mask(plan: Plan, done: dict[int, dict], level: int) -> int | None:
     if plan.source is not None:
         return None  # the mask is another run's; its cost is that run's
-    if level > 0 and plan.prune.supermask != "none":
+    if level > 0 and plan.supermask.learns:
         return int(done[level]["train_steps"])  # the level's own training learned it
-    return early.steps_to_mask(done, level, plan.prune.schedule)
+    return early.steps_to_mask(done, level, plan.schedule)
 
 
 def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
            report: Progress | None) -> Jobs:
     t0, lv = time.perf_counter(), run.level(level)
-    learned = level > 0 and plan.prune.supermask != "none"
+    learned = level > 0 and plan.supermask.learns  # its mask comes out of training
     mask = Mask.ones(model, plan.names) if learned else _mask(plan, run, model, data, level)
     set_state(model, _start(plan, run, model, level, mask))
-    begin = 0 if level == 0 or learned else plan.rewind_step
-    trained = model
-    if learned:  # the scores train from step 0, over the start's weights frozen
-        trained = SupermaskNet(
-            copy.deepcopy(model),
-            [(g.names, kept_count(g.size, scheduled_density(plan.prune.schedule, g.rate, level)))
-             for g in plan.groups],
-            plan.prune.supermask, seed=plan.seed, level=level)
-        mask = Mask({})
+    hooks = level_hooks(plan, level, mask=mask, model=model,
+                        criterion_init=lambda: _criterion_init(plan, run, level),
+                        save_rewind_point=run.save_rewind_point)
+    begin = 0 if level == 0 or any(h.begins_at_step_zero for h in hooks) else plan.rewind_step
+    trained, enforced, cfg = model, mask, plan.train
+    fixed_lr = None
+    for hook in hooks:
+        trained, enforced = hook.trained(trained, enforced)
+        cfg = hook.train_config(cfg)
+        fixed_lr = hook.fixed_lr() if hook.fixed_lr() is not None else fixed_lr
     span = Span(start=begin, end=plan.total_steps, **plan.span)
-    search = None
-    if early.searching(plan.earlybird, plan.prune, plan.n_levels, level):
-        search = early.make_search(
-            plan.earlybird, plan.prune, plan.groups, plan.names, level, mask,
-            lambda: _criterion_init(plan, run, level), plan.seed,
-            spe=plan.span["steps_per_epoch"], after=plan.rewind_step, model=model,
-            structure=plan.structure)
-    finetune = level > 0 and plan.reinit.mode == "finetune"
-    callbacks: list[Callback] = []
-    if level == 0 and plan.rewind_step > 0:
-        callbacks.append(Snapshot(plan.rewind_step, run.save_rewind_point))
+    callbacks: list[Callback] = [c for hook in hooks for c in hook.callbacks()]
     if report is not None:
-        callbacks.append(OnEval(lambda s: report(level, s, span.end)))
-    if search is not None:
-        callbacks.append(search)
-    cfg = plan.train
-    if learned and plan.prune.supermask_lr is not None:
-        cfg = dataclasses.replace(cfg, lr=plan.prune.supermask_lr)
-    history = yield Job(
-        trained, data, cfg, mask, span, seed=plan.seed, level=level,
-        checkpoints=lv.checkpoint(), callbacks=callbacks,
-        fixed_lr=lr_function(plan.train, plan.total_steps, plan.span["steps_per_epoch"])(
-            plan.total_steps - 1) if finetune else None,
-        task=plan.task, output=plan.task_config.output)
-    if report is not None and search is not None and search.drawn_step is not None:
+        callbacks.insert(int(level == 0 and plan.rewind_step > 0),
+                         OnEval(lambda s: report(level, s, span.end)))
+    history = yield Job(trained, data, cfg, enforced, span, seed=plan.seed, level=level,
+                        checkpoints=lv.checkpoint(), callbacks=callbacks, fixed_lr=fixed_lr,
+                        task=plan.task, output=plan.task_config.output)
+    if report is not None and any(h.stopped_early() for h in hooks):
         report(level, span.end, span.end)  # stopped early: the level is complete
-    if isinstance(trained, SupermaskNet):
-        mask = Mask(trained.mask().tensors(), order=plan.names)
-        set_state(model, get_state(trained.base))  # the start's weights and new BN statistics
-        mask.apply_(model)
-        lv.save("mask", mask.tensors())
+    for hook in hooks:
+        mask = hook.finish(trained, model, mask, lv)
     mask.check(model)
-    files = {"mask.safetensors": lv.digest("mask"), "start.safetensors": lv.digest("start"),
-             "final.safetensors": lv.save("final", get_state(model)),
-             "history.json": lv.write_history(history)}
+    lv.save("final", get_state(model))
+    files = {**lv.tensor_digests("mask", "start", "final"), HISTORY: lv.write_history(history)}
     summary = summarize(level, mask, history, begin, time.perf_counter() - t0, plan.task,
                         plan.task_config.early_stop)
     done = {**run.summaries(), level: summary}
     summary["steps_to_mask"] = _steps_to_mask(plan, done, level)
-    if search is not None:
-        files["earlybird.json"] = lv.write("earlybird.json", search.record())
-        summary["earlybird_step"] = search.drawn_step
+    for hook in hooks:
+        hook.record(lv, files, summary)
     summary["finished_at"] = time.time()
     lv.commit(summary, files)  # last: marks the level done

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from ..config import (
     TaskConfig,
     TrainConfig,
 )
+from ..config_schema import as_section as _as
 from ..data import Data, load_dataset
 from ..errors import ConfigError, explained_os_errors
 from ..keras import adapt
@@ -30,7 +32,6 @@ from ..train import torch_threads
 from ..version import __version__
 from .imp import Jobs, drive, level_jobs
 from .plan import Plan, make_plan
-from .plan import as_section as _as
 from .progress import Progress, progress_bar
 from .result import Result
 from .spec import recipe, settings_of, structure_sha
@@ -84,6 +85,8 @@ class LotteryModel:
         classification by default. ``output``: which part of a tuple/dict model output the
         loss reads; ``early_stop``: the metric that marks the early-stop iteration.
         ``bias_init = "zeros"`` starts Linear/Conv biases at 0 (the paper's LeNet)."""
+        # Every keyword as given, for replace(): the constructor's signature is the list.
+        self._arguments = {k: v for k, v in locals().items() if k in _KEYWORDS}
         self.model = adapt(model)  # a Keras model gets lth's names and initialisers
         self.data = data
         self.train = _as(TrainConfig, train, "train")
@@ -102,22 +105,13 @@ class LotteryModel:
         self.info = info or {}
 
     def replace(self, **changes: Any) -> LotteryModel:
-        """A copy with some top-level settings changed (``seed``, ``masks_from``, ``name``,
-        ``masks_from_mode``, ``levels``, ``train``, ``prune``, ``reinit``, ``earlybird``,
-        ``initializer``, ``bias_init``, ``task``, ``output``, ``early_stop``)."""
-        c = self.config
-        kwargs: dict[str, Any] = {
-            "train": self.train, "prune": self.prune, "reinit": self.reinit,
-            "earlybird": self.earlybird, "levels": c.n_levels, "seed": c.seed,
-            "initializer": self.initializer, "bias_init": self.bias_init,
-            "name": c.name, "masks_from": c.masks_from, "masks_from_mode": c.masks_from_mode,
-            "info": self.info, "task": self.task, "output": c.task.output,
-            "early_stop": c.task.early_stop}
-        unknown = set(changes) - set(kwargs)
+        """A copy with some settings changed: any keyword of the constructor (``seed``,
+        ``levels``, ``prune``, ``masks_from``, ``name``, ...); the model and data stay."""
+        unknown = set(changes) - set(self._arguments)
         if unknown:
-            raise ConfigError(f"cannot replace {sorted(unknown)}; allowed: {sorted(kwargs)}")
-        kwargs.update(changes)
-        return LotteryModel(self.model, self.data, **kwargs)
+            raise ConfigError(f"cannot replace {sorted(unknown)}; allowed: "
+                              f"{sorted(self._arguments)}")
+        return LotteryModel(self.model, self.data, **{**self._arguments, **changes})
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> LotteryModel:
@@ -198,9 +192,7 @@ class LotteryModel:
                 "output_layer": plan.output, "rates": plan.rates,
                 "total_steps": plan.total_steps, "rewind_step": plan.rewind_step,
                 **({"masks_source": plan.source.config()} if plan.source is not None else {}),
-                **({"structure": {"units": plan.structure.describe(),
-                                  "kept_whole": plan.structure.refused}}
-                   if plan.structure is not None else {})}
+                **plan.layout.info()}
         run = RunDir.open(store, self.config.name, plan.spec, info)
         model = model.to(plan.device)
         data = self.data.to(plan.device)
@@ -228,3 +220,6 @@ class LotteryModel:
                 tracker.close()
         return run
 
+
+_KEYWORDS = [p.name for p in inspect.signature(LotteryModel).parameters.values()
+             if p.kind is inspect.Parameter.KEYWORD_ONLY]

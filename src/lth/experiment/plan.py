@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -12,20 +11,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import UNIT_SCORES, PruneConfig, TaskConfig
+from ..config import (
+    EarlyBirdConfig,
+    ExperimentConfig,
+    PruneConfig,
+    ReinitConfig,
+    TaskConfig,
+    TrainConfig,
+)
 from ..durations import to_steps
 from ..errors import ConfigError, LTHError, ModelError
 from ..init import initialize, same_for_every_seed
 from ..masks import layer_kinds, output_layer, prunable_names
-from ..pruning import (
-    Group,
-    Structure,
-    check_final_counts,
-    kept_count,
-    make_groups,
-    resolve_rates,
-    scheduled_density,
-)
+from ..pruning import SCHEDULES, STRUCTURES, Group, MaskLayout, Schedule
+from ..pruning.supermask import SUPERMASKS, Supermask
+from ..reinitialization import REINIT_MODES, ReinitMode
 from ..seeding import derive_seed
 from ..state import get_state, tensor_bytes
 from ..store import RunDir
@@ -34,20 +34,6 @@ from ..train import Span
 from . import early
 from .mask_source import check_masks_source, repair_hint, source_ids
 from .spec import experiment_id, level0_key, run_id, spec
-
-
-def as_section(cls: type, value: Any, key: str) -> Any:
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
-        instance, problems = cls.parse(value, f"{key}.")
-        if problems:
-            from ..config import raise_problems
-            raise_problems(problems)
-        return instance
-    raise ConfigError(f"{key}: expected a {cls.__name__} or a dict, got {type(value).__name__}")
 
 
 def check_random_draw(model: nn.Module, initializer: str, names: list[str]) -> None:
@@ -107,67 +93,73 @@ def state_sha(state: dict[str, torch.Tensor]) -> str:
 
 @dataclass
 class Plan:
-    """Everything a run needs that is derived, before any training starts: settings,
-    identities, prunable groups and rates, step counts, θ0, the masks source."""
+    """Everything a run needs that is derived, before any training starts: its settings and
+    the mode objects they name, identities, the mask layout (groups and rates), step counts,
+    θ0, the masks source."""
 
-    exp: Any  # the LotteryModel (settings, model, data)
+    config: ExperimentConfig
+    model: nn.Module  # the experiment's own model: fresh draws of its initialiser
+    initializer: str
+    task: Task
     device: torch.device
     names: list[str]
     output: list[str]
-    groups: list[Group]
-    rates: dict[str, float]
+    layout: MaskLayout
     total_steps: int
     rewind_step: int
     span: dict[str, int]
     theta0: dict[str, torch.Tensor]
-    structure: Structure | None
     source: RunDir | None  # the run whose masks this one reuses
     spec: dict[str, Any]
 
-    # settings, read where the loop needs them
+    # the settings' sections, and the mode objects they name
     @property
-    def model(self) -> nn.Module:
-        return self.exp.model
-
-    @property
-    def initializer(self) -> str:
-        return self.exp.initializer
-
-    @property
-    def seed(self) -> int:
-        return self.exp.config.seed
-
-    @property
-    def n_levels(self) -> int:
-        return self.exp.config.n_levels
-
-    @property
-    def masks_from_mode(self) -> str:
-        return self.exp.config.masks_from_mode
-
-    @property
-    def train(self) -> Any:
-        return self.exp.train
-
-    @property
-    def task(self) -> Task:
-        return self.exp.task
-
-    @property
-    def task_config(self) -> TaskConfig:
-        return self.exp.config.task
+    def train(self) -> TrainConfig:
+        return self.config.train
 
     @property
     def prune(self) -> PruneConfig:
-        return self.exp.prune
+        return self.config.prune
 
     @property
-    def reinit(self) -> Any:
-        return self.exp.reinit
+    def reinit(self) -> ReinitConfig:
+        return self.config.reinit
 
     @property
-    def earlybird(self) -> Any:
-        return self.exp.earlybird
+    def earlybird(self) -> EarlyBirdConfig:
+        return self.config.earlybird
+
+    @property
+    def task_config(self) -> TaskConfig:
+        return self.config.task
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    @property
+    def n_levels(self) -> int:
+        return self.config.n_levels
+
+    @property
+    def schedule(self) -> Schedule:
+        return SCHEDULES[self.prune.schedule]
+
+    @property
+    def reinit_mode(self) -> ReinitMode:
+        return REINIT_MODES[self.reinit.mode]
+
+    @property
+    def supermask(self) -> Supermask:
+        return SUPERMASKS[self.prune.supermask]
+
+    @property
+    def groups(self) -> list[Group]:
+        return self.layout.groups
+
+    @property
+    def rates(self) -> dict[str, float]:
+        return self.layout.rates
 
     @property
     def run_id(self) -> str:
@@ -177,19 +169,22 @@ class Plan:
     def experiment_id(self) -> str:
         return experiment_id(self.spec)
 
+    def searches(self, level: int) -> bool:
+        """Whether an early-bird search runs in ``level``: its weights choose another level's
+        mask under the schedule."""
+        return (self.earlybird.enabled and self.n_levels >= 1
+                and self.schedule.searches(level, self.n_levels))
+
     @property
     def level0_key(self) -> str:
         """What the dense level 0 depends on: runs with equal keys share it."""
-        return level0_key(self.spec, self.rewind_step, self._searches_level0())
+        return level0_key(self.spec, self.rewind_step, self.searches(0))
 
     def level0_class(self) -> str:
         """The level-0 key without seed and θ0: the trials of a group whose classes and
         seeds are equal train one level 0 (the key, θ0 included, decides in the store)."""
         blank = {**self.spec, "seed": None, "theta0_sha256": None}
-        return level0_key(blank, self.rewind_step, self._searches_level0())
-
-    def _searches_level0(self) -> bool:
-        return early.searching(self.earlybird, self.prune, self.n_levels, 0)
+        return level0_key(blank, self.rewind_step, self.searches(0))
 
     @property
     def repair_hint(self) -> str:
@@ -280,27 +275,21 @@ def make_plan(exp: Any, model: nn.Module) -> Plan:
             from exc
     _check_task(exp, raw)
     sizes = {n: model.get_parameter(n).numel() for n in names}
-    structure = None
-    if prune.structure == "unit":
-        structure, rates, groups = structured_plan(prune, model, names, example, out,
-                                                   layer_kinds(model), cfg.n_levels)
-        if cfg.masks_from_mode != "same":
-            raise ConfigError(f"masks_from_mode = {cfg.masks_from_mode!r} draws single "
-                              "weights at random; with structure = 'unit' use 'same'")
-        if cfg.masks_from is not None:
-            early.check_unit_source(Path(cfg.masks_from))
-    else:
-        rates = resolve_rates(prune, names, layer_kinds(model), out, cfg.n_levels, sizes)
-        groups = make_groups(prune.scope, rates, sizes)
+    structure = STRUCTURES[prune.structure]
+    if not structure.of_single_weights and cfg.masks_from_mode != "same":
+        raise ConfigError(f"masks_from_mode = {cfg.masks_from_mode!r} draws single weights at "
+                          f"random; with structure = {prune.structure!r} use 'same'")
+    layout = structure.layout(prune, model, names, example, out, layer_kinds(model),
+                              n_levels=cfg.n_levels, check_counts=cfg.masks_from is None)
     source = None
     if cfg.masks_from is None:
         if cfg.masks_from_mode != "same":
             raise ConfigError(f"masks_from_mode = {cfg.masks_from_mode!r} needs masks_from "
                               "(the run whose mask counts to copy)")
-        check_final_counts(groups, prune.schedule, cfg.n_levels)
     else:
+        structure.check_source(Path(cfg.masks_from))
         source = check_masks_source(Path(cfg.masks_from), names, sizes, cfg.n_levels)
-    if exp.reinit.mode == "random":
+    if REINIT_MODES[exp.reinit.mode].draws_afresh:
         check_random_draw(exp.model, exp.initializer, names)
     n_train = len(exp.data.y_train)
     full = Span.of(tr, n_train)
@@ -323,46 +312,5 @@ def make_plan(exp: Any, model: nn.Module) -> Plan:
             "checkpoint_every": full.checkpoint_every}
     spec_ = spec(exp.recipe(), seed=cfg.seed, theta0_sha256=state_sha(theta0),
                  masks_from=None if source is None else source_ids(source))
-    return Plan(exp, choose_device(tr.device), names, out, groups, rates, total, k, span,
-                theta0, structure, source, spec_)
-
-
-def structured_plan(prune: PruneConfig, model: nn.Module, names: list[str],
-                    example: torch.Tensor, output: list[str], kinds: dict[str, str],
-                    n_levels: int) -> tuple[Structure, dict[str, float], list[Group]]:
-    """For ``structure = 'unit'``: the model's unit structure, and rates and groups over its
-    producers, sized in units. Layers whose units cannot be removed alone (their output
-    reaches a residual addition, a concatenation, the model output...) keep their units
-    whole and are still masked where they read removed units; which and why is recorded."""
-    if prune.output_rate is not None:
-        raise ConfigError("prune.output_rate does not apply with structure = 'unit': the "
-                          "output layer's units are the classes; its inputs shrink with the "
-                          "layer before it. Remove output_rate")
-    if prune.criterion != "large_final":
-        raise ConfigError(f"prune.criterion = {prune.criterion!r} scores weights, not units; "
-                          "with structure = 'unit' units are scored by prune.unit_score "
-                          f"({', '.join(UNIT_SCORES)}); remove criterion")
-    structure = Structure.discover(model, names, example, output, strict=False)
-    if not structure.producers:
-        why = "\n".join(f"  {n}: {r}" for n, r in structure.refused.items())
-        raise ModelError("structure = 'unit' found no layer whose units can be removed:\n"
-                         f"{why}\nuse structure = 'weight'")
-    units = structure.units
-    for pattern in prune.layer_rates:
-        if not any(fnmatch.fnmatchcase(n, pattern) for n in structure.producers):
-            raise ConfigError(f"prune.layer_rates pattern {pattern!r} matches no layer whose "
-                              "units can be removed; with structure = 'unit' rates apply to "
-                              f"{', '.join(structure.producers)} (the output layer and layers "
-                              "kept whole have no units to prune)")
-    rates = resolve_rates(prune, structure.producers, kinds, [], n_levels, units)
-    groups = make_groups(prune.scope, rates, units)
-    check_final_counts(groups, prune.schedule, n_levels)
-    for g in groups:  # global scope keeps at least one unit of each layer
-        last = kept_count(g.size, scheduled_density(prune.schedule, g.rate, n_levels))
-        if g.rate > 0 and last < len(g.names):
-            raise ConfigError(f"by level {n_levels} the {len(g.names)} layers pruned together "
-                              f"({', '.join(g.names)}) would keep {last} units in all, fewer "
-                              "than one per layer; use fewer levels or a lower rate")
-    if prune.unit_score == "bn_gamma":
-        structure.scores({k: v for k, v in model.state_dict().items()}, "bn_gamma")  # checks
-    return structure, rates, groups
+    return Plan(cfg, exp.model, exp.initializer, exp.task, choose_device(tr.device), names,
+                out, layout, total, k, span, theta0, source, spec_)

@@ -10,7 +10,7 @@ class, structure and initial weights, the data's content, the masks a run reuses
 - ``level0_key``: what the dense level 0 depends on, so that variants and controls of a
   session train it once.
 
-``n_levels`` is left out unless the rates depend on it (``schedule = "target"``) or the
+``n_levels`` is left out unless the rates depend on it (the schedule says so) or the
 last level differs from the others (early-bird searches every level but the last): levels
 are a prefix, and a run with more levels continues the shorter one.
 """
@@ -23,11 +23,11 @@ from typing import Any
 
 from ..config import TaskConfig
 from ..pruning.criteria import QUANTILE_CRITERIA
-from ..store import short_hash
+from ..pruning.schedules import SCHEDULES
+from ..store import FORMAT, short_hash
 from ..tasks import CLASSIFICATION
 from ..version import __version__
 
-STORE_FORMAT = 2
 SPEED_ONLY = ("train.threads", "train.eval_batch_size", "train.checkpoint_every",
               "train.stack")
 """Keys that change how fast or how safely a run goes, not its numbers (beyond the
@@ -46,7 +46,11 @@ def _drop(tree: dict[str, Any], dotted: str) -> None:
 
 
 def level_count_matters(settings: dict[str, Any]) -> bool:
-    return settings["prune"]["schedule"] == "target" or settings["earlybird"]["enabled"]
+    """Whether ``n_levels`` changes the numbers of the levels: the schedule's rates follow
+    from it, or an early-bird search runs in every level but the last."""
+    schedule = settings["prune"]["schedule"]  # a stored one may no longer be registered
+    return ((schedule in SCHEDULES and SCHEDULES[schedule].rates_depend_on_levels)
+            or settings["earlybird"]["enabled"])
 
 
 def settings_of(config: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +80,7 @@ def recipe(settings: dict[str, Any], initializer: str, model_class: str,
            task: dict[str, Any] | None = None) -> dict[str, Any]:
     """What an experiment is, apart from its seed and the runs it reuses masks from.
     ``task``: where the task's loss and metrics live (left out for classification)."""
-    out = {"format": STORE_FORMAT, "lth": ".".join(__version__.split(".")[:2]),
+    out = {"format": FORMAT, "lth": ".".join(__version__.split(".")[:2]),
            "settings": settings, "initializer": initializer,
            "model": {"class": model_class, "structure_sha256": model_structure},
            "data": data_identity}

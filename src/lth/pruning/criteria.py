@@ -37,6 +37,23 @@ CRITERION_ALIASES = {"lf": "large_final", "lilf": "large_init_large_final",
                      "lfss": "large_final_same_sign"}
 
 
+def scores_network(criterion: object) -> bool:
+    """Whether a registered criterion scores the whole network at once (SNIP, GraSP,
+    SynFlow: a :class:`~lth.pruning.network.NetworkCriterion`, whose ``scores_network`` is
+    true) rather than each weight from its own values (a function of :class:`ScoreInputs`).
+
+    >>> scores_network(CRITERIA["large_final"]), scores_network(CRITERIA["snip"])
+    (False, True)
+    """
+    return bool(getattr(criterion, "scores_network", False))
+
+
+def scoring_rounds(criterion: object) -> int:
+    """In how many rounds a criterion reaches a level's counts, rescoring the survivors
+    before each (SynFlow: 100); single-weight criteria score once."""
+    return int(getattr(criterion, "rounds", 1))
+
+
 def register_criterion(fn: Criterion, *, name: str | None = None,
                        replace: bool = False) -> Criterion:
     """Add ``fn`` to :data:`CRITERIA` under its own name (or ``name``); use as a decorator.

@@ -58,6 +58,8 @@ class NetworkInputs:
 class NetworkCriterion:
     """A registered criterion that scores the whole network (see the module docstring)."""
 
+    scores_network = True  # read through lth.pruning.criteria.scores_network
+
     def __init__(self, score: Callable[[NetworkInputs], Tensors], *, rounds: int = 1):
         self.score, self.rounds = score, rounds
         self.__name__ = score.__name__

@@ -26,14 +26,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from ..config import SUPERMASK_METHODS as METHODS
+from ..config_schema import Problem
 from ..masks import Mask
+from ..registry import Registry
+from ..reinitialization import REINIT_MODES
 from ..seeding import derive_seed, generator
 from .selection import select
+from .structures import STRUCTURES
+
+if TYPE_CHECKING:
+    from ..config import ExperimentConfig, PruneConfig
+
+METHODS = ("edge_popup", "bernoulli")
 
 NEWTON_STEPS = 4  # per training step, from the last offset
 
@@ -55,8 +64,8 @@ class SupermaskNet(nn.Module):
     def __init__(self, model: nn.Module, groups: Sequence[tuple[Sequence[str], int]],
                  method: str, *, seed: int, level: int):
         super().__init__()
-        if method not in METHODS[1:]:
-            raise ValueError(f"unknown supermask method {method!r}; one of {METHODS[1:]}")
+        if method not in METHODS:
+            raise ValueError(f"unknown supermask method {method!r}; one of {METHODS}")
         self.base, self.method = model, method
         for p in model.parameters():
             p.requires_grad_(False)
@@ -168,3 +177,66 @@ class SupermaskNet(nn.Module):
                      else torch.ones_like(self.base.get_parameter(n), dtype=torch.bool,
                                           device="cpu")
                      for n in self.names}, order=self.names)
+
+
+class Supermask:
+    """What ``prune.supermask`` names: ``none`` (masks come from pruning), or a method that
+    learns each pruned level's mask (:class:`Learned`). The engine asks :attr:`learns`."""
+
+    learns = False
+
+    def problems(self, cfg: PruneConfig) -> list[Problem]:
+        if cfg.supermask_lr is not None:
+            return [("supermask_lr", "only used with a learned supermask (prune.supermask)")]
+        return []
+
+    def experiment_problems(self, cfg: ExperimentConfig) -> list[Problem]:
+        return []
+
+
+class Learned(Supermask):
+    """A supermask learned by ``method`` (``edge_popup`` or ``bernoulli``, see the module
+    docstring) over each pruned level's frozen start."""
+
+    learns = True
+
+    def __init__(self, method: str):
+        self.method = method
+
+    def network(self, model: nn.Module, groups: Sequence[tuple[Sequence[str], int]], *,
+                seed: int, level: int) -> SupermaskNet:
+        """``model`` frozen, with the scores that learn a mask keeping ``groups``' counts."""
+        return SupermaskNet(model, groups, self.method, seed=seed, level=level)
+
+    def problems(self, cfg: PruneConfig) -> list[Problem]:
+        p: list[Problem] = []
+        if cfg.structure in STRUCTURES and not STRUCTURES[cfg.structure].of_single_weights:
+            p.append(("supermask", "learns masks of single weights; use structure = 'weight'"))
+        if cfg.supermask_lr is not None and not cfg.supermask_lr > 0:
+            p.append(("supermask_lr", f"got {cfg.supermask_lr!r}; must be > 0"))
+        if cfg.criterion != type(cfg).criterion:
+            p.append(("supermask", f"the mask is learned, so prune.criterion = "
+                                   f"{cfg.criterion!r} is unused; remove it"))
+        return p
+
+    def experiment_problems(self, cfg: ExperimentConfig) -> list[Problem]:
+        p: list[Problem] = []
+        if cfg.masks_from is not None:
+            p.append(("prune.supermask", "learns its own masks; masks_from gives masks "
+                                         "already made: use one or the other"))
+        if cfg.earlybird.enabled:
+            p.append(("prune.supermask", "learns masks over frozen weights; an early-bird "
+                                         "search prunes trained weights: disable earlybird"))
+        mode = cfg.reinit.mode
+        if mode in REINIT_MODES and REINIT_MODES[mode].keeps_trained:
+            p.append(("reinit.mode", f"{mode!r} keeps the previous level's pruned weights, "
+                                     "whose zeros a learned supermask would keep; use rewind, "
+                                     "constant, random, jitter or reshuffle"))
+        return p
+
+
+SUPERMASKS: Registry[Supermask] = Registry("supermask")
+SUPERMASKS.register(Supermask(), name="none")
+for _method in METHODS:
+    SUPERMASKS.register(Learned(_method), name=_method)
+SUPERMASKS.mark_builtin()

@@ -87,6 +87,10 @@ class Level:
         """The digest of a tensor file this level wrote (checked)."""
         return verify_file(self.file(f"{stem}.safetensors"))
 
+    def tensor_digests(self, *stems: str) -> dict[str, str]:
+        """``{file name: digest}`` of tensor files this level wrote, for :meth:`commit`."""
+        return {f"{stem}.safetensors": self.digest(stem) for stem in stems}
+
     def in_progress(self) -> bool:
         """Training was interrupted: a checkpoint is there."""
         return self.file(CHECKPOINT).exists()
