@@ -28,6 +28,7 @@ from .config_schema import (  # noqa: F401
 )
 from .config_text import parse_override, read_toml, set_dotted
 from .durations import Duration, check_duration
+from .pruning.copies import MASK_COPIES
 from .pruning.criteria import CRITERIA, CRITERION_ALIASES
 from .pruning.schedules import SCHEDULES
 from .pruning.structures import STRUCTURES, UNIT_SCORES
@@ -39,7 +40,6 @@ LR_SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("fp32", "bf16", "fp16")  # the forward pass's dtype (lth.train.precision)
 SCOPES = ("layer", "global")
 MAX_THREADS = 1024  # intra-op threads; torch fails with MemoryError or overflow far above
-MASK_SOURCE_MODES = ("same", "random_layer", "random_global")
 INITIALIZERS = ("default", "keep", "xavier_normal", "xavier_uniform", "kaiming_normal",
                 "kaiming_uniform")
 
@@ -340,7 +340,7 @@ class ExperimentConfig(Section):
 
     def problems(self) -> list[Problem]:
         p: list[Problem] = []
-        check_choice(p, "masks_from_mode", self.masks_from_mode, MASK_SOURCE_MODES)
+        check_choice(p, "masks_from_mode", self.masks_from_mode, MASK_COPIES)
         if self.n_levels < 0:
             p.append(("n_levels", f"got {self.n_levels!r}; must be >= 0"))
         if self.seed < 0:

@@ -20,7 +20,6 @@ from .. import steps
 from ..data import Data
 from ..errors import StoreError
 from ..masks import Mask
-from ..pruning import random_like
 from ..seeding import generator
 from ..state import get_state, set_state
 from ..store import Damaged, RunDir
@@ -210,12 +209,10 @@ def _mask(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int) -> 
     if level == 0:
         mask = Mask.ones(model, plan.names)
     elif plan.source is not None:
-        mask = _source_mask(plan, level)
-        if plan.config.masks_from_mode != "same":
-            prev = _mask(plan, run, model, data, level - 1)
-            mask = random_like(mask, prev,
-                               per_layer=plan.config.masks_from_mode == "random_layer",
-                               generator=generator(plan.seed, "random-prune", level))
+        copy = plan.mask_copy
+        prev = _mask(plan, run, model, data, level - 1) if copy.draws_at_random else None
+        mask = copy.mask(_source_mask(plan, level), prev,
+                         generator(plan.seed, "random-prune", level))
     else:
         src = plan.schedule.source_level(level)
         prev = (Mask.ones(model, plan.names) if src == 0

@@ -24,6 +24,7 @@ from ..errors import ConfigError, LTHError, ModelError
 from ..init import initialize, same_for_every_seed
 from ..masks import layer_kinds, output_layer, prunable_names
 from ..pruning import SCHEDULES, STRUCTURES, Group, MaskLayout, Schedule
+from ..pruning.copies import MASK_COPIES, MaskCopy
 from ..pruning.supermask import SUPERMASKS, Supermask
 from ..reinitialization import REINIT_MODES, ReinitMode
 from ..seeding import derive_seed
@@ -154,6 +155,10 @@ class Plan:
         return SUPERMASKS[self.prune.supermask]
 
     @property
+    def mask_copy(self) -> MaskCopy:
+        return MASK_COPIES[self.config.masks_from_mode]
+
+    @property
     def groups(self) -> list[Group]:
         return self.layout.groups
 
@@ -276,14 +281,15 @@ def make_plan(exp: Any, model: nn.Module) -> Plan:
     _check_task(exp, raw)
     sizes = {n: model.get_parameter(n).numel() for n in names}
     structure = STRUCTURES[prune.structure]
-    if not structure.of_single_weights and cfg.masks_from_mode != "same":
+    copy = MASK_COPIES[cfg.masks_from_mode]
+    if not structure.of_single_weights and copy.draws_at_random:
         raise ConfigError(f"masks_from_mode = {cfg.masks_from_mode!r} draws single weights at "
                           f"random; with structure = {prune.structure!r} use 'same'")
     layout = structure.layout(prune, model, names, example, out, layer_kinds(model),
                               n_levels=cfg.n_levels, check_counts=cfg.masks_from is None)
     source = None
     if cfg.masks_from is None:
-        if cfg.masks_from_mode != "same":
+        if copy.draws_at_random:
             raise ConfigError(f"masks_from_mode = {cfg.masks_from_mode!r} needs masks_from "
                               "(the run whose mask counts to copy)")
     else:
