@@ -11,7 +11,8 @@ from ..errors import ConfigError, explained_os_errors
 from ..registry import Registry
 from .core import AUGMENTATIONS, Data, from_arrays, split_validation
 from .digits import load_digits
-from .streaming import StreamedSplit, from_dataset
+from .split import StreamedSplit
+from .streaming import from_dataset
 from .vision import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist
 
 Loader = Callable[..., Data]

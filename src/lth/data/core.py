@@ -11,6 +11,7 @@ import torch
 
 from ..errors import DataError
 from ..state import tensor_bytes
+from .split import StreamedSplit, as_input, as_labels
 
 AUGMENTATIONS = ("none", "crop_flip")
 
@@ -112,7 +113,7 @@ class Data:
         for key in _SPLITS:
             t = getattr(self, key)
             h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
-            h.update(t.fingerprint() if _streamed(t) else tensor_bytes(t))
+            h.update(t.fingerprint() if isinstance(t, StreamedSplit) else tensor_bytes(t))
         return h.hexdigest()
 
     def summary(self) -> dict[str, Any]:
@@ -126,45 +127,8 @@ class Data:
 _SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 
-def _streamed(x: Any) -> bool:
-    from .streaming import StreamedSplit
-
-    return isinstance(x, StreamedSplit)
-
-
-def as_input(t: torch.Tensor, where: str) -> torch.Tensor:
-    """An input tensor as every split stores it, in memory or streamed: uint8 (images) and
-    other integers (token ids, as int64) and bool kept, floats as float32."""
-    if t.dtype == torch.uint8 or t.dtype == torch.bool:
-        return t
-    if t.is_complex():
-        raise DataError(f"{where} is complex ({t.dtype}); give real numbers")
-    if not t.is_floating_point():
-        return t.long()
-    t = t.float()
-    if not bool(torch.isfinite(t).all()):
-        raise DataError(f"{where} contains NaN or infinite values; clean or impute them first")
-    return t
-
-
-def as_labels(t: torch.Tensor, where: str) -> torch.Tensor:
-    """Targets as every split stores them: integers, 1-D booleans and 1-D non-negative
-    whole-number floats (class indices) as int64, other numbers and booleans as float32."""
-    if t.is_complex():
-        raise DataError(f"{where} is complex ({t.dtype}); give real numbers")
-    if t.is_floating_point():
-        if not bool(torch.isfinite(t).all()):
-            raise DataError(f"{where} contains NaN or infinite values")
-        if t.dim() == 1 and bool(((t == t.round()) & (t >= 0)).all()):
-            return t.long()  # class indices given as floats
-        return t.float()
-    if t.dtype == torch.bool:
-        return t.long() if t.dim() == 1 else t.float()  # a binary class, or 0/1 per label
-    return t.long()
-
-
 def _as_tensor(value: Any, key: str, *, labels: bool) -> torch.Tensor:
-    if _streamed(value):
+    if isinstance(value, StreamedSplit):
         return value
     try:
         t = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value)
@@ -184,7 +148,7 @@ def split_validation(x: torch.Tensor, y: torch.Tensor, val_size: float, seed: in
                         "use a smaller fraction or count")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val, train = perm[:n_val].sort().values, perm[n_val:].sort().values
-    if _streamed(x):
+    if isinstance(x, StreamedSplit):
         return x.take(train), y[train], x.take(val), y[val]
     return x[train], y[train], x[val], y[val]
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ConfigError, LTHError
-from ..experiment.trials import Outcome
 from ..registry import EntryRef, Registry, portable_entries
 from .local import Local
 from .worker import WorkerLost, init_worker, run_in_worker
+
+if TYPE_CHECKING:  # only annotations: lth.experiment imports this package
+    from ..experiment.trials import Outcome
 
 
 class Executor(Protocol):

@@ -7,12 +7,14 @@ import multiprocessing.connection
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, LTHError
-from ..experiment.trials import Outcome
 from ..registry import EntryRef, portable_entries
 from .worker import WorkerLost, init_worker, run_in_worker
+
+if TYPE_CHECKING:  # only annotations: lth.experiment imports this package
+    from ..experiment.trials import Outcome
 
 
 class _Task:

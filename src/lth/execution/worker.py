@@ -5,11 +5,13 @@ that died."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LTHError
-from ..experiment.trials import Outcome
 from ..registry import EntryRef, restore
+
+if TYPE_CHECKING:  # only annotations: lth.experiment imports this package
+    from ..experiment.trials import Outcome
 
 
 class WorkerLost(LTHError):

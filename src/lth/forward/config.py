@@ -29,6 +29,8 @@ from ..config import (
 )
 from ..config_schema import Problem, Section, check_choice, name_problem
 from ..errors import StoreError
+from ..store.layout import CONFIG
+from ..train import torch_threads
 
 
 @dataclass(frozen=True)
@@ -183,18 +185,13 @@ def run_forward_sweep(cfg: ForwardSweepConfig, out: str | Path, *,
     initialize(model, cfg.model.initializer, derive_seed(cfg.seed, "init"))
     s = cfg.selection
     mw = list(s.max_width) if isinstance(s.max_width, tuple) else s.max_width
-    threads = torch.get_num_threads()
-    try:
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
+    with torch_threads(cfg.train.threads):
         table = pretraining_sweep(model, data, cfg.train.pretrain_iterations,
                                   cfg.train.train_config(), selection_size=s.batch_size,
                                   tol=s.tol, max_width=mw, finetune_steps=s.finetune_steps,
                                   finetune_lr=s.finetune_lr, seed=cfg.seed, progress=progress)
-    finally:
-        torch.set_num_threads(threads)
     table.to_csv(out / "sweep.csv", index=False)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    (out / CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     fig = pretraining_sweep_figure(table, title=f"{cfg.name}: greedy forward selection after "
                                                 f"dense pre-training ({data.name})")
     fig.savefig(out / "sweep.png", dpi=150)

@@ -13,6 +13,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import pandas as pd
 import torch
@@ -64,13 +65,10 @@ def train_steps(model: nn.Module, data: Data, steps: int, train: TrainConfig, *,
     monitor = _Snapshots(wanted)
     if 0 in wanted:
         monitor.kept[0] = get_state(model)
-    per_epoch = len(data.y_train) // train.batch_size
-    if per_epoch < 1:
-        raise ConfigError(f"train.batch_size = {train.batch_size} is larger than the training "
-                          f"set ({len(data.y_train)} examples); use a smaller batch")
+    # Span.of checks the batch fits the data; this loop's own length replaces train's.
+    span = replace(Span.of(train, len(data.y_train)), end=steps, eval_every=steps,
+                   checkpoint_every=steps)
     if steps:
-        span = Span(start=0, end=steps, steps_per_epoch=per_epoch, eval_every=steps,
-                    checkpoint_every=steps)
         names = prunable_names(model)
         train_level(model, data, train, Mask.ones(model, names), span,
                     seed=derive_seed(seed, purpose), level=0, callbacks=[monitor])

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError
-from . import register_model
+from .registry import register_model
 
 POOL = "M"
 """In a plan: a 2x2 max-pool with stride 2. Any other entry is a 3x3 conv's channel count."""
