@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..devices import set_worker_ordinal
 from ..errors import ConfigError, LTHError
 from ..registry import EntryRef, portable_entries
 from .worker import WorkerLost, init_worker, run_in_worker
@@ -60,8 +61,6 @@ def _worker_main(conn: Any, ordinal: int, refs: tuple[EntryRef, ...], parent: in
 
     threading.Thread(target=watch_parent, daemon=True).start()
     init_worker()
-    from ..experiment.plan import set_worker_ordinal
-
     set_worker_ordinal(ordinal)
     conn.send(("ready", None))
     while True:

@@ -19,6 +19,7 @@ from ..config import (
     TaskConfig,
     TrainConfig,
 )
+from ..devices import WORKER_ORDINAL, choose_device, set_worker_ordinal  # noqa: F401
 from ..durations import to_steps
 from ..errors import ConfigError, LTHError, ModelError
 from ..init import initialize, same_for_every_seed
@@ -49,39 +50,6 @@ def check_random_draw(model: nn.Module, initializer: str, names: list[str]) -> N
 
 
 MAX_STEPS = 10**9  # per level: over 11 days at a millisecond a step
-
-WORKER_ORDINAL: list[int] = []  # in a local pool's worker: its number (lth.execution.Local)
-
-
-def set_worker_ordinal(ordinal: int) -> None:
-    """This process is the local pool's worker ``ordinal``: ``device = "cuda"`` (or
-    ``"auto"``) means GPU ``ordinal`` modulo the GPUs here, so workers spread over the GPUs
-    (an explicit ``cuda:N`` still wins)."""
-    WORKER_ORDINAL[:] = [ordinal]
-
-
-def choose_device(want: str) -> torch.device:
-    """``train.device`` as a torch device, refusing one this machine does not have.
-    ``cuda`` (and ``auto`` with a GPU) is this worker's GPU, else the current one."""
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device = {want!r} but CUDA is not available here; "
-                              "use device = 'cpu' (or 'auto')")
-        count = torch.cuda.device_count()
-        if want == "cuda":
-            return torch.device("cuda", WORKER_ORDINAL[0] % count if WORKER_ORDINAL else
-                                torch.cuda.current_device())
-        index = int(want.split(":", 1)[1])
-        if index >= count:
-            raise ConfigError(f"train.device = {want!r} but this machine (or this Ray task) "
-                              f"sees {count} GPU(s), cuda:0 to cuda:{count - 1}; use "
-                              "device = 'cuda' to let each worker take its own")
-    if want == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("train.device = 'mps' but MPS is not available; use 'cpu'")
-    return torch.device(want)
-
 
 def state_sha(state: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
