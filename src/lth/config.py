@@ -27,13 +27,17 @@ from .config_schema import (  # noqa: F401
     raise_problems,
 )
 from .config_text import parse_override, read_toml, set_dotted
+from .data import AUGMENTATIONS, DATASETS
 from .durations import Duration, check_duration
+from .init import BIAS_INITS
+from .models import MODELS, check_options
 from .pruning.copies import MASK_COPIES
 from .pruning.criteria import CRITERIA, CRITERION_ALIASES
 from .pruning.schedules import SCHEDULES
 from .pruning.structures import STRUCTURES, UNIT_SCORES
 from .pruning.supermask import SUPERMASKS
 from .reinitialization import REINIT_MODES
+from .tasks import TASKS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "step", "cosine")
@@ -243,9 +247,6 @@ class ModelConfig(Section):
                                       **self.options}))
 
     def problems(self) -> list[Problem]:
-        from .init import BIAS_INITS
-        from .models import MODELS, check_options
-
         p: list[Problem] = []
         check_choice(p, "initializer", self.initializer, INITIALIZERS)
         check_choice(p, "bias_init", self.bias_init, BIAS_INITS)
@@ -267,8 +268,6 @@ class DataConfig(Section):
     augment: str = "auto"
 
     def problems(self) -> list[Problem]:
-        from .data import AUGMENTATIONS, DATASETS
-
         p: list[Problem] = []
         check_choice(p, "name", self.name, DATASETS)
         check_choice(p, "augment", self.augment, ("auto", *AUGMENTATIONS))
@@ -295,8 +294,6 @@ class TaskConfig(Section):
     early_stop: str = "loss"
 
     def problems(self) -> list[Problem]:
-        from .tasks import TASKS
-
         p: list[Problem] = []
         check_choice(p, "name", self.name, TASKS)
         if self.name in TASKS:
