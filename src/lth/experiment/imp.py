@@ -263,16 +263,14 @@ def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
                         save_rewind_point=run.save_rewind_point)
     begin = 0 if level == 0 or any(h.begins_at_step_zero for h in hooks) else plan.rewind_step
     trained, enforced, cfg = model, mask, plan.train
-    fixed_lr = None
+    fixed_lr = next((lr for hook in hooks if (lr := hook.fixed_lr()) is not None), None)
     for hook in hooks:
         trained, enforced = hook.trained(trained, enforced)
         cfg = hook.train_config(cfg)
-        fixed_lr = hook.fixed_lr() if hook.fixed_lr() is not None else fixed_lr
     span = Span(start=begin, end=plan.total_steps, **plan.span)
-    callbacks: list[Callback] = [c for hook in hooks for c in hook.callbacks()]
-    if report is not None:
-        callbacks.insert(int(level == 0 and plan.rewind_step > 0),
-                         OnEval(lambda s: report(level, s, span.end)))
+    callbacks: list[Callback] = [] if report is None else [
+        OnEval(lambda s: report(level, s, span.end))]
+    callbacks += [c for hook in hooks for c in hook.callbacks()]
     history = yield Job(trained, data, cfg, enforced, span, seed=plan.seed, level=level,
                         checkpoints=lv.checkpoint(), callbacks=callbacks, fixed_lr=fixed_lr,
                         task=plan.task, output=plan.task_config.output)
