@@ -72,7 +72,9 @@ def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span
     and test loss and metrics. A callback that asks to stop ends training at that step,
     with an evaluation there. Raises :class:`~lth.errors.TrainingError` when the loss
     stops being finite. ``mask_updates``: the mask changes at its steps (see
-    :class:`~lth.train.MaskUpdates`); the history's rows then count the updates.
+    :class:`~lth.train.MaskUpdates`); the history's rows then count the updates, and the
+    last mask is the one it returned last (a :class:`Job` trained by :func:`train_stack`
+    holds it as its ``mask``).
 
     >>> import lth
     >>> from lth.masks import Mask, prunable_names
