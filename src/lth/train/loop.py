@@ -9,11 +9,13 @@ The state a step touches is plain tensors addressed by parameter name: parameter
 the optimizer's moments (:class:`~lth.train.optim.Optimizer`) and the step. One trial
 trains its own module; K compatible trials (:func:`stack_key`) train *stacked*: their
 parameters, masks and optimizer state on a leading axis of size K, one batch per trial, the
-forward and backward passes vectorised with ``torch.func.vmap`` (:class:`Stacked`). Each
-trial keeps its own data order, augmentation, evaluations, checkpoints, divergence check
-and callbacks; one that stops early or diverges leaves the stack without disturbing the
-others. Stacked results equal one-at-a-time results up to floating-point reassociation of
-the batched matrix products (masks are exact either way).
+forward and backward passes vectorised with ``torch.func.vmap`` (:class:`Stacked`). Both
+are a :class:`~lth.train.steppers.Stepper`, so the loop below reads the same for either.
+Each trial keeps its own data order, augmentation, evaluations, checkpoints, divergence
+check, callbacks and mask updates (:class:`~lth.train.MaskUpdates`, a job with them
+stacks like any other); one that stops early or diverges leaves the stack without
+disturbing the others. Stacked results equal one-at-a-time results up to floating-point
+reassociation of the batched matrix products (masks are exact either way).
 """
 
 from __future__ import annotations
