@@ -39,8 +39,10 @@ class MaskUpdates(ABC):
     and of :meth:`lth.train.Callback.after_step`) and must be a pure function of the step:
     the trainer may ask it again. ``update`` sees the weights after that step's optimizer
     update and, when :attr:`gradients` is True, the dense gradients of the masked weights
-    computed in that step (before masking: pruned positions too, what RigL ranks). All of
-    them are views of the training state: copy what you keep, change nothing in place.
+    computed in that step (before masking: pruned positions too, what RigL ranks; None
+    when fp16 loss scaling skipped that step's update for an overflow). All of them are
+    views of the training state: copy what you keep, change nothing in place. The
+    optimizer's step counter is not reset for regrown weights (it is one per tensor).
     An object with counters or a generator returns them from :meth:`state` (saved with
     each checkpoint) and takes them back in :meth:`load`.
 

@@ -179,12 +179,12 @@ class Stepper(ABC):
 
     def without(self, gone: Sequence[int]) -> Stepper | None:
         """Finish the trials ``gone``; the stepper of the others (None: nobody is left)."""
+        if not gone:
+            return self
         for k in gone:
             self.write_back(k)
             self.slots[k].finish()
         keep = [k for k in range(len(self.slots)) if k not in gone]
-        if not gone:
-            return self
         return self.rest(keep) if keep else None
 
 
