@@ -176,8 +176,10 @@ def test_a_member_that_stops_or_diverges_leaves_the_stack(digits):
     assert close(members[0].model, alone[0].model)
 
 
-def test_checkpoint_of_an_older_version_resumes(digits, small_mlp):
-    """lth <= 0.4 kept optimizer state by the parameter's index (``opt.<i>.<key>``)."""
+def test_checkpoint_of_an_older_format_restarts_the_level(digits, small_mlp):
+    """Early development checkpoints kept optimizer state by the parameter's index
+    (``opt.<i>.<key>``): not translated, the level restarts with the same numbers (it
+    would otherwise go on with fresh optimizer state)."""
     cfg = TrainConfig(batch_size=32, optimizer="adam", lr=1e-2)
     span = Span(0, 60, 30, 20, 25)
     mask = pruned(small_mlp, 0.5)
@@ -198,8 +200,15 @@ def test_checkpoint_of_an_older_version_resumes(digits, small_mlp):
             old[key] = v
     ckpt.saved, ckpt.stop_after = (old, meta), None
     resumed = copy.deepcopy(small_mlp)
-    assert train_level(resumed, digits, cfg, mask, span, seed=0, level=1,
-                       checkpoints=ckpt) == h1
+    began = []
+
+    class Began(Callback):
+        def begin(self, step, state):
+            began.append(step)
+
+    assert train_level(resumed, digits, cfg, mask, span, seed=0, level=1, checkpoints=ckpt,
+                       callbacks=[Began()]) == h1
+    assert began == [0]
     assert all(torch.equal(straight.state_dict()[k], v)
                for k, v in resumed.state_dict().items())
 

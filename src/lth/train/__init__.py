@@ -1,10 +1,11 @@
-"""Training: one step-based loop over in-memory data (one trial or K stacked), optimizers
-over named state, lr schedules, evaluation."""
+"""Training: one step-based loop over in-memory data (one trial or K stacked), masks that
+may change at given steps, optimizers over named state, lr schedules, evaluation."""
 
 from .evaluate import evaluate
 from .loop import (
     Callback,
     Job,
+    MaskUpdates,
     OnEval,
     Snapshot,
     Span,
@@ -16,5 +17,6 @@ from .loop import (
 )
 from .optim import Optimizer, lr_function
 
-__all__ = ["Callback", "Job", "OnEval", "Optimizer", "Snapshot", "Span", "batch_order",
-           "evaluate", "lr_function", "stack_key", "torch_threads", "train_level", "train_stack"]
+__all__ = ["Callback", "Job", "MaskUpdates", "OnEval", "Optimizer", "Snapshot", "Span",
+           "batch_order", "evaluate", "lr_function", "stack_key", "torch_threads", "train_level",
+           "train_stack"]

@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..masks import Mask
 from ..tasks import CLASSIFICATION, Task
 from .callbacks import Callback
+from .mask_updates import MaskUpdates
 
 Tensors = dict[str, torch.Tensor]
 
@@ -54,7 +55,12 @@ class Span:
 class Job:
     """One trial's level to train: ``model`` (on ``data``'s device) from ``span.start`` to
     ``span.end`` under ``mask``. ``fixed_lr`` replaces the schedule (fine-tuning);
-    ``output`` selects from a tuple/dict model output."""
+    ``output`` selects from a tuple/dict model output.
+
+    ``mask_updates`` changes the mask at given steps (see :class:`MaskUpdates`): training
+    then leaves the last mask in ``mask`` and counts the updates applied in every history
+    row (``mask_updates``). Without it (IMP) the mask holds for the whole level.
+    """
 
     model: nn.Module
     data: Data
@@ -68,6 +74,7 @@ class Job:
     fixed_lr: float | None = None
     task: Task = CLASSIFICATION
     output: int | str | None = None
+    mask_updates: MaskUpdates | None = None
 
 
 def stack_key(job: Job) -> tuple:

@@ -9,20 +9,19 @@ The state a step touches is plain tensors addressed by parameter name: parameter
 the optimizer's moments (:class:`~lth.train.optim.Optimizer`) and the step. One trial
 trains its own module; K compatible trials (:func:`stack_key`) train *stacked*: their
 parameters, masks and optimizer state on a leading axis of size K, one batch per trial, the
-forward and backward passes vectorised with ``torch.func.vmap`` (:class:`Stacked`). Each
-trial keeps its own data order, augmentation, evaluations, checkpoints, divergence check
-and callbacks; one that stops early or diverges leaves the stack without disturbing the
-others. Stacked results equal one-at-a-time results up to floating-point reassociation of
-the batched matrix products (masks are exact either way).
+forward and backward passes vectorised with ``torch.func.vmap`` (:class:`Stacked`). Both
+are a :class:`~lth.train.steppers.Stepper`, so the loop below reads the same for either.
+Each trial keeps its own data order, augmentation, evaluations, checkpoints, divergence
+check, callbacks and mask updates (:class:`~lth.train.MaskUpdates`, a job with them
+stacks like any other); one that stops early or diverges leaves the stack without
+disturbing the others. Stacked results equal one-at-a-time results up to floating-point
+reassociation of the batched matrix products (masks are exact either way).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -30,22 +29,19 @@ from torch import nn
 from ..config import TrainConfig
 from ..data import Data
 from ..data.augment import crop_flip
-from ..errors import TrainingError
 from ..masks import Mask
 from ..seeding import derive_seed, generator
-from ..state import set_state
 from ..tasks import CLASSIFICATION, Task
 from .callbacks import Callback, OnEval, Snapshot
-from .evaluate import Sums
 from .job import Checkpoints, Job, Span, stack_key
-from .optim import Optimizer, lr_function
-from .precision import Precision
-from .steppers import Single, Stacked, mask_
+from .mask_updates import MaskUpdates
+from .optim import lr_function
+from .slot import Slot
+from .stacked import Stacked
+from .steppers import Single, Stepper
 
-Tensors = dict[str, torch.Tensor]
-
-__all__ = ["Callback", "Checkpoints", "Job", "OnEval", "Snapshot", "Span", "batch_order",
-           "stack_key", "torch_threads", "train_level", "train_stack"]
+__all__ = ["Callback", "Checkpoints", "Job", "MaskUpdates", "OnEval", "Snapshot", "Span",
+           "batch_order", "stack_key", "torch_threads", "train_level", "train_stack"]
 
 
 @contextlib.contextmanager
@@ -69,18 +65,32 @@ def batch_order(seed: int, epoch: int, n: int, device: torch.device) -> torch.Te
 def train_level(model: nn.Module, data: Data, cfg: TrainConfig, mask: Mask, span: Span, *,
                 seed: int, level: int, checkpoints: Checkpoints | None = None,
                 callbacks: Sequence[Callback] = (), fixed_lr: float | None = None,
-                task: Task = CLASSIFICATION,
-                output: int | str | None = None) -> list[dict[str, float]]:
+                task: Task = CLASSIFICATION, output: int | str | None = None,
+                mask_updates: MaskUpdates | None = None) -> list[dict[str, float]]:
     """Train ``model`` (on ``data``'s device) from ``span.start`` to ``span.end``.
 
     Returns the evaluation history: one row per evaluation with step, lr, the task's
     running training loss and metrics since the previous evaluation, and its validation
     and test loss and metrics. A callback that asks to stop ends training at that step,
     with an evaluation there. Raises :class:`~lth.errors.TrainingError` when the loss
-    stops being finite.
+    stops being finite. ``mask_updates``: the mask changes at its steps (see
+    :class:`~lth.train.MaskUpdates`); the history's rows then count the updates, and the
+    last mask is the one it returned last (a :class:`Job` trained by :func:`train_stack`
+    holds it as its ``mask``).
+
+    >>> import lth
+    >>> from lth.masks import Mask, prunable_names
+    >>> data = lth.load_digits()
+    >>> model = lth.create_model("mlp", input_shape=data.input_shape, num_classes=10)
+    >>> cfg = TrainConfig(batch_size=64)
+    >>> span = Span(start=0, end=20, steps_per_epoch=20, eval_every=10, checkpoint_every=10**6)
+    >>> hist = train_level(model, data, cfg, Mask.ones(model, prunable_names(model)), span,
+    ...                    seed=0, level=0)
+    >>> [row["step"] for row in hist]
+    [0, 10, 20]
     """
     job = Job(model, data, cfg, mask, span, seed, level, checkpoints, callbacks, fixed_lr,
-              task, output)
+              task, output, mask_updates)
     (result,) = train_stack([job])
     if isinstance(result, BaseException):
         raise result
@@ -100,235 +110,89 @@ def train_stack(jobs: Sequence[Job]) -> list[list[dict[str, float]] | BaseExcept
     return [s.result for s in slots]
 
 
-# -- one trial's bookkeeping ----------------------------------------------------------------
-@dataclass
-class Slot:
-    job: Job
-    step: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    rng: torch.Tensor | None = None
-    stack_seeds: list[int] | None = None
-    result: Any = None
-
-    def __post_init__(self) -> None:
-        job = self.job
-        self.device = job.data.x_train.device
-        self.params = {n: p for n, p in job.model.named_parameters() if p.requires_grad}
-        self.opt = Optimizer(job.cfg, self.params)
-        self.precision = Precision(job.cfg.precision, self.device)
-        self.sums = self.fresh_sums()
-        resumed = job.checkpoints.load() if job.checkpoints else None
-        if resumed and not isinstance(resumed[1].get("sums"), dict):
-            resumed = None  # a checkpoint of lth 0.2 (other running sums): restart the level
-        if resumed:
-            self._unpack(*resumed)
-        else:
-            self.step = job.span.start
-        Mask.apply_(job.mask, job.model)
-        job.model.train()
-        self.last_ckpt = self.step
-
-    def fresh_sums(self) -> Sums:
-        return Sums(self.job.task, self.device, equal_batches=True)
-
-    def _unpack(self, tensors: Tensors, meta: dict[str, Any]) -> None:
-        set_state(self.job.model, {k[6:]: v for k, v in tensors.items()
-                                   if k.startswith("model.")})
-        names = list(self.params)
-        opt: Tensors = {}
-        for key, v in tensors.items():
-            if key.startswith("optim."):
-                opt[key[6:]] = v
-            elif key.startswith("opt."):  # lth <= 0.4: by the parameter's index
-                _, i, k = key.split(".", 2)
-                opt[f"{k}.{names[int(i)]}"] = v
-        self.opt.load(opt, self.device)
-        self.precision.load({k[4:]: v for k, v in tensors.items() if k.startswith("amp.")})
-        self.rng = tensors["rng.cpu"]
-        self.stack_seeds = meta.get("stack")
-        self.sums.load({k[5:]: v for k, v in tensors.items() if k.startswith("sums.")},
-                       meta["sums"])
-        for cb in self.job.callbacks:
-            if cb.key is not None:
-                prefix = f"{cb.key}."
-                cb.load({k[len(prefix):]: v for k, v in tensors.items()
-                         if k.startswith(prefix)}, meta.get(cb.key, {}))
-        self.step, self.history = int(meta["step"]), list(meta["history"])
-
-    def save(self, state: Tensors, opt: Tensors, stack_seeds: list[int] | None) -> None:
-        tensors = {f"model.{k}": v for k, v in state.items()}
-        tensors.update({f"optim.{k}": v for k, v in opt.items()})
-        tensors.update({f"amp.{k}": v for k, v in self.precision.state().items()})
-        tensors["rng.cpu"] = torch.get_rng_state()
-        sum_tensors, counts = self.sums.state()
-        tensors.update({f"sums.{k}": v for k, v in sum_tensors.items()})
-        meta: dict[str, Any] = {"step": self.step, "history": self.history, "sums": counts}
-        if stack_seeds is not None:
-            meta["stack"] = stack_seeds
-        for cb in self.job.callbacks:
-            if cb.key is not None:
-                extra, meta[cb.key] = cb.state()
-                tensors.update({f"{cb.key}.{k}": v for k, v in extra.items()})
-        assert self.job.checkpoints is not None
-        self.job.checkpoints.save(tensors, meta)
-        self.last_ckpt = self.step
-
-    def eval_row(self, step: int, lr: float, scores: dict[str, dict[str, float]]
-                 ) -> dict[str, float]:
-        row: dict[str, float] = {"step": step, "epoch": step / self.job.span.steps_per_epoch,
-                                 "lr": lr, **self.sums.means("train_")}
-        for split, values in scores.items():
-            row.update({f"{split}_{k}": v for k, v in values.items()})
-        self.sums = self.fresh_sums()
-        return row
-
-    def check_finite(self, row: dict[str, float]) -> None:
-        job = self.job
-        watched = [row["train_loss"]] + ([row["test_loss"]] if len(job.data.y_test) else [])
-        if not all(math.isfinite(v) for v in watched):
-            raise TrainingError(
-                f"training diverged at level {job.level} by step {row['step']} (train loss "
-                f"{row['train_loss']}, test loss {row['test_loss']}); lower train.lr "
-                f"(now {job.cfg.lr}) or add warmup. Finished levels are kept; a changed "
-                "config is a new run")
-
-
-# -- the step over one module or a stack ----------------------------------------------------
-def _stack_seeds(slots: list[Slot]) -> list[int] | None:
-    """What a checkpoint records of the stack it was trained in (None: alone)."""
-    return [s.job.seed for s in slots] if len(slots) > 1 else None
-
-
-def _noise_seed(slots: list[Slot]) -> int:
-    if len(slots) == 1:
-        return derive_seed(slots[0].job.seed, "noise", slots[0].job.level)
-    return derive_seed(*[s.job.seed for s in slots], "noise-stack", slots[0].job.level)
-
-
+# -- the step loop ---------------------------------------------------------------------------
 def _train_together(slots: list[Slot]) -> None:
     """Train ``slots`` (compatible, at the same step) to the end of their span."""
-    job = slots[0].job
-    device, span, cfg, data = slots[0].device, job.span, job.cfg, job.data
-    schedule = lr_function(cfg, span.end, span.steps_per_epoch)
-    lr_at = schedule if job.fixed_lr is None else (lambda step: job.fixed_lr)
-    bs, n = cfg.batch_size, len(data.y_train)
-    augment = data.augment == "crop_flip"
-    ebs = cfg.eval_batch_size
-    forked = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=forked):
-        noise_seed = _noise_seed(slots)
-        torch.default_generator.manual_seed(noise_seed)
+    first = slots[0]
+    span, lr_at, batches = first.job.span, _lr_at(first.job), Batches(slots)
+    with _noise(slots):
+        step = first.step
+        stepper: Stepper | None = Single(slots) if len(slots) == 1 else Stacked(slots)
+        stepper.begin(step)
+        if not first.history:
+            stepper.record(step, lr_at(step), check=False)
+        while stepper is not None and step < span.end:
+            lr = lr_at(step)
+            x, y = stepper.arrange(*batches.at(step, stepper.slots))
+            stepper.train_step(x, y, step=step, lr=lr)
+            step += 1
+            stepper.update_masks(step)
+            stops = stepper.after_step(step)
+            if step % span.eval_every == 0 or step == span.end:
+                gone = stepper.record(step, lr)
+                gone += [k for k in stops if k not in gone]
+            else:
+                stepper.record_alone(stops, step, lr)
+                gone = stops
+            stepper = stepper.without(gone)  # those that stopped or diverged leave
+            if stepper is not None and step < span.end:
+                stepper.checkpoint(step, span.checkpoint_every)
+        if stepper is not None:
+            stepper.without(range(len(stepper.slots)))
+
+
+def _lr_at(job: Job) -> Callable[[int], float]:
+    if job.fixed_lr is not None:
+        fixed = job.fixed_lr
+        return lambda step: fixed
+    return lr_function(job.cfg, job.span.end, job.span.steps_per_epoch)
+
+
+@contextlib.contextmanager
+def _noise(slots: list[Slot]) -> Iterator[None]:
+    """The block with the global RNG (dropout) of these trials, the caller's restored
+    after: a stack's own stream, or where the same stack's checkpoint left it."""
+    device = slots[0].device
+    seeds = [s.job.seed for s in slots]
+    if len(slots) == 1:
+        seed = derive_seed(seeds[0], "noise", slots[0].job.level)
+    else:
+        seed = derive_seed(*seeds, "noise-stack", slots[0].job.level)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.default_generator.manual_seed(seed)
         if device.type == "cuda":
             with torch.cuda.device(device):
-                torch.cuda.manual_seed(noise_seed)
+                torch.cuda.manual_seed(seed)
         first = slots[0]
-        if first.rng is not None and first.stack_seeds == _stack_seeds(slots):
+        if first.rng is not None and first.stack_seeds == (seeds if len(slots) > 1 else None):
             torch.set_rng_state(first.rng)  # the same stack resumes: the same noise
-        step = first.step
-        stepper: Any = Single(slots) if len(slots) == 1 else Stacked(slots)
+        yield
 
-        def evaluate_all(active: list[int], lr: float, check: bool = True) -> list[int]:
-            """Evaluation rows for the trials ``active`` (indices); returns those that
-            diverged (``check``: after training steps, not before the first)."""
-            scores = {split: stepper.evaluate(getattr(data, f"x_{split}"),
-                                              getattr(data, f"y_{split}"), ebs)
-                      for split in ("val", "test")}
-            return [k for k in active
-                    if not record(stepper.slots[k], {sp: scores[sp][k] for sp in scores}, lr,
-                                  check)]
 
-        def record(s: Slot, scores: dict[str, dict[str, float]], lr: float,
-                   check: bool = True) -> bool:
-            """Add ``s``'s evaluation row; False (and its error kept) if it diverged."""
-            row = s.eval_row(step, lr, scores)
-            try:
-                if check:
-                    s.check_finite(row)
-            except TrainingError as exc:
-                s.result = exc
-                return False
-            s.history.append(row)
-            for cb in s.job.callbacks:
-                cb.after_eval(row)
-            return True
+class Batches:
+    """The training batches of ``slots``: each trial its own example order (a function of
+    seed and epoch) and augmentation, the active trials' batches one after another."""
 
-        for k, s in enumerate(stepper.slots):
-            for cb in s.job.callbacks:
-                cb.begin(step, stepper.state(k))
-        if not first.history:
-            evaluate_all(list(range(len(slots))), lr_at(step), check=False)
-        epoch, orders = -1, None
-        while step < span.end and stepper is not None:
-            current = stepper.slots
-            e, off = divmod(step, span.steps_per_epoch)
-            if e != epoch:
-                epoch = e
-                orders = torch.stack([batch_order(s.job.seed, e, n, device) for s in slots])
-            batch = orders[:, off * bs:(off + 1) * bs]  # type: ignore[index]
-            if len(current) < len(slots):  # some left the stack: their rows go
-                batch = batch[torch.tensor([slots.index(s) for s in current], device=device)]
-            idx = batch
-            flat = idx.flatten()  # datasets index by one list of examples
-            x, y = data.x_train[flat], data.y_train[flat]
-            if augment:
-                x = torch.cat([crop_flip(x[k * bs:(k + 1) * bs],
-                                         generator(s.job.seed, "augment", step))
-                               for k, s in enumerate(current)])
-            x = data.prepare(x)
-            if isinstance(stepper, Stacked):  # one batch per trial on a leading axis
-                x, y = x.unflatten(0, idx.shape), y.unflatten(0, idx.shape)
-            lr = lr_at(step)
-            losses, outs, grads = stepper.forward_backward(x, y)
-            if stepper.unscale(grads):  # else fp16 overflowed: skip the update (GradScaler)
-                for k, s in enumerate(current):
-                    if s.job.callbacks:
-                        params_k = stepper.params_of(k)
-                        grads_k = {nm: g if isinstance(stepper, Single) else g[k]
-                                   for nm, g in grads.items()}
-                        for cb in s.job.callbacks:
-                            cb.after_backward(params_k, grads_k)
-                # Masked gradients keep pruned weights at exactly 0 (see Optimizer).
-                mask_(list(stepper.masks), grads, stepper.masks)
-                stepper.opt.step(list(stepper.params.values()),
-                                 [grads[nm] for nm in stepper.params], lr)
-            ys = [y] if isinstance(stepper, Single) else y
-            for k, s in enumerate(current):
-                s.sums.add(losses[k], outs[k], ys[k])  # on the device: no host sync
-            step += 1
-            for s in current:
-                s.step = step
-            stops = [k for k, s in enumerate(current)
-                     if any([cb.after_step(step, stepper.state(k)) for cb in s.job.callbacks])]
-            gone: list[int] = []
-            if step % span.eval_every == 0 or step == span.end:
-                gone = evaluate_all(list(range(len(current))), lr)
-                gone += [k for k in stops if k not in gone]
-            elif stops:
-                # Only the stopping trials evaluate now (the others' histories keep their
-                # usual steps): evaluate each on its own module.
-                for k in stops:
-                    stepper.write_back(k)
-                    single = Single([current[k]])
-                    record(current[k], {sp: single.evaluate(getattr(data, f"x_{sp}"),
-                                                            getattr(data, f"y_{sp}"), ebs)[0]
-                                        for sp in ("val", "test")}, lr)
-                gone = list(stops)
-            for k in gone:
-                stepper.write_back(k)
-                if current[k].result is None:
-                    current[k].result = current[k].history
-            if gone:
-                stepper = stepper.without(gone)
-                if stepper is None:
-                    break
-                current = stepper.slots
-            if step < span.end:
-                for k, s in enumerate(current):
-                    if (s.job.checkpoints is not None
-                            and step - s.last_ckpt >= span.checkpoint_every):
-                        s.save(*stepper.checkpoint_state(k), stack_seeds=_stack_seeds(current))
-        if stepper is not None:
-            for k, s in enumerate(stepper.slots):
-                stepper.write_back(k)
-                if s.result is None:
-                    s.result = s.history
+    def __init__(self, slots: list[Slot]):
+        self.slots, self.job, self.device = slots, slots[0].job, slots[0].device
+        self.position = {id(s): i for i, s in enumerate(slots)}
+        self.epoch, self.orders = -1, torch.empty(0)
+
+    def at(self, step: int, active: list[Slot]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs (prepared) and targets of step ``step`` for the trials ``active``."""
+        data, bs, spe = self.job.data, self.job.cfg.batch_size, self.job.span.steps_per_epoch
+        e, off = divmod(step, spe)
+        if e != self.epoch:
+            self.epoch = e
+            self.orders = torch.stack([batch_order(s.job.seed, e, len(data.y_train),
+                                                   self.device) for s in self.slots])
+        batch = self.orders[:, off * bs:(off + 1) * bs]
+        if len(active) < len(self.slots):  # some left the stack: their rows go
+            batch = batch[torch.tensor([self.position[id(s)] for s in active],
+                                       device=self.device)]
+        flat = batch.flatten()  # datasets index by one list of examples
+        x, y = data.x_train[flat], data.y_train[flat]
+        if data.augment == "crop_flip":
+            x = torch.cat([crop_flip(x[k * bs:(k + 1) * bs], generator(s.job.seed, "augment", step))
+                           for k, s in enumerate(active)])
+        return data.prepare(x), y

@@ -100,6 +100,16 @@ class Optimizer:
                 raise KeyError(f"optimizer state for unknown parameter {n!r}")
             self.state[n][k] = v.to(device if (k != "step" or self.fused) else "cpu")
 
+    @torch.no_grad()
+    def reset_(self, name: str, where: torch.Tensor, index: int | None = None) -> None:
+        """Zero the state of parameter ``name`` at positions ``where`` (bool, the
+        parameter's shape): a weight dropped or regrown by a mask update starts afresh.
+        ``index``: that trial's slice of stacked state. The step counter is shared by the
+        whole tensor and kept (Adam's bias correction goes on as for its neighbours)."""
+        for k, v in self.state[name].items():
+            if k != "step":
+                (v if index is None else v[index]).masked_fill_(where.to(v.device), 0)
+
     @classmethod
     def stack(cls, parts: Sequence[Optimizer], params: dict[str, torch.Tensor]) -> Optimizer:
         """One optimizer over stacked ``params`` whose state stacks that of ``parts``
