@@ -28,7 +28,7 @@ from .reinitialization import REINIT_MODES, reinitialize
 from .seeding import derive_seed, generator
 from .state import get_state, set_state
 from .tasks import Task, get_task
-from .train import Span, torch_threads, train_level
+from .train import MaskUpdates, Span, torch_threads, train_level
 
 State = dict[str, torch.Tensor]
 
@@ -93,14 +93,18 @@ def apply_mask(model: nn.Module, mask: Mask) -> nn.Module:
 
 
 def fit(model: nn.Module, data: Data, *, mask: Mask, seed: int = 0, level: int = 0,
-          train: TrainConfig | dict | None = None, start: int = 0,
-          task: str | Task | None = None, output: int | str | None = None) -> pd.DataFrame:
+        train: TrainConfig | dict | None = None, start: int = 0,
+        task: str | Task | None = None, output: int | str | None = None,
+        mask_updates: MaskUpdates | None = None) -> pd.DataFrame:
     """Train ``model`` on ``data`` from step ``start`` to the end of ``train.duration``,
     ``mask`` enforced at every step; returns the evaluation curves. The data order and
-    dropout draws are those of ``level`` of a run with ``seed``."""
+    dropout draws are those of ``level`` of a run with ``seed``. ``mask_updates``: a mask
+    that changes at the steps it says (:class:`lth.train.MaskUpdates`); the curves then
+    count the updates applied (``mask_updates``)."""
     cfg = as_section(TrainConfig, train, "train")
     span = Span.of(cfg, len(data.y_train), start)
     with torch_threads(cfg.threads):  # as a run does: the same thread count, the same sums
         history = train_level(model, data.to(next(model.parameters()).device), cfg, mask,
-                              span, seed=seed, level=level, task=get_task(task), output=output)
+                              span, seed=seed, level=level, task=get_task(task), output=output,
+                              mask_updates=mask_updates)
     return pd.DataFrame(history)
