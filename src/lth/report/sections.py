@@ -54,7 +54,7 @@ def split(res: Results) -> list[Section]:
         dirs = set(part["run_dir"])
         sub = Results(part.reset_index(drop=True), _rows(res.levels, dirs),
                       _rows(res.layers, dirs), _rows(res.curves, dirs),
-                      instability=_rows(res.instability, dirs))
+                      studies={k: _rows(t, dirs) for k, t in res.studies.items()})
         if sub.levels.empty:
             continue
         name = slug(f"{dataset}_{model}")
