@@ -261,7 +261,6 @@ def build_parser() -> argparse.ArgumentParser:
                      "sqlite:///mlflow.db")
     run.add_argument("--mlflow-experiment", default="lth", help="MLflow experiment name")
     run.set_defaults(func=_cmd_run)
-    add_study_commands(sub)  # lth instability CONFIG ..., and every registered study
     cmp = sub.add_parser("compare", help="per-level table of several runs side by side")
     cmp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
     cmp.add_argument("--labels", help="comma-separated column labels, one per run")
@@ -303,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..forward.config import add_parser as add_forward_sweep
 
     add_forward_sweep(sub)  # lth forward-sweep CONFIG [--out DIR] [--set key=value]
+    add_study_commands(sub)  # last, so no study takes a command's name: lth instability ...
     return parser
 
 

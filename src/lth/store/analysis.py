@@ -15,7 +15,7 @@ finished and a finished one whose files changed reads as damaged.
 >>> a.path.relative_to(run.path).as_posix()
 'demo/level_001'
 >>> _ = a.write("numbers", {"rows": [1, 2]})
->>> a.commit({"level": 1, "total": 3})
+>>> _ = a.commit({"level": 1, "total": 3})
 >>> a.summary()["total"], a.record("numbers")["rows"], a.finished()
 (3, [1, 2], True)
 """

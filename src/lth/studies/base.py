@@ -14,7 +14,7 @@ their digests). Every other method has a default that reads those summaries back
 >>> class Count(Study):
 ...     name, settings = "count", CountSettings
 ...     def over(self, result, settings):
-...         kept = int(sum(m.sum() for m in result.mask(settings.level).values()))
+...         kept = sum(result.mask(settings.level).kept().values())
 ...         self.analysis(result, level=settings.level).commit(
 ...             {"level": settings.level, "kept": kept})
 ...         return pd.DataFrame([{"level": settings.level, "kept": kept}])
@@ -170,8 +170,12 @@ def register_study(study: Study | type[Study]) -> Any:
             and dataclasses.is_dataclass(settings)):
         raise ConfigError(f"study {name!r}: settings must be a dataclass subclassing "
                           f"lth.config_schema.Section; got {settings!r}")
-    old = STUDIES[name] if name in STUDIES else None
-    same = old is not None and (type(old).__module__, type(old).__qualname__) == (
-        type(obj).__module__, type(obj).__qualname__)
-    STUDIES.register(obj, name=name, replace=same)
+    if name in STUDIES:  # (the registry tells objects apart by module and name: classes)
+        old = STUDIES[name]
+        if (type(old).__module__, type(old).__qualname__) != (type(obj).__module__,
+                                                              type(obj).__qualname__):
+            raise ConfigError(f"study {name!r} is already registered ({type(old).__module__}."
+                              f"{type(old).__qualname__}); choose another name, or "
+                              f"`del lth.studies.STUDIES[{name!r}]` first")
+    STUDIES.register(obj, name=name, replace=True)
     return study
