@@ -96,10 +96,11 @@ class Analysis:
         :class:`Damaged` if missing, damaged, or a listed file changed."""
         s = read_record(self.path / SUMMARY)
         files = s.get("files")
-        if not isinstance(files, dict) or not all(isinstance(d, str) for d in files.values()):
+        if not isinstance(files, dict) or not all(
+                isinstance(d, str) and _STEM.fullmatch(n) for n, d in files.items()):
             raise Damaged(self.path / SUMMARY, "has no list of its files' digests")
         for name, digest in files.items():
-            verify_file(self.path / _stem(name), digest)
+            verify_file(self.path / name, digest)
         return s
 
     def finished(self) -> bool:
