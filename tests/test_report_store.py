@@ -3,6 +3,7 @@ nothing left out without a word, elapsed wall time beside compute time."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -162,6 +163,26 @@ def test_wall_times_of_overlapping_copied_and_untimed_levels():
     assert wall_times(t.drop(columns="finished_at")) == (39.0, 39.0, 6)
     assert wall_times(t.iloc[:0]) == (0.0, 0.0, 0)
     assert duration(985.0) == "985.0 s (16.4 min)" and duration(5.25) == "5.2 s"
+
+
+def test_elapsed_never_exceeds_compute_time_however_the_clock_rounds():
+    # finished_at is time.time() (~1.7e9 s: floats 2.4e-7 s apart), wall_time_s a
+    # perf_counter difference: a level's start, end - wall, is rounded, and the length of
+    # [start, end] was once taken for its wall time (0.21164584 > 0.21164584 of compute).
+    walls = [0.0777232025872626, 0.038300977701636214, 0.09562165564431378]
+    ends = [1700000446.415631, 1700000446.969227, 1700000447.5775716]
+    elapsed, compute, untimed = wall_times(pd.DataFrame({"wall_time_s": walls,
+                                                         "finished_at": ends}))
+    assert elapsed == compute == math.fsum(walls) and untimed == 0  # disjoint levels
+    rng = np.random.default_rng(0)  # and any mix of overlapping, adjacent, copied levels
+    for _ in range(300):
+        n = int(rng.integers(1, 8))
+        wall = rng.uniform(0.01, 0.3, n)
+        end = 1.7e9 + np.cumsum(rng.uniform(-0.2, 0.4, n))
+        levels = pd.DataFrame({"wall_time_s": wall, "finished_at": end})
+        levels = pd.concat([levels, levels.iloc[:1]], ignore_index=True)  # a shared level 0
+        elapsed, compute, _ = wall_times(levels)
+        assert 0 < elapsed <= compute == math.fsum(wall)
 
 
 def test_what_could_not_be_read_is_listed_escaped(report):

@@ -48,11 +48,13 @@ from .pruning import CRITERIA, register_criterion  # noqa: E402
 from .reinitialization import REINIT_MODES, register_reinit  # noqa: E402
 from .state import get_state, set_state  # noqa: E402
 from .steps import apply_mask, fit, prune, reinit  # noqa: E402
+from .studies import STUDIES, Study, register_study  # noqa: E402
 from .tasks import TASKS, Task  # noqa: E402
 from .version import __version__
 
 __all__ = [
-    "CRITERIA", "MODELS", "REINIT_MODES", "TASKS", "ConfigError", "Data", "DataConfig",
+    "CRITERIA", "MODELS", "REINIT_MODES", "STUDIES", "TASKS", "Study", "ConfigError", "Data",
+    "DataConfig",
     "DataError", "Task", "TaskConfig", "apply_mask", "fit", "get_state", "prune", "reinit",
     "set_state",
     "EarlyBirdConfig", "ExperimentConfig", "GroupResult", "LTHError", "LotteryModel",
@@ -61,5 +63,5 @@ __all__ = [
     "__version__",
     "create_model", "from_arrays", "from_dataset", "initialize", "load_config", "load_dataset",
     "load", "load_digits", "prunable_names", "register_criterion", "register_dataset",
-    "register_model", "register_reinit", "report",
+    "register_model", "register_reinit", "register_study", "report",
 ]

@@ -17,7 +17,6 @@ from typing import Any
 import pandas as pd
 
 from .errors import StoreError
-from .experiment.instability import stored_analyses
 from .experiment.result import Result, level_row, with_numbers
 from .status import command_hint
 from .store import (
@@ -29,6 +28,7 @@ from .store import (
     legacy_format,
     store_entries,
 )
+from .studies import STUDIES
 
 
 @dataclass
@@ -37,15 +37,22 @@ class Results:
     status, dataset, model); ``levels``: one row per finished level (densities,
     accuracies, early stop); ``layers``: one row per level and layer (weights, kept,
     density); ``curves``: one row per evaluation (losses and accuracies over steps);
-    ``problems``: what could not be read, and why; ``instability``: one row per analysed
-    level of ``lth instability`` (rewind step, barriers, the copies' accuracies)."""
+    ``problems``: what could not be read, and why; ``studies``: one table per registered
+    study (:mod:`lth.studies`), its rows beside the run's experiment, seed and run_dir,
+    e.g. ``studies["instability"]``: one row per analysed level of ``lth instability``
+    (rewind step, barriers, the copies' accuracies), also ``.instability``."""
 
     runs: pd.DataFrame
     levels: pd.DataFrame
     layers: pd.DataFrame
     curves: pd.DataFrame
     problems: list[str] = field(default_factory=list)
-    instability: pd.DataFrame = field(default_factory=pd.DataFrame)
+    studies: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def instability(self) -> pd.DataFrame:
+        """``studies["instability"]`` (empty without analyses)."""
+        return self.studies.get("instability", pd.DataFrame())
 
     def result(self, run_dir: str | Path) -> Result:
         return Result(run_dir)
@@ -60,12 +67,12 @@ class Results:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
-        names = ["runs", "levels", "layers", "curves"]
-        if len(self.instability):  # only stores with `lth instability` analyses
-            names.append("instability")
-        for name in names:
+        frames = {"runs": self.runs, "levels": self.levels, "layers": self.layers,
+                  "curves": self.curves}
+        # A study's table only where it has rows: stores without its analyses get no file.
+        frames.update({name: t for name, t in self.studies.items() if len(t)})
+        for name, frame in frames.items():
             path = out / f"{name}.{fmt}"
-            frame = getattr(self, name)
             if fmt == "csv":
                 frame.to_csv(path, index=False)
             else:
@@ -218,14 +225,16 @@ def load(path: str | Path) -> Results:
             seen.add(e["run_dir"])
             entries.append(e)
     labels = _labels(entries)
-    levels, layers, curves, analyses = [], [], [], []
+    levels, layers, curves = [], [], []
+    studied: dict[str, list[dict[str, Any]]] = {name: [] for name in STUDIES}
     for e in entries:
         e["experiment"] = labels[e["name"], e["experiment_id"]]
         ids = {"experiment": e["experiment"], "seed": e["seed"], "run_dir": e["run_dir"],
                "experiment_id": e["experiment_id"]}
-        rows, problems = stored_analyses(e["run_dir"])
-        analyses += [{**ids, **row} for row in rows]
-        finder.problems += problems
+        for name, study in STUDIES.items():
+            rows, problems = study.rows(RunDir(e["run_dir"]))
+            studied[name] += [{**ids, **row} for row in rows]
+            finder.problems += problems
         r = Result(e["run_dir"])
         sizes = r.config().get("prunable", {})
         for lv in r.levels:
@@ -255,4 +264,4 @@ def load(path: str | Path) -> Results:
         runs = runs[["experiment", "seed"] + [c for c in runs if c not in ("experiment",
                                                                              "seed")]]
     return Results(runs, with_numbers(frame(levels)), frame(layers), curve, finder.problems,
-                   frame(analyses))
+                   {name: STUDIES[name].table(frame(rows)) for name, rows in studied.items()})

@@ -4,22 +4,20 @@ Both are extras, imported only when used: ``pip install tensorboard`` / ``mlflow
 (or ``lth[tracking]``). A tracker sees each level once, when it finishes in this process:
 its summary (as metrics at step = level) and its evaluation curve (as
 ``level_<ℓ>/<metric>`` at step = training iteration), plus the resolved config.
+
+Any object with ``start(run_dir, config)``, ``log_level(level, summary, history)`` and
+``close()`` is a tracker (``LotteryModel.run(trackers=[...])`` calls only those).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from .errors import ConfigError
 from .experiment.result import curve_metrics, level_metrics
-
-
-class Tracker(Protocol):
-    def start(self, run_dir: Path, config: dict[str, Any]) -> None: ...
-    def log_level(self, level: int, summary: dict[str, Any], history: list[dict]) -> None: ...
-    def close(self) -> None: ...
+from .store import RunDir
 
 
 def _finite(v: Any) -> bool:
@@ -88,14 +86,14 @@ class MLflow:
         self.run_id: str | None = None
 
     def start(self, run_dir: Path, config: dict[str, Any]) -> None:
-        marker = run_dir / "mlflow_run_id.txt"
-        if marker.exists():
-            self.run_id = marker.read_text().strip()
+        kept = RunDir(run_dir).tracking_id("mlflow")
+        if kept is not None:
+            self.run_id = kept
             self.client.update_run(self.run_id, status="RUNNING")
             return
         run = self.client.create_run(self.experiment_id, run_name=run_dir.name)
         self.run_id = run.info.run_id
-        marker.write_text(self.run_id)
+        RunDir(run_dir).save_tracking_id("mlflow", self.run_id)
         from mlflow.entities import Param
 
         params = [Param(k, v) for k, v in _flatten(config).items()]

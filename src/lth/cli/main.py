@@ -14,6 +14,7 @@ import pandas as pd
 from ..config import load_config
 from ..errors import ConfigError, LTHError, StoreError, explain_os_error, is_filesystem_error
 from ..version import __version__
+from .studies import add_study_commands, write_csv
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -67,6 +68,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     store = args.store if args.store is not None else (
         str(Path(args.config).parent) if Path(args.config).is_dir() else "runs")
     exp = LotteryModel.from_config(cfg)
+    from ..store import RunDir
     from ..tracking import MLflow, TensorBoard
 
     trackers = ([TensorBoard(args.tensorboard)] if args.tensorboard else []) + (
@@ -74,50 +76,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     result = exp.run(store=store, progress=not args.quiet, trackers=trackers)
     print(f"run directory: {result.path}")
     print(_table(result.table()))
-    print(f"per-level table: {result.path / 'levels.csv'}")
+    print(f"per-level table: {RunDir(result.path).levels_csv}")
     return 0
-
-
-def _int_list(text: str, what: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{what} = {text!r}; give whole numbers separated by commas, "
-                          "e.g. 0,100,500") from None
-    if not values or min(values) < 0:
-        raise ConfigError(f"{what} = {text!r}; give one or more numbers >= 0")
-    return values
-
-
-def _cmd_instability(args: argparse.Namespace) -> int:
-    from ..experiment import LotteryModel
-    from ..experiment.instability import instability
-
-    steps = _int_list(args.rewind_steps, "--rewind-steps")
-    levels = _int_list(args.levels, "--levels")
-    tables = []
-    for k in steps:
-        cfg = load_config(args.config, [*args.set, f"reinit.rewind_step={k}"])
-        table = instability(LotteryModel.from_config(cfg), args.store, levels,
-                            points=args.points)
-        tables.append(table)
-    out = pd.concat(tables, ignore_index=True)
-    shown = [c for c in ("rewind_step", "level", "pct_remaining", "copy_0_test_acc",
-                         "copy_1_test_acc", "test_error_barrier", "train_error_barrier",
-                         "test_loss_barrier") if c in out]
-    print(out[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    _write_csv(out, args.csv)
-    return 0
-
-
-def _write_csv(table: pd.DataFrame, path: str | None) -> None:
-    """``--csv PATH``: the printed table as CSV too."""
-    if not path:
-        return
-    try:
-        table.to_csv(path, index=False)
-    except OSError as exc:
-        raise StoreError(f"cannot write --csv {path} ({exc}); give a writable path") from None
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -136,7 +96,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError(f"--labels: {exc}") from None
     pct = {c: "{:.1f}".format for c in table.columns if c.endswith("% weights")}
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", formatters=pct))
-    _write_csv(table, args.csv)
+    write_csv(table, args.csv)
     return 0
 
 
@@ -172,10 +132,12 @@ def _run_group(group, args: argparse.Namespace) -> int:
     print(f"{group.kind} directory: {result.path}")
     print(_group_table(result))
     print(f"trials: {result.summary_line()}; tables: {result.path}/stats.csv, table.csv")
+    from ..store import Trials
+
     failed = result.trials().query("status == 'failed'")
     for _, row in failed.iterrows():
         print(f"failed: {row['key']}: {row['error']} (traceback in "
-              f"{result.path}/failures/{row['key']}.txt; --retry-failed re-runs it)")
+              f"{Trials(result.path).failure(row['key'])}; --retry-failed re-runs it)")
     return 1 if len(failed) else 0
 
 
@@ -299,20 +261,6 @@ def build_parser() -> argparse.ArgumentParser:
                      "sqlite:///mlflow.db")
     run.add_argument("--mlflow-experiment", default="lth", help="MLflow experiment name")
     run.set_defaults(func=_cmd_run)
-    ins = sub.add_parser("instability", help="linear mode connectivity: the error barrier "
-                         "between two copies trained from θk, for the dense net and tickets")
-    ins.add_argument("config", help="experiment TOML file")
-    ins.add_argument("--rewind-steps", default="0", metavar="K,K,...",
-                     help="rewind steps k (iterations), e.g. 0,100,500,2000 (default: 0)")
-    ins.add_argument("--levels", default="0", metavar="L,L,...",
-                     help="IMP levels to analyse, e.g. 0,5 (0: the dense net; default: 0)")
-    ins.add_argument("--points", type=int, default=11, help="evaluated points on the path, "
-                     "ends included (default: 11)")
-    ins.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a setting (repeatable)")
-    ins.add_argument("--store", default="runs", help="directory of runs (default: runs)")
-    ins.add_argument("--csv", help="also write the table to this CSV file")
-    ins.set_defaults(func=_cmd_instability)
     cmp = sub.add_parser("compare", help="per-level table of several runs side by side")
     cmp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories")
     cmp.add_argument("--labels", help="comma-separated column labels, one per run")
@@ -354,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..forward.config import add_parser as add_forward_sweep
 
     add_forward_sweep(sub)  # lth forward-sweep CONFIG [--out DIR] [--set key=value]
+    add_study_commands(sub)  # last, so no study takes a command's name: lth instability ...
     return parser
 
 

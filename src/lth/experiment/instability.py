@@ -11,9 +11,11 @@ training batches first (the averaged statistics of two nets describe neither). T
 the two ends' errors (for tasks without accuracy, the same on the loss). With BatchNorm
 the ends too are evaluated with re-estimated statistics, like every point.
 
-Stored beside the run's levels, under ``<run>/instability/level_NNN/``: each copy's final
-weights, the path (``path.json``) and a summary written last, so an interrupted analysis
-resumes (each copy's training from its checkpoint) and a finished one is read back.
+Stored beside the run's levels as the analysis of study ``instability``
+(:class:`lth.store.Analysis`, one per level): each copy's final weights, the path and a
+summary written last, so an interrupted analysis resumes (each copy's training from its
+checkpoint) and a finished one is read back. The study's command, table and figures are
+:mod:`lth.studies.instability`.
 """
 
 from __future__ import annotations
@@ -33,24 +35,17 @@ from ..errors import ConfigError, explained_os_errors
 from ..masks import Mask
 from ..seeding import derive_seed, sample
 from ..state import get_state, set_state
-from ..store import RunDir
-from ..store.files import (
-    Damaged,
-    load_tensors,
-    read_record,
-    save_tensors,
-    verify_file,
-    write_record,
-)
-from ..store.level import LevelCheckpoint
+from ..store import Analysis, Damaged, RunDir
 from ..tasks import Task
 from ..train import Job, Span, evaluate, torch_threads, train_stack
 from .imp import rewind_point
 from .lottery_model import LotteryModel
 from .plan import Plan
 from .result import Result
+from .spec import level_count_matters
 
 State = dict[str, torch.Tensor]
+NAME = "instability"  # the study (lth.studies) and its directory in a run
 COPIES = 2
 BN_BATCHES = 50  # training batches that re-estimate BatchNorm statistics at a point
 
@@ -127,47 +122,10 @@ def barrier(rows: list[dict[str, float]], split: str = "test") -> dict[str, floa
     return out
 
 
-class _Analysis:
-    """One level's instability directory."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    @classmethod
-    def of(cls, run: RunDir, level: int) -> _Analysis:
-        return cls(run.path / "instability" / f"level_{level:03d}")
-
-    def summary(self) -> dict[str, Any] | None:
-        try:
-            s = read_record(self.path / "summary.json")
-            for name, digest in s["files"].items():
-                verify_file(self.path / name, digest)
-            return s
-        except (Damaged, KeyError, TypeError, AttributeError):
-            return None
-
-    def path_rows(self) -> list[dict[str, float]]:
-        return read_record(self.path / "path.json")["rows"]
-
-
-def stored_analyses(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """The finished instability analyses of a run (one summary per level), and a problem
-    line for each one that is damaged (rerun ``lth instability`` to redo it)."""
-    rows, problems = [], []
-    for where in sorted((Path(run_dir) / "instability").glob("level_*")):
-        summary = _Analysis(where).summary()
-        if summary is None:
-            if (where / "summary.json").exists():
-                problems.append(f"{where}: the instability analysis is damaged; run "
-                                "`lth instability` again to redo it")
-            continue
-        rows.append({k: v for k, v in summary.items() if k != "files"})
-    return rows, problems
-
-
-def _stored(path: Path) -> State | None:
+def finished_analysis(analysis: Analysis) -> dict[str, Any] | None:
+    """The summary of a finished analysis (its files checked), or None."""
     try:
-        return load_tensors(path)[0]
+        return analysis.summary()
     except Damaged:
         return None
 
@@ -188,7 +146,8 @@ def instability(experiment: LotteryModel, store: str | Path, levels: list[int], 
         raise ConfigError(f"levels = {levels}; give one or more levels >= 0")
     if max(levels) > experiment.config.n_levels:
         c = experiment.config
-        if c.prune.schedule == "target" or c.earlybird.enabled:
+        # The spec's own rule: when the level count shapes the densities, it names the run.
+        if level_count_matters({"prune": c.prune.to_dict(), "earlybird": c.earlybird.to_dict()}):
             raise ConfigError(f"levels up to {max(levels)} but the run has n_levels = "
                               f"{c.n_levels}, and with schedule = 'target' or early-bird "
                               "more levels make another run (other densities); set n_levels "
@@ -199,8 +158,8 @@ def instability(experiment: LotteryModel, store: str | Path, levels: list[int], 
     run = RunDir(result.path)
     rows = []
     for level in levels:
-        analysis = _Analysis.of(run, level)
-        summary = analysis.summary()
+        analysis = Analysis.of(run, NAME, level=level)
+        summary = finished_analysis(analysis)
         if summary is None or summary.get("points") != points:  # the copies are reused
             with torch_threads(plan.train.threads):
                 summary = _analyse(experiment, plan, run, level, analysis, points)
@@ -209,24 +168,20 @@ def instability(experiment: LotteryModel, store: str | Path, levels: list[int], 
 
 
 def _analyse(experiment: LotteryModel, plan: Plan, run: RunDir, level: int,
-             analysis: _Analysis, points: int) -> dict[str, Any]:
+             analysis: Analysis, points: int) -> dict[str, Any]:
     t0 = time.perf_counter()
-    analysis.path.mkdir(parents=True, exist_ok=True)
     mask = Mask(run.level(level).tensors("mask"), order=plan.names)
     start = _start(plan, run, level)
     device = plan.device
     data = experiment.data.to(device)
     span = Span(start=plan.rewind_step, end=plan.total_steps, **plan.span)
     finals: list[State] = []
-    files: dict[str, str] = {}
     for i in range(COPIES):
-        name = f"copy_{i}.safetensors"
-        target = analysis.path / name
-        final = _stored(target)
+        final = analysis.reuse(f"copy_{i}")
         if final is None:  # train this copy (resuming from its checkpoint)
             model = copy.deepcopy(experiment.model).to(device)
             set_state(model, start)
-            checkpoint = LevelCheckpoint(analysis.path / f"copy_{i}.ckpt")
+            checkpoint = analysis.checkpoint(f"copy_{i}")
             job = Job(model, data, plan.train, mask, span,
                       seed=derive_seed(plan.seed, "instability", level, i), level=level,
                       checkpoints=checkpoint, task=plan.task, output=plan.task_config.output)
@@ -234,16 +189,15 @@ def _analyse(experiment: LotteryModel, plan: Plan, run: RunDir, level: int,
             if isinstance(outcome, BaseException):
                 raise outcome
             final = get_state(model)
-            save_tensors(target, final)
+            analysis.save(f"copy_{i}", final)
             checkpoint.clear()
-        files[name] = verify_file(target)
         finals.append(final)
     model = copy.deepcopy(experiment.model).to(device)
     path = linear_path(model, finals[0], finals[1], data, points=points, task=plan.task,
                        output=plan.task_config.output,
                        eval_batch_size=plan.train.eval_batch_size,
                        batch_size=plan.train.batch_size, seed=plan.seed)
-    files["path.json"] = write_record(analysis.path / "path.json", {"rows": path})
+    analysis.write("path", {"rows": path})
     summary = {"level": level, "rewind_step": plan.rewind_step,
                "pct_remaining": 100.0 * mask.density(), "points": points,
                **{f"copy_{i}_test_{m}": end[f"test_{m}"]
@@ -254,5 +208,4 @@ def _analyse(experiment: LotteryModel, plan: Plan, run: RunDir, level: int,
                "wall_time_s": time.perf_counter() - t0}
     summary = {k: (None if isinstance(v, float) and math.isnan(v) else v)
                for k, v in summary.items()}
-    write_record(analysis.path / "summary.json", {**summary, "files": files})
-    return {**summary, "files": files}
+    return analysis.commit(summary)  # last: marks the analysis done

@@ -9,37 +9,18 @@ not record ``masks_from_mode`` for runs made from Python) is left as it was and 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 from ..config import EarlyBirdConfig, PruneConfig, ReinitConfig, TrainConfig
 from ..errors import StoreError
-from ..store import GROUP_KINDS, RunDir, Trials, legacy_format, short_hash, write_record
+from ..store import FORMAT, GROUP_KINDS, RunDir, Trials, legacy_format, short_hash
+from ..store import legacy as old_store
 from .result import levels_frame
 from .spec import experiment_id, level0_key, recipe, run_id, settings_of, spec
 
 SECTIONS = {"train": TrainConfig, "prune": PruneConfig, "reinit": ReinitConfig,
             "earlybird": EarlyBirdConfig}
-
-
-def _old(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
-
-
-def _tensors(path: Path) -> tuple[dict, dict | None]:
-    from safetensors.torch import load
-
-    raw = path.read_bytes()
-    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
-    meta = header.get("__metadata__", {}).get("json")
-    return load(raw), (json.loads(meta) if meta else None)
-
-
-def _mask_digests(run: Path) -> dict[str, str]:
-    return {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in run.glob("level_*/mask.safetensors")}
 
 
 class Migration:
@@ -53,12 +34,12 @@ class Migration:
 
     def run_all(self) -> None:
         legacy = [d for d in sorted(self.store.iterdir()) if legacy_format(d)]
-        runs = [d for d in legacy if _old(d / "config.json").get("identity", {}).get(
+        runs = [d for d in legacy if old_store.read_config(d).get("identity", {}).get(
             "kind") not in GROUP_KINDS]
         # Sources before the runs that reuse their masks (matched by the masks' bytes).
-        ordered = sorted(runs, key=lambda d: "masks_from" in _old(d / "config.json")[
+        ordered = sorted(runs, key=lambda d: "masks_from" in old_store.read_config(d)[
             "identity"])
-        old_masks = {d: _mask_digests(d) for d in ordered}
+        old_masks = {d: old_store.mask_digests(d) for d in ordered}
         for d in ordered:
             try:
                 new = self.run(d, old_masks)
@@ -73,7 +54,7 @@ class Migration:
                 self.group(d)
 
     def run(self, d: Path, old_masks: dict[Path, dict[str, str]]) -> Path | None:
-        cfg = _old(d / "config.json")
+        cfg = old_store.read_config(d)
         old = cfg.pop("identity")
         s = old["settings"]
         experiment = cfg.get("experiment") or {}
@@ -103,9 +84,9 @@ class Migration:
         if target.exists():
             self.notes.append(f"{d.name}: {target.name} already exists; left as it was")
             return None
-        self._rewrite_files(d)
-        write_record(d / "config.json", {
-            "format": 2, "identity": new_spec, "run_id": run_id(new_spec), **cfg,
+        RunDir(d).write_levels_csv(levels_frame(old_store.rewrite_files(d)).to_csv(index=False))
+        RunDir(d).write_config({
+            "format": FORMAT, "identity": new_spec, "run_id": run_id(new_spec), **cfg,
             "experiment_id": experiment_id(new_spec),
             "level0_key": level0_key(new_spec, rewind, searches0), "n_levels": s["n_levels"]})
         d.rename(target)
@@ -116,38 +97,8 @@ class Migration:
         self.notes.append(f"{d.name} -> {target.name}")
         return target
 
-    @staticmethod
-    def _rewrite_files(d: Path) -> None:
-        run = RunDir(d)
-        if run.file("theta0.safetensors").exists():
-            run.save_theta0(_tensors(run.file("theta0.safetensors"))[0])
-        if run.file("rewind.safetensors").exists():
-            run.save_rewind_point(_tensors(run.file("rewind.safetensors"))[0])
-        summaries = []
-        for lv in run.level_numbers():
-            level = run.level(lv)
-            ckpt = level.file("checkpoint.safetensors")
-            if ckpt.exists():
-                tensors, meta = _tensors(ckpt)
-                level.checkpoint().save(tensors, meta or {})
-            files = {}
-            for stem in ("mask", "start", "final"):
-                if level.file(f"{stem}.safetensors").exists():
-                    files[f"{stem}.safetensors"] = level.save(stem, _tensors(
-                        level.file(f"{stem}.safetensors"))[0])
-            if level.file("history.json").exists():
-                files["history.json"] = level.write_history(_old(level.file("history.json")))
-            if level.file("earlybird.json").exists():
-                files["earlybird.json"] = level.write("earlybird.json",
-                                                      _old(level.file("earlybird.json")))
-            if level.file("summary.json").exists():
-                summary = _old(level.file("summary.json"))
-                level.commit(summary, files)
-                summaries.append(summary)
-        run.write_levels_csv(levels_frame(summaries).to_csv(index=False))
-
     def group(self, gdir: Path) -> None:
-        cfg = _old(gdir / "config.json")
+        cfg = old_store.read_config(gdir)
         old = cfg.pop("identity")
         variants = old.get("variants", {})
 
@@ -157,12 +108,12 @@ class Migration:
                     return v[part]["masks_from_mode"]
             return None
 
-        inner = Migration(gdir / "trials", {name: m for name, v in variants.items()
+        inner = Migration(Trials(gdir).runs_dir, {name: m for name, v in variants.items()
                                             if (m := mode(v)) is not None})
         inner.run_all()
-        self.notes += [f"{gdir.name}/trials/{n}" for n in inner.notes]
+        self.notes += [f"{gdir.name}/{Trials(gdir).runs_dir.name}/{n}" for n in inner.notes]
         runs = {}
-        for d in (gdir / "trials").iterdir():
+        for d in Trials(gdir).runs_dir.iterdir():
             try:
                 rc = RunDir(d).config()
             except StoreError:
@@ -180,7 +131,7 @@ class Migration:
             new_variants[name] = {"experiment": short_hash(rec), "masks_of": v.get("masks_of")}
         identity = {"kind": old["kind"], "variants": new_variants}
         entries = {}
-        for key, entry in _old(gdir / "trials.json").items():
+        for key, entry in old_store.read_trials(gdir).items():
             found = runs.get((entry.get("variant"), entry.get("seed")))
             entry = {k: x for k, x in entry.items() if k != "run_dir"}
             if found is not None and entry.get("status") == "done":
@@ -190,8 +141,8 @@ class Migration:
             entries[key] = entry
         Trials(gdir).write(entries)
         gid = short_hash(identity)
-        write_record(gdir / "config.json", {"format": 2, "identity": identity, "run_id": gid,
-                                            **cfg})
+        RunDir(gdir).write_config({"format": FORMAT, "identity": identity, "run_id": gid,
+                                   **cfg})
         target = self.store / f"{cfg.get('name', 'group')}-{old['kind']}-{gid}"
         if target.exists():
             self.notes.append(f"{gdir.name}: {target.name} already exists; left as it was")

@@ -171,8 +171,7 @@ class Result:
 
     def earlybird_levels(self) -> list[int]:
         """Finished levels that ran an early-bird search."""
-        return [lv for lv in self.levels
-                if "earlybird.json" in self.run.level(lv).summary()["files"]]
+        return [lv for lv in self.levels if self.run.level(lv).has_earlybird()]
 
     def earlybird(self, level: int = 0) -> dict[str, Any]:
         """The early-bird search record of a finished level: ``check_steps``, the pairwise
@@ -182,8 +181,7 @@ class Result:
         if level not in searched:
             raise KeyError(f"level {level} of {self.path.name} has no early-bird search record;"
                            f" levels with one: {searched or 'none (earlybird.enabled = false)'}")
-        lv = self.run.level(level)
-        return lv.record("earlybird.json")
+        return self.run.level(level).earlybird()
 
     def mask(self, level: int) -> Mask:
         order = list(self.config().get("prunable", {})) or None

@@ -13,6 +13,8 @@ from typing import Any
 from ..config import ExperimentConfig
 from ..data import kept_datasets
 from ..errors import LTHError, StoreError, explain_os_error, is_filesystem_error
+from ..store import Trials
+from ..store.group import pid_marker
 from ..train import torch_threads
 from .imp import drive_together
 from .lottery_model import LotteryModel
@@ -63,7 +65,7 @@ def check_store_visible(group_dir: Path) -> None:
     """Refuse to run where the group's directory (written by the driver before it submits)
     cannot be seen: a cluster node without the shared store would train into a local
     folder of the same name, lost to the driver."""
-    if not (group_dir / "trials.json").is_file():
+    if not Trials(group_dir).exists():
         import socket
 
         raise StoreError(
@@ -84,7 +86,7 @@ def run_trials(trials: list[tuple[Trial, str | None]], store: str, running_dir: 
     """
     check_store_visible(Path(running_dir).parent)
     t0 = time.perf_counter()
-    markers = [Path(running_dir) / f"{t.key}.pid" for t, _ in trials]
+    markers = [pid_marker(running_dir, t.key) for t, _ in trials]
     generators: list[Any] = []
     threads = 0
     built: list[BaseException | None] = []  # a trial that cannot even be built: its error

@@ -3,16 +3,16 @@ where ``draw`` is None for a note that names what is not drawn."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 
 from ..analysis import Results
 from ..experiment.result import Result
+from ..studies import STUDIES, FigureItem
 from .sections import slug
 
-Item = tuple[str, str, Callable[[], Any] | None]  # stem, caption, draw (None: a note)
+Item = FigureItem  # stem, caption, draw (None: a note)
 
 MAX_CURVE_LEVELS = 6  # more lines than this in one panel cannot be told apart
 MAX_LINES = 8  # experiments per accuracy figure, for the same reason
@@ -66,7 +66,9 @@ def _figures(res: Results, prefix: str = "") -> list[Item]:
         items.append(("init_vs_final", f"Surviving weights of {layer0}, level {last}: start "
                       "vs end of training", lambda: f.init_vs_final(first, last, layer0)))
     items += _learning_curves(res)
-    items += _instability(res)
+    for name, study in STUDIES.items():  # each study's figures, where it has rows
+        if len(res.studies.get(name, ())):
+            items += study.figures(res)
     seen: dict[str, int] = {}
     for i, (stem, caption, draw) in enumerate(items):  # names equal once made file-safe
         seen[stem] = seen.get(stem, 0) + 1
@@ -129,29 +131,6 @@ def _learning_curves(res: Results) -> list[Item]:
                       f"{', '.join(map(str, names[MAX_CURVE_FIGURES:]))} (curves.csv holds "
                       "them all; lth.report.figures.learning_curves(lth.load(PATH).curves, "
                       "experiment=NAME) draws one)", None))
-    return items
-
-
-def _instability(res: Results) -> list[Item]:
-    """``lth instability`` analyses of the section's runs: barrier vs k per experiment
-    name (the runs of one name differ in k), and the path of the sparsest analysed level
-    at the smallest k."""
-    from . import figures as f
-
-    table = res.instability
-    if table.empty:
-        return []
-    items: list[Item] = []
-    names = res.runs.set_index("run_dir").get("name", pd.Series(dtype=str))
-    table = table.assign(base=[str(names.get(d, "")) for d in table.run_dir])
-    for base, part in table.groupby("base"):
-        items.append((f"instability_{slug(base)}", f"Instability vs rewind step ({base})",
-                      lambda p=part: f.instability_vs_rewind(p)))
-        first = part.sort_values(["rewind_step", "pct_remaining"]).iloc[0]
-        items.append((f"instability_path_{slug(base)}", f"Error along the linear path "
-                      f"between two copies ({base}, k = {first.rewind_step}, level "
-                      f"{first.level})",
-                      lambda r=first: f.instability_path(r.run_dir, int(r.level))))
     return items
 
 

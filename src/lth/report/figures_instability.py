@@ -9,7 +9,8 @@ from typing import Any
 import pandas as pd
 
 from ..errors import ConfigError
-from ..store.files import read_record
+from ..store import Damaged
+from ..studies.instability import stored_path
 from .figures_weights import PALETTE, new_figure, outside_legend
 
 
@@ -42,8 +43,8 @@ def instability_vs_rewind(table: pd.DataFrame, split: str = "test") -> Any:
 def instability_path(run_dir: str, level: int, split: str = "test") -> Any:
     """Error (or loss) at each point of the linear path between a level's two copies."""
     try:
-        rows = read_record(f"{run_dir}/instability/level_{level:03d}/path.json")["rows"]
-    except Exception as exc:  # a missing or damaged record: say which
+        rows = stored_path(run_dir, level)
+    except (Damaged, KeyError, TypeError) as exc:  # missing, damaged or not a path: say which
         raise ConfigError(f"no stored path for level {level} of {run_dir} ({exc}); run "
                           "`lth instability` first") from None
     alpha = [r["alpha"] for r in rows]

@@ -19,6 +19,7 @@ import pandas as pd
 from ..analysis import Results, load
 from ..errors import LTHError, explained_os_errors
 from ..experiment.result import Result, shown_columns
+from ..studies import STUDIES
 from ..version import __version__
 from .catalog import _figures
 from .sections import Section, duration, left_out, split, wall_times
@@ -96,7 +97,7 @@ def build_report(path: str | Path, out: str | Path, *, title: str | None = None)
         raise LTHError(f"{path} has no finished level to report; run it first{why}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    res.to_csv(out)
+    tables = res.to_csv(out)
     configs = {r: Result(r).config() for r in res.runs.run_dir}
     parts = [f"<h1>{_esc(title or 'lth report: ' + Path(path).name)}</h1>"]
     found = split(res)
@@ -118,9 +119,8 @@ def build_report(path: str | Path, out: str | Path, *, title: str | None = None)
         parts.append(f"<details><summary>{_esc(Path(row.run_dir).name)} ({_esc(row.experiment)}"
                      f", seed {_esc(row.seed)})</summary><pre>"
                      f"{_esc(json.dumps(shown, indent=2, default=str))}</pre></details>")
-    parts.append("<p>Tables: <a href='levels.csv'>levels.csv</a>, <a href='layers.csv'>"
-                 "layers.csv</a>, <a href='curves.csv'>curves.csv</a>, <a href='runs.csv'>"
-                 "runs.csv</a></p>")
+    parts.append("<p>Tables: " + ", ".join(f"<a href='{_esc(p.name)}'>{_esc(p.name)}</a>"
+                                           for p in tables) + "</p>")
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>"
             f"{_esc(title or Path(path).name)}</title><style>{_CSS}</style>{_CHECK}</head>"
             f"<body>{''.join(parts)}</body></html>")
@@ -145,6 +145,11 @@ def _section(sec: Section, configs: dict[str, dict], out: Path, *, several: bool
     if several:
         parts.append(_table(pd.DataFrame(_summary(res, configs), columns=["", "value"]), "{}"))
     parts.append("<h3>Per-level results</h3>" + _table(_level_table(res.levels)))
+    for name, study in STUDIES.items():  # each study's own table, where it has rows
+        rows = res.studies.get(name)
+        if rows is not None and len(rows):
+            parts.append(f"<h3>{_esc(study.title or name)}</h3>"
+                         + _table(study.report_table(rows)))
     parts.append("<h3>Figures</h3>")
     for stem, caption, draw in _figures(res, f"{sec.slug}__" if several else ""):
         if draw is None:

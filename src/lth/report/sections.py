@@ -3,6 +3,7 @@ the time the runs took (elapsed and compute), and what is left out of it."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,7 @@ def split(res: Results) -> list[Section]:
         dirs = set(part["run_dir"])
         sub = Results(part.reset_index(drop=True), _rows(res.levels, dirs),
                       _rows(res.layers, dirs), _rows(res.curves, dirs),
-                      instability=_rows(res.instability, dirs))
+                      studies={k: _rows(t, dirs) for k, t in res.studies.items()})
         if sub.levels.empty:
             continue
         name = slug(f"{dataset}_{model}")
@@ -87,13 +88,21 @@ def wall_times(levels: pd.DataFrame) -> tuple[float, float, int]:
                       "end": pd.to_numeric(finished, errors="coerce")}).dropna(subset=["wall"])
     untimed = t[t["end"].isna()]
     timed = t.dropna(subset=["end"]).drop_duplicates()
-    elapsed, reach = 0.0, float("-inf")
-    for start, end in sorted(zip(timed["end"] - timed["wall"], timed["end"], strict=True)):
-        if end > reach:  # the part of [start, end] not yet covered
-            elapsed += end - max(start, reach)
-            reach = end
-    rest = float(untimed["wall"].sum())
-    return elapsed + rest, float(timed["wall"].sum()) + rest, len(untimed)
+    # A level's start is end - wall: rounded to the spacing of floats near the clock
+    # (2.4e-7 s at today's epoch), so end - start is not wall and could exceed it. A level
+    # that overlaps none before it counts its own wall time, one that overlaps counts the
+    # part past the others (never more than its wall time), and both totals are exact sums
+    # (math.fsum) of those numbers: elapsed <= compute, however the floats round.
+    parts, reach = [], float("-inf")
+    for start, end, wall in sorted(zip(timed["end"] - timed["wall"], timed["end"],
+                                       timed["wall"], strict=True)):
+        if start >= reach:
+            parts.append(wall)
+        elif end > reach:  # the part of [start, end] not yet covered
+            parts.append(min(wall, end - reach))
+        reach = max(reach, end)
+    rest = list(untimed["wall"])
+    return (math.fsum(parts + rest), math.fsum(list(timed["wall"]) + rest), len(untimed))
 
 
 def duration(seconds: float) -> str:

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
-from .files import Damaged, is_temporary, read_record, write_record
-from .layout import TRIALS
+from .files import Damaged, atomic_write_bytes, is_temporary, read_record, write_record
+from .layout import FAILURES, RUNNING, TRIAL_RUNS, TRIALS
 from .run import RunDir, store_entries
 
 
@@ -24,6 +24,13 @@ class Trials:
     def __init__(self, gdir: Path):
         self.gdir = Path(gdir)
         self.path = self.gdir / TRIALS
+        self.runs_dir = self.gdir / TRIAL_RUNS  # a store of the trials' run directories
+        self.running_dir = self.gdir / RUNNING  # <key>.pid of every live trial
+
+    def exists(self) -> bool:
+        """The driver has written ``trials.json`` (a worker that cannot see it runs on a
+        node without the shared store)."""
+        return self.path.is_file()
 
     def read(self) -> dict[str, dict[str, Any]]:
         """The trials' entries; a missing or damaged file reads as none (the driver
@@ -58,10 +65,21 @@ class Trials:
     def relative(self, run_dir: str | Path) -> str:
         return str(Path(run_dir).resolve().relative_to(self.gdir.resolve()))
 
+    def failure(self, key: str) -> Path:
+        """Where the traceback of failed trial ``key`` is kept."""
+        return self.gdir / FAILURES / f"{key}.txt"
+
+    def record_failure(self, key: str, text: str) -> None:
+        atomic_write_bytes(self.failure(key), text.encode())
+
+    def write_table(self, name: str, csv_text: str) -> None:
+        """One of the group's tables (``trials``, ``stats``...), as ``<name>.csv``."""
+        atomic_write_bytes(self.gdir / f"{name}.csv", csv_text.encode())
+
     def running(self) -> dict[str, int]:
         """Trials whose worker left a pid marker (may be stale: check the pid)."""
         out = {}
-        for p in (self.gdir / "running").glob("*.pid"):
+        for p in self.running_dir.glob("*.pid"):
             try:
                 out[p.stem] = int(p.read_text() or 0)
             except (OSError, ValueError):
@@ -74,7 +92,7 @@ def tidy_group(gdir: Path) -> list[Path]:
     and the stale checkpoints of every trial nobody is running (a trial that runs again
     tidies itself; this covers a group where none does). Call while holding the group's
     lock."""
-    trials = Path(gdir) / "trials"
+    trials = Trials(gdir).runs_dir
     removed = [p for p in Path(gdir).rglob("*.tmp")
                if is_temporary(p) and trials not in p.parents]
     for p in removed:
@@ -87,3 +105,9 @@ def tidy_group(gdir: Path) -> list[Path]:
         except StoreError:
             continue  # a trial still running (a worker of another driver): its own business
     return removed
+
+
+def pid_marker(running_dir: str | Path, key: str) -> Path:
+    """The file holding the pid of the worker that runs trial ``key``
+    (in :attr:`Trials.running_dir`)."""
+    return Path(running_dir) / f"{key}.pid"

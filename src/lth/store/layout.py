@@ -11,11 +11,17 @@ One run (``<store>/<name>-<run_id>/``)::
                            a level is finished when its summary and files verify),
                            checkpoint.safetensors while the level trains
     levels.csv             one row per finished level, rebuilt from the summaries
+    mlflow_run_id.txt      the MLflow run this run logs into (``lth run --mlflow``)
+    <study>/<part>/        a study's analysis (``instability/level_001/``)
     .lock                  held by the process running the run
 
 A group (session / robust, ``<store>/<name>-<kind>-<group_id>/``): ``config.json``,
 ``trials.json`` (status of every trial; run directories relative to the group), ``trials/``
-(a store of the trials' runs), ``failures/<key>.txt``, ``running/<key>.pid``, tables.
+(a store of the trials' runs), ``failures/<key>.txt``, ``running/<key>.pid``, tables
+(``<name>.csv``).
+
+A study's analyses (:mod:`lth.store.analysis`) live in ``<run>/<study>/<part>/``, each
+with its files and a summary written last, as a level has.
 
 Paths stored inside a store are relative to it, so a store can be moved or copied.
 Every JSON record and tensor file carries its own digest (:mod:`lth.store.files`).
@@ -43,6 +49,9 @@ CONFIG, TRIALS, SUMMARY, HISTORY, EARLYBIRD = ("config.json", "trials.json", "su
 CHECKPOINT, THETA0, REWIND = ("checkpoint.safetensors", "theta0.safetensors",
                               "rewind.safetensors")
 LEVELS_CSV = "levels.csv"  # a table derived from the summaries: checked against them
+TRACKING_ID = "{tracker}_run_id.txt"  # a tracker's id of this run (MLflow), kept on resume
+# A group's folders: the trials' runs, the tracebacks of failed trials, live trials' pids.
+TRIAL_RUNS, FAILURES, RUNNING = "trials", "failures", "running"
 GROUP_KINDS = ("session", "robust")
 # Directory names: a run is ``<name>-<run_id>``, a group ``<name>-<kind>-<group_id>``; the
 # name tells a run or group apart from other folders of a store when its config is gone.

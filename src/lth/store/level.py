@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .files import Damaged, load_tensors, read_record, save_tensors, verify_file, write_record
-from .layout import CHECKPOINT, HISTORY, SUMMARY
+from .layout import CHECKPOINT, EARLYBIRD, HISTORY, SUMMARY
 
 # Summary fields every reader relies on (and, whatever the task, its metrics' values).
 _NUMBERS = ("density", "pct_remaining", "weights_remaining", "early_stop_step", "train_steps")
@@ -106,7 +106,23 @@ class Level:
         verify_file(self.file(name), self.recorded(name))
         return read_record(self.file(name))
 
+    def has_earlybird(self) -> bool:
+        """The finished level ran an early-bird search (its summary lists the record)."""
+        try:
+            return EARLYBIRD in self.summary()["files"]
+        except Damaged:
+            return False
+
+    def earlybird(self) -> dict[str, Any]:
+        """The early-bird search record, checked against the summary's digest."""
+        return self.record(EARLYBIRD)
+
     # -- writing ------------------------------------------------------------------------
+    def write_earlybird(self, record: dict[str, Any]) -> tuple[str, str]:
+        """Write the early-bird search record; returns (file name, digest) for the
+        summary's ``files``."""
+        return EARLYBIRD, self.write(EARLYBIRD, record)
+
     def save(self, stem: str, tensors: dict[str, Any]) -> str:
         return save_tensors(self.file(f"{stem}.safetensors"), tensors)
 

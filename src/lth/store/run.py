@@ -30,6 +30,8 @@ from .layout import (
     RUN_DIR_NAME,
     SUMMARY,
     THETA0,
+    TRACKING_ID,
+    TRIAL_RUNS,
     TRIALS,
     exclusive,
     legacy_format,
@@ -118,7 +120,7 @@ class RunDir:
         except Damaged:
             pass
         named = GROUP_DIR_NAME.fullmatch(self.name)
-        if named and ((self.path / TRIALS).exists() or (self.path / "trials").is_dir()):
+        if named and ((self.path / TRIALS).exists() or (self.path / TRIAL_RUNS).is_dir()):
             return named.group(1)
         return "run"
 
@@ -276,6 +278,26 @@ class RunDir:
     def write_levels_csv(self, csv_text: str) -> None:
         atomic_write_bytes(self.file(LEVELS_CSV), csv_text.encode())
 
+    @property
+    def levels_csv(self) -> Path:
+        """The per-level table (rebuilt from the summaries by every run)."""
+        return self.file(LEVELS_CSV)
+
+    def tracking_id(self, tracker: str) -> str | None:
+        """The id a tracker (``mlflow``) gave this run, so a resumed run logs into it."""
+        path = self.file(TRACKING_ID.format(tracker=tracker))
+        try:
+            return path.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def save_tracking_id(self, tracker: str, run_id: str) -> None:
+        atomic_write_bytes(self.file(TRACKING_ID.format(tracker=tracker)), run_id.encode())
+
+    def write_config(self, record: dict[str, Any]) -> None:
+        """Replace the config record (:mod:`lth.experiment.migrate` upgrading a run)."""
+        write_record(self.file(CONFIG), record)
+
     def copy_rewind_point_from(self, other: RunDir) -> None:
         atomic_write_bytes(self.file(REWIND), other.file(REWIND).read_bytes())
 
@@ -324,7 +346,7 @@ def is_run_or_group(d: Path) -> bool:
     """A run or group directory: it has a config file, or it is named like one and holds
     a run's or group's files (its config is gone)."""
     return d.is_dir() and ((d / CONFIG).exists() or bool(RUN_DIR_NAME.fullmatch(d.name) and (
-        any((d / name).exists() for name in (THETA0, TRIALS, "trials"))
+        any((d / name).exists() for name in (THETA0, TRIALS, TRIAL_RUNS))
         or any(d.glob("level_*")))))
 
 
