@@ -31,7 +31,6 @@ from ..pruning import kept_count, scheduled_density
 from ..pruning.supermask import Learned, SupermaskNet
 from ..state import get_state, set_state
 from ..store import Level
-from ..store.layout import EARLYBIRD
 from ..train import Callback, Snapshot, lr_function
 from . import early
 from .plan import Plan
@@ -84,7 +83,8 @@ class EarlyBirdSearch(LevelHook):
         return [self.search]
 
     def record(self, lv: Level, files: dict[str, str], summary: dict[str, Any]) -> None:
-        files[EARLYBIRD] = lv.write(EARLYBIRD, self.search.record())
+        name, digest = lv.write_earlybird(self.search.record())
+        files[name] = digest
         summary["earlybird_step"] = self.search.drawn_step
 
     def stopped_early(self) -> bool:
