@@ -4,6 +4,8 @@ namespace, with what they register removed afterwards."""
 from __future__ import annotations
 
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from lth.data import DATASETS
 from lth.execution import EXECUTORS
 from lth.pruning import CRITERIA, SCHEDULES
+from lth.studies import STUDIES
 from lth.tasks import TASKS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -23,7 +26,7 @@ def python_blocks(page: str) -> list[str]:
 
 @pytest.fixture
 def clean_registries():
-    registries = [CRITERIA, SCHEDULES, DATASETS, TASKS, EXECUTORS]
+    registries = [CRITERIA, SCHEDULES, DATASETS, TASKS, EXECUTORS, STUDIES]
     before = [set(r.names()) for r in registries]
     yield
     for registry, names in zip(registries, before, strict=True):
@@ -33,8 +36,9 @@ def clean_registries():
 
 def test_the_architecture_page_runs_as_written(clean_registries, tmp_path, monkeypatch):
     blocks = python_blocks("architecture.md")
-    assert len(blocks) >= 6  # setup, and criterion .. executor
+    assert len(blocks) >= 8  # setup, then criterion .. study
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "docs_architecture"}
+    page = types.ModuleType("docs_architecture")  # a module, as the page's code would be
+    monkeypatch.setitem(sys.modules, page.__name__, page)
     for i, code in enumerate(blocks):
-        exec(compile(code, f"docs/architecture.md block {i}", "exec"), namespace)
+        exec(compile(code, f"docs/architecture.md block {i}", "exec"), page.__dict__)
