@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import sys
 import textwrap
 
@@ -10,9 +11,9 @@ import lth
 from lth.data import DATASETS
 from lth.execution import EXECUTORS, Sequential, make_executor
 from lth.models import MODELS
-from lth.pruning import CRITERIA, SCHEDULES
+from lth.pruning import CRITERIA, SCHEDULES, STRUCTURES, MaskStructure, Schedule
 from lth.registry import EntryRef, Registry, portable_entries, restore
-from lth.reinitialization import REINIT_MODES
+from lth.reinitialization import REINIT_MODES, rewind
 
 TRAIN = {"duration": "30it", "eval_every": "10it", "batch_size": 32}
 
@@ -291,3 +292,54 @@ def _has_ray() -> bool:
     except ImportError:
         return False
     return True
+
+
+# ---- mode objects ----------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Halving(Schedule):
+    def density(self, rate, level):
+        return 0.5 ** level
+
+
+def halving(rate, level):
+    return 0.5 ** level
+
+
+def negated(s):
+    return -s.rewind
+
+
+def test_a_mode_object_cannot_take_a_built_in_name_unasked():
+    with pytest.raises(lth.ConfigError, match="schedule 'geometric' is already registered"):
+        SCHEDULES.register(Halving(), name="geometric")
+    with pytest.raises(lth.ConfigError, match="reinit mode 'lr_rewind' is already registered"):
+        lth.register_reinit(rewind, name="lr_rewind")  # the same values, other flags
+    with pytest.raises(lth.ConfigError, match="mask structure 'unit' is already registered"):
+        STRUCTURES.register(MaskStructure(), name="unit")
+    assert SCHEDULES["geometric"].rates_depend_on_levels is False
+    assert REINIT_MODES["lr_rewind"].keeps_trained
+    SCHEDULES.register(Halving(), name="halving_obj")
+    try:
+        SCHEDULES.register(Halving(), name="halving_obj")  # the same code again: replaces
+    finally:
+        del SCHEDULES["halving_obj"]
+
+
+def test_plain_functions_registered_as_schedule_and_reinit_mode_run(digits):
+    SCHEDULES.register(halving)
+    REINIT_MODES.register(negated)
+    try:
+        model = lth.create_model("mlp", input_shape=digits.input_shape, num_classes=10,
+                                 hidden=[8])
+        run = lth.LotteryModel(model, digits, train={"duration": "20it", "eval_every": "20it"},
+                               prune={"schedule": "halving"}, reinit={"mode": "negated"},
+                               levels=2).run(store=None)
+        assert run.table().pct_remaining.round(1).tolist() == [100.0, 50.0, 25.0]
+        start, theta0 = run.weights(1, "start"), run.run.theta0()
+        kept = run.mask(1)["1.weight"]
+        assert torch.equal(start["1.weight"][kept], -theta0["1.weight"][kept])
+    finally:
+        del SCHEDULES["halving"], REINIT_MODES["negated"]
+    with pytest.raises(lth.ConfigError, match="give an instance of .*Schedule or a function"):
+        SCHEDULES.register(0.5, name="half")

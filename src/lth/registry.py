@@ -20,6 +20,7 @@ one) is refused when such an executor is created, not deep inside a worker.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import io
 import pickle
@@ -41,11 +42,15 @@ class Registry(Generic[T]):
 
     ``workers=True``: worker processes read it too (criteria, models, ...), so its user
     entries are shipped to them; ``False`` for registries only the main process reads
-    (executors).
+    (executors). ``entry``: turns what is registered into the registry's kind of entry (a
+    plain function into a mode object, say), or raises :class:`~lth.errors.ConfigError`
+    for what cannot be one.
     """
 
-    def __init__(self, kind: str, *, workers: bool = True) -> None:
+    def __init__(self, kind: str, *, workers: bool = True,
+                 entry: Callable[[Any], T] | None = None) -> None:
         self.kind = kind
+        self._entry = entry
         self._entries: dict[str, T] = {}
         self._builtin: dict[str, T] = {}
         if workers:
@@ -65,8 +70,10 @@ class Registry(Generic[T]):
         """Add ``obj`` under ``name`` (default: its ``__name__``); returns ``obj``, so it
         works as a decorator, bare or as ``@REG.register(name="x")``.
 
-        A name taken by a different object is an error unless ``replace=True``; the same
-        function defined again (a re-run notebook cell, a reloaded module) replaces itself.
+        A name taken by a different entry is an error unless ``replace=True``; the same
+        code defined again (a re-run notebook cell, a reloaded module: a function of the
+        same module and name, an object of the same class holding the same settings and
+        functions) replaces itself.
         """
         if obj is None:
             return lambda o: self.register(o, name=name, replace=replace)
@@ -74,12 +81,13 @@ class Registry(Generic[T]):
         if not isinstance(key, str) or not key:
             raise ConfigError(f"cannot register {obj!r} as a {self.kind}: it has no __name__; "
                               "give one with name='...'")
-        old = self._entries.get(key, obj)
-        if old is not obj and not replace and _defined_at(old) != _defined_at(obj):
+        entry = obj if self._entry is None else self._entry(obj)
+        old = self._entries.get(key, entry)
+        if old is not entry and not replace and _code_key(old) != _code_key(entry):
             raise ConfigError(f"{self.kind} {key!r} is already registered ({_describe(old)}); "
                               "choose another name, or pass replace=True to register "
-                              f"{_describe(obj)} in its place")
-        self._entries[key] = obj
+                              f"{_describe(entry)} in its place")
+        self._entries[key] = entry
         return obj
 
     def mark_builtin(self) -> None:
@@ -139,10 +147,40 @@ def _location(obj: object) -> tuple[str, str] | None:
     return (module, qualname) if isinstance(module, str) and isinstance(qualname, str) else None
 
 
-def _defined_at(obj: object) -> tuple[str, str] | None:
-    """Where an entry's code is defined: a wrapper (``__wrapped__``) by what it wraps, so
-    that re-running the cell that registered it replaces it again."""
-    return _location(getattr(obj, "__wrapped__", obj))
+def _code_key(obj: object) -> object:
+    """What tells two entries apart: a function or class by where it is defined; an
+    object by its class and, recursively, its fields; a plain value by itself."""
+    if isinstance(obj, (types.FunctionType, type)):
+        return ("code", _location(obj))
+    if isinstance(obj, (str, int, float, bool, type(None))):
+        return obj
+    if isinstance(obj, (tuple, list)):
+        return tuple(_code_key(v) for v in obj)
+    if isinstance(obj, dict):
+        return tuple((repr(k), _code_key(v)) for k, v in obj.items())
+    if dataclasses.is_dataclass(obj):
+        fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    else:
+        fields = getattr(obj, "__dict__", None)
+    if fields is None:
+        return ("object", id(obj))
+    return (_location(type(obj)), tuple((k, _code_key(v)) for k, v in sorted(fields.items())))
+
+
+def instances_of(cls: type, *, wrap: Callable[[Any], Any] | None = None,
+                 what: str = "") -> Callable[[Any], Any]:
+    """An ``entry`` converter for :class:`Registry`: instances of ``cls`` as they are,
+    functions through ``wrap`` (when given), anything else refused with what to give."""
+
+    def convert(obj: Any) -> Any:
+        if isinstance(obj, cls):
+            return obj
+        if wrap is not None and isinstance(obj, types.FunctionType):
+            return wrap(obj)
+        raise ConfigError(f"cannot register {obj!r}: give an instance of "
+                          f"{cls.__module__}.{cls.__qualname__}{what}")
+
+    return convert
 
 
 def _describe(obj: object) -> str:
@@ -259,4 +297,4 @@ def restore(refs: Iterable[EntryRef], *, path: Iterable[str] = ()) -> None:
         _ALL[ref.kind].register(obj, name=ref.name, replace=True)
 
 
-__all__ = ["EntryRef", "Registry", "portable_entries", "restore"]
+__all__ = ["EntryRef", "Registry", "instances_of", "portable_entries", "restore"]

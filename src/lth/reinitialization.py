@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .masks import Mask
-from .registry import Registry
+from .registry import Registry, instances_of
 
 if TYPE_CHECKING:
     from .config import ReinitConfig
@@ -79,12 +79,9 @@ class ReinitMode:
     def __call__(self, inputs: ReinitInputs) -> torch.Tensor:
         return self.values(inputs)
 
-    @property
-    def __wrapped__(self) -> ReinitValues:  # the registry tells entries apart by it
-        return self.values
 
-
-REINIT_MODES: Registry[ReinitMode] = Registry("reinit mode")
+REINIT_MODES: Registry[ReinitMode] = Registry("reinit mode", entry=instances_of(
+    ReinitMode, wrap=ReinitMode, what=" or a function of ReinitInputs"))
 
 
 def register_reinit(fn: ReinitValues | ReinitMode, *, name: str | None = None,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..masks import Mask
-from ..registry import Registry
+from ..registry import Registry, instances_of
 from .selection import random_like
 
 
@@ -39,7 +39,7 @@ class MaskCopy:
         return random_like(source, previous, per_layer=self.per_layer, generator=generator)
 
 
-MASK_COPIES: Registry[MaskCopy] = Registry("masks_from mode")
+MASK_COPIES: Registry[MaskCopy] = Registry("masks_from mode", entry=instances_of(MaskCopy))
 MASK_COPIES.register(MaskCopy(), name="same")
 MASK_COPIES.register(MaskCopy(draws_at_random=True, per_layer=True), name="random_layer")
 MASK_COPIES.register(MaskCopy(draws_at_random=True), name="random_global")

@@ -35,13 +35,13 @@ A new schedule is a subclass registered under a name:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..config_schema import Problem, check_fraction
 from ..errors import ConfigError
-from ..registry import Registry
+from ..registry import Registry, instances_of
 
 if TYPE_CHECKING:
     from ..config import PruneConfig
@@ -149,7 +149,18 @@ class OneShot(Geometric):
         return level == 0
 
 
-SCHEDULES: Registry[Schedule] = Registry("schedule")
+@dataclass(frozen=True)
+class FunctionSchedule(Schedule):
+    """A plain function ``(rate, level) -> density`` registered as a schedule: iterative."""
+
+    function: Callable[[float, int], float]
+
+    def density(self, rate: float, level: int) -> float:
+        return self.function(rate, level)
+
+
+SCHEDULES: Registry[Schedule] = Registry("schedule", entry=instances_of(
+    Schedule, wrap=FunctionSchedule, what=" or a function (rate, level) -> density"))
 for _name, _schedule in (("geometric", Geometric()), ("target", Target()),
                          ("linear", Linear()), ("one_shot", OneShot())):
     SCHEDULES.register(_schedule, name=_name)
@@ -165,5 +176,5 @@ def scheduled_density(schedule: str, rate: float, level: int) -> float:
     return SCHEDULES[schedule].density(rate, level)
 
 
-__all__ = ["SCHEDULES", "Geometric", "Linear", "OneShot", "Schedule", "Target",
+__all__ = ["SCHEDULES", "FunctionSchedule", "Geometric", "Linear", "OneShot", "Schedule", "Target",
            "scheduled_density"]

@@ -39,7 +39,7 @@ from torch import nn
 from ..config_schema import Problem
 from ..errors import ConfigError, LTHError, ModelError
 from ..masks import Mask
-from ..registry import Registry
+from ..registry import Registry, instances_of
 from ..store import RunDir
 from .network import ScoringNetwork
 from .plan import Group, check_final_counts, make_groups, next_mask, resolve_rates
@@ -194,7 +194,8 @@ class UnitMasks(MaskStructure):
                               "'weight' or a source run pruned with structure = 'unit'")
 
 
-STRUCTURES: Registry[MaskStructure] = Registry("mask structure")
+STRUCTURES: Registry[MaskStructure] = Registry("mask structure",
+                                                entry=instances_of(MaskStructure))
 STRUCTURES.register(MaskStructure(), name="weight")
 STRUCTURES.register(UnitMasks(), name="unit")
 STRUCTURES.mark_builtin()

@@ -33,7 +33,7 @@ from torch import nn
 
 from ..config_schema import Problem
 from ..masks import Mask
-from ..registry import Registry
+from ..registry import Registry, instances_of
 from ..reinitialization import REINIT_MODES
 from ..seeding import derive_seed, generator
 from .selection import select
@@ -235,7 +235,7 @@ class Learned(Supermask):
         return p
 
 
-SUPERMASKS: Registry[Supermask] = Registry("supermask")
+SUPERMASKS: Registry[Supermask] = Registry("supermask", entry=instances_of(Supermask))
 SUPERMASKS.register(Supermask(), name="none")
 for _method in METHODS:
     SUPERMASKS.register(Learned(_method), name=_method)
