@@ -39,7 +39,7 @@ def test_run_with_early_bird_and_units_shows_the_search(tmp_path, capsys):
                  "--quiet", *QUICK, "--set", "prune.structure='unit'"])
     out = capsys.readouterr()
     # the preset sets an output rate, which means nothing for units: refused, by name
-    assert code == 2 and "output_rate does not apply with structure = 'unit'" in out.err
+    assert code == 2 and "prune.output_rate: does not apply with structure = 'unit'" in out.err
     cfg = tmp_path / "units.toml"
     text = (ROOT / "configs" / "quickstart.toml").read_text()
     cfg.write_text("\n".join(line for line in text.splitlines()

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 import lth
+from lth import devices
 from lth.config import TrainConfig
 from lth.execution import Local
-from lth.experiment import plan
 from lth.train import Span, precision, stack_key, train_level, train_stack
 from lth.train.precision import Precision
 
@@ -123,7 +123,7 @@ def test_precision_is_checked_and_part_of_the_identity(tmp_path):
 
 def _device_and_ordinal(want: str) -> tuple[list[int], str]:
     time.sleep(0.2)  # long enough that the other worker, still starting, gets some calls
-    return list(plan.WORKER_ORDINAL), str(plan.choose_device(want))
+    return list(devices.WORKER_ORDINAL), str(devices.choose_device(want))
 
 
 def test_local_pool_numbers_its_workers_for_gpu_placement():
@@ -145,15 +145,15 @@ def test_local_pool_numbers_its_workers_for_gpu_placement():
         assert ordinals == {(0,), (1,)}
     finally:
         pool.shutdown()
-    assert plan.WORKER_ORDINAL == []  # this process is no worker
+    assert devices.WORKER_ORDINAL == []  # this process is no worker
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU box")
 def test_cuda_on_a_machine_without_one_is_refused():
     for want in ("cuda", "cuda:1"):
         with pytest.raises(lth.ConfigError, match="CUDA is not available"):
-            plan.choose_device(want)
-    assert plan.choose_device("auto") == torch.device("cpu")
+            devices.choose_device(want)
+    assert devices.choose_device("auto") == torch.device("cpu")
 
 
 def _stack_key_of_received(data: lth.Data, held: list) -> bool:

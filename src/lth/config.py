@@ -33,9 +33,9 @@ from .init import BIAS_INITS
 from .models import MODELS, check_options
 from .pruning.copies import MASK_COPIES
 from .pruning.criteria import CRITERIA, CRITERION_ALIASES
-from .pruning.schedules import SCHEDULES
+from .pruning.schedules import SCHEDULES, Schedule
 from .pruning.structures import STRUCTURES, UNIT_SCORES
-from .pruning.supermask import SUPERMASKS
+from .pruning.supermask import SUPERMASKS, Learned
 from .reinitialization import REINIT_MODES
 from .tasks import TASKS
 
@@ -160,14 +160,14 @@ class PruneConfig(Section):
         if self.score_batches < 1:
             p.append(("score_batches", f"got {self.score_batches!r}; must be >= 1"))
         check_choice(p, "supermask", self.supermask, SUPERMASKS)
-        if self.supermask in SUPERMASKS:
-            p.extend(SUPERMASKS[self.supermask].problems(self))
+        # An unknown name (reported above) is checked as the most likely kind of entry.
+        p.extend(SUPERMASKS.get(self.supermask, default=Learned(self.supermask))
+                 .problems(self))
         for key in ("rate", "conv_rate", "linear_rate", "output_rate"):
             check_fraction(p, key, getattr(self, key))
         for pattern, r in self.layer_rates.items():
             check_fraction(p, f"layer_rates.{pattern}", r)
-        if self.schedule in SCHEDULES:
-            p.extend(SCHEDULES[self.schedule].problems(self))
+        p.extend(SCHEDULES.get(self.schedule, default=Schedule()).problems(self))
         return p
 
 
@@ -342,8 +342,8 @@ class ExperimentConfig(Section):
             p.append(("n_levels", f"got {self.n_levels!r}; must be >= 0"))
         if self.seed < 0:
             p.append(("seed", f"got {self.seed!r}; must be >= 0"))
-        if self.prune.supermask in SUPERMASKS:
-            p.extend(SUPERMASKS[self.prune.supermask].experiment_problems(self))
+        supermask = self.prune.supermask
+        p.extend(SUPERMASKS.get(supermask, default=Learned(supermask)).experiment_problems(self))
         problem = name_problem(self.name)
         if problem:
             p.append(("name", f"got {self.name!r}; {problem}"))

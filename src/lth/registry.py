@@ -35,6 +35,7 @@ from .errors import ConfigError, unknown_name
 T = TypeVar("T")
 
 _ALL: dict[str, Registry[Any]] = {}  # kind -> registry, for shipping entries to workers
+_REQUIRED = object()
 
 
 class Registry(Generic[T]):
@@ -105,7 +106,12 @@ class Registry(Generic[T]):
         except (KeyError, TypeError):  # TypeError: an unhashable "name"
             raise ConfigError(unknown_name(self.kind, name, self._entries)) from None
 
-    get = __getitem__
+    def get(self, name: str, *, default: Any = _REQUIRED) -> Any:
+        """The entry ``name``; without it, ``default`` if given, else the error that says
+        which names exist."""
+        if default is not _REQUIRED and name not in self:
+            return default
+        return self[name]
 
     def __delitem__(self, name: str) -> None:
         del self._entries[name]

@@ -47,7 +47,8 @@ def prune(model: nn.Module, mask: Mask, *, init: State, level: int,
     that score the network (``snip``, ``grasp``, ``synflow``) read ``data``'s training split
     in batches of ``batch_size`` under ``task``'s loss (on the model's ``output``), as a run
     with ``train.batch_size`` would. ``layout``: the groups and rates a run planned (by
-    default those of ``prune`` for the model's masked weights)."""
+    default those of ``prune`` for the model's masked weights; ``structure = "unit"``
+    traces the model on ``example`` to find its units)."""
     cfg = as_section(PruneConfig, prune, "prune")
     network = None if data is None else ScoringNetwork.of(
         model, data, batch_size=batch_size, n_batches=cfg.score_batches, seed=seed,
@@ -55,9 +56,10 @@ def prune(model: nn.Module, mask: Mask, *, init: State, level: int,
     if layout is None:
         names = list(mask.names())
         out = output_layer(model, names, example) if example is not None else [names[-1]]
-        layout = STRUCTURES["weight"].layout(cfg, model, names, example, out,
-                                             layer_kinds(model), n_levels=n_levels or level,
-                                             check_counts=False)
+        layout = STRUCTURES[cfg.structure].layout(cfg, model, names, example, out,
+                                                  layer_kinds(model),
+                                                  n_levels=n_levels or level,
+                                                  check_counts=False)
     return layout.next_mask(cfg, level, mask, init,
                             final if final is not None else get_state(model),
                             generator(seed, "prune", level), network)

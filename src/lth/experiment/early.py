@@ -59,13 +59,13 @@ def bn_scales(model: nn.Module) -> list[str]:
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
 
 
-def make_search(eb: EarlyBirdConfig, prune: PruneConfig, layout: MaskLayout, names: list[str],
-                level: int, mask: Mask, init: Callable[[], Tensors], seed: int,
+def make_search(eb: EarlyBirdConfig, prune: PruneConfig, layout: MaskLayout, target: int,
+                mask: Mask, init: Callable[[], Tensors], seed: int,
                 *, spe: int, after: int, model: nn.Module) -> Search:
-    """The monitor for ``level``: its candidate is exactly the mask the next level would get
-    if training stopped now (same criterion, counts and tie-breaking generator), compared as
-    the layout compares masks (unit masks for structured pruning)."""
-    target = level + 1  # the level pruned from this one's weights
+    """The monitor of a level whose weights give ``target`` its mask: its candidate is
+    exactly the mask ``target`` would get if training stopped now (same criterion, counts
+    and tie-breaking generator), compared as the layout compares masks (unit masks for
+    structured pruning)."""
     start: list[Tensors] = []  # read at the first check: after a late-rewind snapshot exists
 
     def candidate(state: Tensors) -> Mask:

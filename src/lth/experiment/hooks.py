@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,8 +27,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..earlybird import Search
 from ..masks import Mask
-from ..pruning import kept_count, scheduled_density
-from ..pruning.supermask import Learned, SupermaskNet
+from ..pruning.supermask import Supermask
 from ..state import get_state, set_state
 from ..store import Level
 from ..train import Callback, Snapshot, lr_function
@@ -102,7 +101,7 @@ class FineTuning(LevelHook):
 class LearnedSupermask(LevelHook):
     begins_at_step_zero = True  # the scores train from step 0 over the start's frozen weights
 
-    def __init__(self, method: Learned, groups: list[tuple[tuple[str, ...], int]], *,
+    def __init__(self, method: Supermask, groups: list[tuple[tuple[str, ...], int]], *,
                  names: list[str], seed: int, level: int, lr: float | None):
         self.method, self.groups, self.names = method, groups, names
         self.seed, self.level, self.lr = seed, level, lr
@@ -116,9 +115,9 @@ class LearnedSupermask(LevelHook):
         return cfg if self.lr is None else dataclasses.replace(cfg, lr=self.lr)
 
     def finish(self, trained: nn.Module, model: nn.Module, mask: Mask, lv: Level) -> Mask:
-        assert isinstance(trained, SupermaskNet)
-        mask = Mask(trained.mask().tensors(), order=self.names)
-        set_state(model, get_state(trained.base))  # the start's weights and new BN statistics
+        mask = Mask(trained.mask().tensors(), order=self.names)  # type: ignore[operator]
+        # The start's weights, and the BatchNorm statistics the scores trained with.
+        set_state(model, get_state(trained.base))  # type: ignore[arg-type]
         mask.apply_(model)
         lv.save("mask", mask.tensors())
         return mask
@@ -133,16 +132,15 @@ def level_hooks(plan: Plan, level: int, *, mask: Mask, model: nn.Module,
         hooks.append(LateRewinding(plan.rewind_step, save_rewind_point))
     supermask = plan.supermask
     if level > 0 and supermask.learns:
-        groups = [(g.names, kept_count(g.size, scheduled_density(plan.prune.schedule, g.rate,
-                                                                  level)))
-                  for g in plan.groups]
-        hooks.append(LearnedSupermask(cast(Learned, supermask), groups, names=plan.names,
+        groups = [(g.names, g.kept(plan.schedule, level)) for g in plan.groups]
+        hooks.append(LearnedSupermask(supermask, groups, names=plan.names,
                                       seed=plan.seed, level=level, lr=plan.prune.supermask_lr))
     if plan.searches(level):
+        target = plan.schedule.pruned_from(level, plan.n_levels)
+        assert target is not None  # a searching level gives a later level its mask
         hooks.append(EarlyBirdSearch(early.make_search(
-            plan.earlybird, plan.prune, plan.layout, plan.names, level, mask, criterion_init,
-            plan.seed, spe=plan.span["steps_per_epoch"], after=plan.rewind_step,
-            model=model)))
+            plan.earlybird, plan.prune, plan.layout, target, mask, criterion_init, plan.seed,
+            spe=plan.span["steps_per_epoch"], after=plan.rewind_step, model=model)))
     if level > 0 and plan.reinit_mode.final_lr:
         last = lr_function(plan.train, plan.total_steps, plan.span["steps_per_epoch"])
         hooks.append(FineTuning(last(plan.total_steps - 1)))

@@ -105,8 +105,9 @@ class LotteryModel:
         self.info = info or {}
 
     def replace(self, **changes: Any) -> LotteryModel:
-        """A copy with some settings changed: any keyword of the constructor (``seed``,
-        ``levels``, ``prune``, ``masks_from``, ``name``, ...); the model and data stay."""
+        """A new experiment of the same model and data, built from the keywords this one
+        was given with some of them changed (``seed``, ``levels``, ``prune``,
+        ``masks_from``, ``name``, ...: any keyword of the constructor)."""
         unknown = set(changes) - set(self._arguments)
         if unknown:
             raise ConfigError(f"cannot replace {sorted(unknown)}; allowed: "

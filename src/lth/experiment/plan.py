@@ -19,7 +19,7 @@ from ..config import (
     TaskConfig,
     TrainConfig,
 )
-from ..devices import WORKER_ORDINAL, choose_device, set_worker_ordinal  # noqa: F401
+from ..devices import choose_device
 from ..durations import to_steps
 from ..errors import ConfigError, LTHError, ModelError
 from ..init import initialize, same_for_every_seed
@@ -38,12 +38,12 @@ from .mask_source import check_masks_source, repair_hint, source_ids
 from .spec import experiment_id, level0_key, run_id, spec
 
 
-def check_random_draw(model: nn.Module, initializer: str, names: list[str]) -> None:
-    """Refuse ``random`` reinit for parameters that no initialiser draws afresh."""
+def check_random_draw(model: nn.Module, initializer: str, names: list[str], mode: str) -> None:
+    """Refuse a reinit mode that draws afresh for parameters no initialiser redraws."""
     stuck = same_for_every_seed(model, names, initializer)
     if stuck:
         raise ConfigError(
-            f"reinit.mode = 'random' needs a fresh draw of {', '.join(stuck)}, but no "
+            f"reinit.mode = {mode!r} needs a fresh draw of {', '.join(stuck)}, but no "
             "initializer re-draws it (its module has no reset_parameters); give the "
             "module a reset_parameters method, exclude it with prune.exclude, or use "
             "another reinit mode")
@@ -67,7 +67,6 @@ class Plan:
     θ0, the masks source."""
 
     config: ExperimentConfig
-    model: nn.Module  # the experiment's own model: fresh draws of its initialiser
     initializer: str
     task: Task
     device: torch.device
@@ -264,7 +263,7 @@ def make_plan(exp: Any, model: nn.Module) -> Plan:
         structure.check_source(Path(cfg.masks_from))
         source = check_masks_source(Path(cfg.masks_from), names, sizes, cfg.n_levels)
     if REINIT_MODES[exp.reinit.mode].draws_afresh:
-        check_random_draw(exp.model, exp.initializer, names)
+        check_random_draw(model, exp.initializer, names, exp.reinit.mode)
     n_train = len(exp.data.y_train)
     full = Span.of(tr, n_train)
     spe, total = full.steps_per_epoch, full.end
@@ -286,5 +285,5 @@ def make_plan(exp: Any, model: nn.Module) -> Plan:
             "checkpoint_every": full.checkpoint_every}
     spec_ = spec(exp.recipe(), seed=cfg.seed, theta0_sha256=state_sha(theta0),
                  masks_from=None if source is None else source_ids(source))
-    return Plan(cfg, exp.model, exp.initializer, exp.task, choose_device(tr.device), names,
+    return Plan(cfg, exp.initializer, exp.task, choose_device(tr.device), names,
                 out, layout, total, k, span, theta0, source, spec_)

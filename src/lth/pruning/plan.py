@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..masks import Mask
 from .criteria import CRITERIA, ScoreInputs, scores_network, scoring_rounds
 from .network import ScoringNetwork
-from .schedules import SCHEDULES, scheduled_density
+from .schedules import SCHEDULES, Schedule
 from .selection import kept_count, select
 
 if TYPE_CHECKING:
@@ -31,6 +31,10 @@ class Group:
     names: tuple[str, ...]
     rate: float
     size: int
+
+    def kept(self, schedule: Schedule, level: int) -> int:
+        """How many of the group's weights (or units) ``level`` keeps under ``schedule``."""
+        return kept_count(self.size, schedule.density(self.rate, level))
 
 
 def resolve_rates(cfg: PruneConfig, names: Sequence[str], kinds: dict[str, str],
@@ -67,7 +71,7 @@ def resolve_rates(cfg: PruneConfig, names: Sequence[str], kinds: dict[str, str],
 def check_final_counts(groups: Sequence[Group], schedule: str, n_levels: int) -> None:
     """Refuse a schedule under which some group keeps no weight at the last level."""
     dead = [g for g in groups
-            if g.rate > 0 and kept_count(g.size, scheduled_density(schedule, g.rate, n_levels)) < 1]
+            if g.rate > 0 and g.kept(SCHEDULES[schedule], n_levels) < 1]
     if dead:
         names = ", ".join(n for g in dead for n in g.names)
         raise ConfigError(f"pruning would remove every weight of {names} by level {n_levels} "
@@ -98,8 +102,8 @@ def next_mask(cfg: PruneConfig, groups: Sequence[Group], level: int, mask: Mask,
     criterion = CRITERIA[cfg.criterion]
     whole_network = scores_network(criterion)
     out = {n: t.cpu() for n, t in mask.items()}
-    targets = {g: kept_count(g.size, scheduled_density(cfg.schedule, g.rate, level))
-               for g in groups}
+    schedule = SCHEDULES[cfg.schedule]
+    targets = {g: g.kept(schedule, level) for g in groups}
     alive0 = {g: sum(int(out[n].sum()) for n in g.names) for g in groups}
     rounds = scoring_rounds(criterion)
     if whole_network and network is None:

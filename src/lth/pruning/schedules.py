@@ -35,7 +35,7 @@ A new schedule is a subclass registered under a name:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -59,16 +59,28 @@ class Schedule:
         raise NotImplementedError
 
     def source_level(self, level: int) -> int:
-        """The level whose trained weights give ``level`` (>= 1) its mask and kept weights."""
+        """The level whose trained weights give ``level`` (>= 1) its mask and kept weights;
+        what follows from it (:meth:`mask_sources`, :meth:`searches`, :meth:`pruned_from`)
+        is derived, so a schedule overrides this one alone."""
         return level - 1
 
-    def mask_sources(self, level: int) -> Sequence[int]:
-        """The levels whose training chose ``level``'s mask (none for the dense level)."""
-        return range(level)
+    def mask_sources(self, level: int) -> list[int]:
+        """The levels whose training chose ``level``'s mask (none for the dense level): its
+        source, the source's source, ... down to level 0."""
+        out = []
+        while level > 0:
+            level = self.source_level(level)
+            out.append(level)
+        return sorted(out)
+
+    def pruned_from(self, level: int, n_levels: int) -> int | None:
+        """The first level (up to ``n_levels``) pruned from ``level``'s trained weights."""
+        return next((later for later in range(level + 1, n_levels + 1)
+                     if self.source_level(later) == level), None)
 
     def searches(self, level: int, n_levels: int) -> bool:
         """Whether ``level``'s trained weights choose another level's mask."""
-        return level < n_levels
+        return self.pruned_from(level, n_levels) is not None
 
     def default_rate(self, cfg: PruneConfig, own_rates: dict[str, float | None],
                      sizes: dict[str, int], n_levels: int) -> float:
@@ -141,12 +153,6 @@ class OneShot(Geometric):
 
     def source_level(self, level: int) -> int:
         return 0
-
-    def mask_sources(self, level: int) -> Sequence[int]:
-        return [0] if level else []
-
-    def searches(self, level: int, n_levels: int) -> bool:
-        return level == 0
 
 
 @dataclass(frozen=True)

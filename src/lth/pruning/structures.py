@@ -43,8 +43,8 @@ from ..registry import Registry, instances_of
 from ..store import RunDir
 from .network import ScoringNetwork
 from .plan import Group, check_final_counts, make_groups, next_mask, resolve_rates
-from .schedules import scheduled_density
-from .selection import kept_count, select
+from .schedules import SCHEDULES
+from .selection import select
 from .structured import Structure
 
 if TYPE_CHECKING:
@@ -115,16 +115,18 @@ class MaskStructure:
     of_single_weights = True
 
     def problems(self, cfg: PruneConfig) -> list[Problem]:
-        if cfg.unit_score != "l1":
+        if cfg.unit_score != type(cfg).unit_score:
             return [("unit_score", "only used with structure = 'unit' (single weights are "
                                    "scored by criterion)")]
         return []
 
     def layout(self, cfg: PruneConfig, model: nn.Module, names: list[str],
-               example: torch.Tensor, output: list[str], kinds: dict[str, str], *,
+               example: torch.Tensor | None, output: list[str], kinds: dict[str, str], *,
                n_levels: int, check_counts: bool = True) -> MaskLayout:
         """Rates and groups over ``model``'s prunable ``names``; ``check_counts``: refuse a
-        schedule that leaves a group empty (not for masks copied from another run)."""
+        schedule that leaves a group empty (off for masks copied from another run, and for
+        a single step, which may prune past the planned levels). Unit masks always check:
+        a layer without units would cut the network in two."""
         sizes = {n: model.get_parameter(n).numel() for n in names}
         rates = resolve_rates(cfg, names, kinds, output, n_levels, sizes)
         groups = make_groups(cfg.scope, rates, sizes)
@@ -140,23 +142,27 @@ class UnitMasks(MaskStructure):
     of_single_weights = False
 
     def problems(self, cfg: PruneConfig) -> list[Problem]:
-        return []
+        p: list[Problem] = []
+        if cfg.output_rate is not None:
+            p.append(("output_rate", "does not apply with structure = 'unit': the output "
+                                     "layer's units are the classes; its inputs shrink with "
+                                     "the layer before it. Remove output_rate"))
+        if cfg.criterion != type(cfg).criterion:
+            p.append(("criterion", f"{cfg.criterion!r} scores weights, not units; with "
+                                   "structure = 'unit' units are scored by prune.unit_score "
+                                   f"({', '.join(UNIT_SCORES)}); remove criterion"))
+        return p
 
     def layout(self, cfg: PruneConfig, model: nn.Module, names: list[str],
-               example: torch.Tensor, output: list[str], kinds: dict[str, str], *,
+               example: torch.Tensor | None, output: list[str], kinds: dict[str, str], *,
                n_levels: int, check_counts: bool = True) -> MaskLayout:
         """Rates and groups over the model's producers, sized in units. Layers whose units
         cannot be removed alone (their output reaches a residual addition, a concatenation,
         the model output...) keep their units whole and are still masked where they read
         removed units; which and why is recorded."""
-        if cfg.output_rate is not None:
-            raise ConfigError("prune.output_rate does not apply with structure = 'unit': the "
-                              "output layer's units are the classes; its inputs shrink with "
-                              "the layer before it. Remove output_rate")
-        if cfg.criterion != "large_final":
-            raise ConfigError(f"prune.criterion = {cfg.criterion!r} scores weights, not "
-                              "units; with structure = 'unit' units are scored by "
-                              f"prune.unit_score ({', '.join(UNIT_SCORES)}); remove criterion")
+        if example is None:
+            raise ConfigError("structure = 'unit' finds the model's units by tracing it: "
+                              "give an input batch (lth.prune(..., example=x))")
         structure = Structure.discover(model, names, example, output, strict=False)
         if not structure.producers:
             why = "\n".join(f"  {n}: {r}" for n, r in structure.refused.items())
@@ -173,7 +179,7 @@ class UnitMasks(MaskStructure):
         groups = make_groups(cfg.scope, rates, structure.units)
         check_final_counts(groups, cfg.schedule, n_levels)
         for g in groups:  # global scope keeps at least one unit of each layer
-            last = kept_count(g.size, scheduled_density(cfg.schedule, g.rate, n_levels))
+            last = g.kept(SCHEDULES[cfg.schedule], n_levels)
             if g.rate > 0 and last < len(g.names):
                 raise ConfigError(f"by level {n_levels} the {len(g.names)} layers pruned "
                                   f"together ({', '.join(g.names)}) would keep {last} units "
@@ -188,7 +194,8 @@ class UnitMasks(MaskStructure):
             settings = RunDir(source).config()["identity"]["settings"]["prune"]
         except (LTHError, KeyError, OSError):
             return  # the masks source check reports an unreadable source
-        if not isinstance(STRUCTURES.get(settings.get("structure", "weight")), UnitMasks):
+        name = settings.get("structure", "weight")
+        if not (name in STRUCTURES and isinstance(STRUCTURES[name], UnitMasks)):
             raise ConfigError(f"structure = 'unit' with masks_from = {str(source)!r}, whose "
                               "masks remove single weights, not units; use structure = "
                               "'weight' or a source run pruned with structure = 'unit'")
@@ -210,7 +217,7 @@ def next_unit_mask(cfg: PruneConfig, structure: Structure, groups: Sequence[Grou
     units = {n: t.cpu() for n, t in structure.unit_mask(mask).items()}
     scores: Tensors | None = None
     for group in groups:
-        keep = kept_count(group.size, scheduled_density(cfg.schedule, group.rate, level))
+        keep = group.kept(SCHEDULES[cfg.schedule], level)
         if keep >= sum(int(units[n].sum()) for n in group.names):
             continue
         if scores is None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -179,11 +180,19 @@ class SupermaskNet(nn.Module):
                      for n in self.names}, order=self.names)
 
 
+@dataclass(frozen=True)
 class Supermask:
     """What ``prune.supermask`` names: ``none`` (masks come from pruning), or a method that
-    learns each pruned level's mask (:class:`Learned`). The engine asks :attr:`learns`."""
+    learns each pruned level's mask (:class:`Learned`). The engine asks :attr:`learns`, and
+    for a pruned level of a supermask that learns, trains :meth:`network`."""
 
     learns = False
+
+    def network(self, model: nn.Module, groups: Sequence[tuple[Sequence[str], int]], *,
+                seed: int, level: int) -> nn.Module:
+        """``model`` frozen, with what learns a mask keeping ``groups``' counts; its
+        ``mask()`` is the learned mask and ``base`` the frozen model."""
+        raise NotImplementedError(f"{type(self).__name__} learns no mask")
 
     def problems(self, cfg: PruneConfig) -> list[Problem]:
         if cfg.supermask_lr is not None:
@@ -194,18 +203,16 @@ class Supermask:
         return []
 
 
+@dataclass(frozen=True)
 class Learned(Supermask):
     """A supermask learned by ``method`` (``edge_popup`` or ``bernoulli``, see the module
     docstring) over each pruned level's frozen start."""
 
+    method: str
     learns = True
-
-    def __init__(self, method: str):
-        self.method = method
 
     def network(self, model: nn.Module, groups: Sequence[tuple[Sequence[str], int]], *,
                 seed: int, level: int) -> SupermaskNet:
-        """``model`` frozen, with the scores that learn a mask keeping ``groups``' counts."""
         return SupermaskNet(model, groups, self.method, seed=seed, level=level)
 
     def problems(self, cfg: PruneConfig) -> list[Problem]:
@@ -229,9 +236,10 @@ class Learned(Supermask):
                                          "search prunes trained weights: disable earlybird"))
         mode = cfg.reinit.mode
         if mode in REINIT_MODES and REINIT_MODES[mode].keeps_trained:
+            fresh = [n for n, m in REINIT_MODES.items() if not m.keeps_trained]
             p.append(("reinit.mode", f"{mode!r} keeps the previous level's pruned weights, "
-                                     "whose zeros a learned supermask would keep; use rewind, "
-                                     "constant, random, jitter or reshuffle"))
+                                     "whose zeros a learned supermask would keep; use "
+                                     f"{', '.join(fresh)}"))
         return p
 
 
