@@ -130,10 +130,9 @@ def level_hooks(plan: Plan, level: int, *, mask: Mask, model: nn.Module,
     hooks: list[LevelHook] = []
     if level == 0 and plan.rewind_step > 0:
         hooks.append(LateRewinding(plan.rewind_step, save_rewind_point))
-    supermask = plan.supermask
-    if level > 0 and supermask.learns:
+    if plan.learns_mask(level):
         groups = [(g.names, g.kept(plan.schedule, level)) for g in plan.groups]
-        hooks.append(LearnedSupermask(supermask, groups, names=plan.names,
+        hooks.append(LearnedSupermask(plan.supermask, groups, names=plan.names,
                                       seed=plan.seed, level=level, lr=plan.prune.supermask_lr))
     if plan.searches(level):
         target = plan.schedule.pruned_from(level, plan.n_levels)

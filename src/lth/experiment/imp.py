@@ -247,7 +247,7 @@ def _start(plan: Plan, run: RunDir, model: nn.Module, level: int, mask: Mask) ->
 def _steps_to_mask(plan: Plan, done: dict[int, dict], level: int) -> int | None:
     if plan.source is not None:
         return None  # the mask is another run's; its cost is that run's
-    if level > 0 and plan.supermask.learns:
+    if plan.learns_mask(level):
         return int(done[level]["train_steps"])  # the level's own training learned it
     return early.steps_to_mask(done, level, plan.schedule)
 
@@ -255,8 +255,8 @@ def _steps_to_mask(plan: Plan, done: dict[int, dict], level: int) -> int | None:
 def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
            report: Progress | None) -> Jobs:
     t0, lv = time.perf_counter(), run.level(level)
-    learned = level > 0 and plan.supermask.learns  # its mask comes out of training
-    mask = Mask.ones(model, plan.names) if learned else _mask(plan, run, model, data, level)
+    mask = (Mask.ones(model, plan.names) if plan.learns_mask(level)
+            else _mask(plan, run, model, data, level))
     set_state(model, _start(plan, run, model, level, mask))
     hooks = level_hooks(plan, level, mask=mask, model=model,
                         criterion_init=lambda: _criterion_init(plan, run, level),

@@ -141,6 +141,11 @@ class Plan:
     def experiment_id(self) -> str:
         return experiment_id(self.spec)
 
+    def learns_mask(self, level: int) -> bool:
+        """Whether ``level``'s mask comes out of its own training (a learned supermask of a
+        pruned level) rather than from pruning before it."""
+        return level > 0 and self.supermask.learns
+
     def searches(self, level: int) -> bool:
         """Whether an early-bird search runs in ``level``: its weights choose another level's
         mask under the schedule."""
