@@ -37,6 +37,7 @@ from .pruning.schedules import SCHEDULES, Schedule
 from .pruning.structures import STRUCTURES, UNIT_SCORES
 from .pruning.supermask import SUPERMASKS, Learned
 from .reinitialization import REINIT_MODES
+from .sparse.methods import METHODS, Method, method_problems
 from .tasks import TASKS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -230,6 +231,34 @@ class EarlyBirdConfig(Section):
 
 
 @dataclass(frozen=True)
+class MaskUpdatesConfig(Section):
+    """How a pruned level's mask changes while it trains (:mod:`lth.sparse`): ``method``
+    ``none`` (fixed: IMP), ``gmp`` (gradual magnitude pruning), ``set`` or ``rigl``
+    (drop and regrow at constant density). Changes happen every ``every`` steps between
+    ``begin`` and ``end``, fractions of the level's training; SET and RigL drop
+    ``fraction`` of each layer's alive weights, decayed to 0 at ``end`` by a cosine (RigL's
+    α = 0.3, ΔT = 100, end = 0.75) or ``constant``."""
+
+    method: str = "none"
+    every: Duration = "100it"
+    begin: float = 0.0
+    end: float = 0.75
+    fraction: float = 0.3
+    decay: str = "cosine"
+
+    def problems(self) -> list[Problem]:
+        p: list[Problem] = []
+        check_choice(p, "method", self.method, METHODS)
+        problem = check_duration(self.every)
+        if problem:
+            p.append(("every", f"got {self.every!r}; {problem}"))
+        elif self.every in (0, "0it", "0ep"):
+            p.append(("every", "must be longer than 0"))
+        p.extend(METHODS.get(self.method, default=Method()).problems(self))
+        return p
+
+
+@dataclass(frozen=True)
 class ModelConfig(Section):
     """A registered model by name; keys other than these are passed to its builder."""
 
@@ -303,7 +332,7 @@ class TaskConfig(Section):
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
              "prune": PruneConfig, "reinit": ReinitConfig, "earlybird": EarlyBirdConfig,
-             "task": TaskConfig}
+             "task": TaskConfig, "mask_updates": MaskUpdatesConfig}
 
 
 @dataclass(frozen=True)
@@ -329,6 +358,7 @@ class ExperimentConfig(Section):
     reinit: ReinitConfig = field(default_factory=ReinitConfig)
     earlybird: EarlyBirdConfig = field(default_factory=EarlyBirdConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
+    mask_updates: MaskUpdatesConfig = field(default_factory=MaskUpdatesConfig)
 
     def to_dict(self) -> dict[str, Any]:
         top = {"name": self.name, "seed": self.seed, "n_levels": self.n_levels,
@@ -344,6 +374,7 @@ class ExperimentConfig(Section):
             p.append(("seed", f"got {self.seed!r}; must be >= 0"))
         supermask = self.prune.supermask
         p.extend(SUPERMASKS.get(supermask, default=Learned(supermask)).experiment_problems(self))
+        p.extend(method_problems(self))
         problem = name_problem(self.name)
         if problem:
             p.append(("name", f"got {self.name!r}; {problem}"))

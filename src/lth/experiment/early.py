@@ -11,7 +11,6 @@ continue from the early-bird weights). The last level, the ticket, trains in ful
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import nn
@@ -21,7 +20,7 @@ from ..durations import to_steps
 from ..earlybird import Search
 from ..errors import ConfigError
 from ..masks import Mask
-from ..pruning import CRITERIA, MaskLayout, Schedule, scores_network
+from ..pruning import CRITERIA, MaskLayout, scores_network
 from ..seeding import generator
 
 Tensors = dict[str, torch.Tensor]
@@ -79,9 +78,3 @@ def make_search(eb: EarlyBirdConfig, prune: PruneConfig, layout: MaskLayout, tar
                   epsilon=eb.epsilon, after=after,
                   gammas=bn_scales(model) if eb.bn_l1 else None,
                   l1=eb.bn_l1_strength if eb.bn_l1 else 0.0)
-
-
-def steps_to_mask(summaries: dict[int, dict[str, Any]], level: int, schedule: Schedule) -> int:
-    """Training steps spent on the levels whose weights chose ``level``'s mask (0 for the
-    dense level): what finding this mask cost."""
-    return sum(int(summaries[s]["train_steps"]) for s in schedule.mask_sources(level))

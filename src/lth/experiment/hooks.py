@@ -8,10 +8,13 @@ A level is the public steps (:func:`lth.prune`, :func:`lth.reinit`, the trainer 
   the search's record;
 - :class:`FineTuning`: a ``final_lr`` reinit mode trains at the schedule's last lr;
 - :class:`LearnedSupermask`: a pruned level trains scores over its frozen start, and its
-  mask is the learned one.
+  mask is the learned one;
+- :class:`UpdatingMask`: a pruned level's mask changes while it trains (gradual pruning,
+  SET, RigL: :mod:`lth.sparse`); its mask is the last one, the first kept beside it.
 
 A hook may change what is trained (:meth:`LevelHook.trained`), its settings, the
-learning rate, the callbacks, and, after training, the level's mask and record.
+learning rate, the callbacks, the mask's updates, and, after training, the level's mask
+and record.
 """
 
 from __future__ import annotations
@@ -25,12 +28,16 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
+from ..durations import to_steps
 from ..earlybird import Search
+from ..flops import Costs, CostTimeline
+from ..mask_updates import MaskUpdates
 from ..masks import Mask
 from ..pruning.supermask import Supermask
+from ..sparse.methods import LevelMask, Window
 from ..state import get_state, set_state
 from ..store import Level
-from ..train import Callback, Snapshot, lr_function
+from ..train import Callback, Job, Snapshot, lr_function
 from . import early
 from .plan import Plan
 
@@ -55,8 +62,12 @@ class LevelHook:
     def callbacks(self) -> list[Callback]:
         return []
 
-    def finish(self, trained: nn.Module, model: nn.Module, mask: Mask, lv: Level) -> Mask:
-        """After training: put the level's final state in ``model``; returns its mask."""
+    def mask_updates(self) -> MaskUpdates | None:
+        return None
+
+    def finish(self, job: Job, model: nn.Module, mask: Mask, lv: Level) -> Mask:
+        """After training ``job``: put the level's final state in ``model``; returns its
+        mask."""
         return mask
 
     def record(self, lv: Level, files: dict[str, str], summary: dict[str, Any]) -> None:
@@ -114,13 +125,48 @@ class LearnedSupermask(LevelHook):
     def train_config(self, cfg: TrainConfig) -> TrainConfig:
         return cfg if self.lr is None else dataclasses.replace(cfg, lr=self.lr)
 
-    def finish(self, trained: nn.Module, model: nn.Module, mask: Mask, lv: Level) -> Mask:
-        mask = Mask(trained.mask().tensors(), order=self.names)  # type: ignore[operator]
+    def finish(self, job: Job, model: nn.Module, mask: Mask, lv: Level) -> Mask:
+        mask = Mask(job.model.mask().tensors(), order=self.names)  # type: ignore[operator]
         # The start's weights, and the BatchNorm statistics the scores trained with.
-        set_state(model, get_state(trained.base))  # type: ignore[arg-type]
+        set_state(model, get_state(job.model.base))  # type: ignore[arg-type]
         mask.apply_(model)
         lv.save("mask", mask.tensors())
         return mask
+
+
+class UpdatingMask(LevelHook):
+    """The level's mask changes at the steps its method says; the mask the level began
+    with is its ``mask_start``, the last one its ``mask``."""
+
+    def __init__(self, updates: MaskUpdates, start: Mask, *, costs: Costs | None,
+                 begin: int, batch_size: int, dense_gradients: bool):
+        self.updates = CostTimeline(updates, costs, begin, start)
+        self.start, self.final, self.end = start, start, begin
+        self.costs, self.batch_size, self.dense_gradients = costs, batch_size, dense_gradients
+
+    def mask_updates(self) -> MaskUpdates:
+        return self.updates
+
+    def finish(self, job: Job, model: nn.Module, mask: Mask, lv: Level) -> Mask:
+        self.final = Mask({n: t.cpu() for n, t in job.mask.items()}, order=mask.names())
+        self.end = job.span.end
+        lv.save("mask", self.final.tensors())
+        return self.final
+
+    def record(self, lv: Level, files: dict[str, str], summary: dict[str, Any]) -> None:
+        files.update(lv.tensor_digests("mask_start"))
+        summary["mask_turnover"] = turnover(self.start, self.final)
+        if self.costs is not None:
+            n = len(self.updates.timeline) - 1 if self.dense_gradients else 0
+            summary["train_flops"] = self.costs.training(self.updates.timeline, self.end,
+                                                         self.batch_size, n)
+
+
+def turnover(start: Mask, final: Mask) -> float:
+    """The fraction of ``final``'s kept weights that ``start`` did not keep."""
+    new = sum(int((final[n] & ~start[n].to(final[n].device)).sum()) for n in final)
+    kept = sum(final.kept().values())
+    return new / kept if kept else 0.0
 
 
 def level_hooks(plan: Plan, level: int, *, mask: Mask, model: nn.Module,
@@ -140,6 +186,19 @@ def level_hooks(plan: Plan, level: int, *, mask: Mask, model: nn.Module,
         hooks.append(EarlyBirdSearch(early.make_search(
             plan.earlybird, plan.prune, plan.layout, target, mask, criterion_init, plan.seed,
             spe=plan.span["steps_per_epoch"], after=plan.rewind_step, model=model)))
+    if plan.updates_mask(level):
+        method = plan.mask_method
+        begin = plan.rewind_step  # a pruned level trains from the rewind step
+        window = Window.of(plan.config.mask_updates, begin, plan.total_steps,
+                           to_steps(plan.config.mask_updates.every,
+                                    plan.span["steps_per_epoch"]))
+        updates = method.updates(LevelMask(
+            plan.config.mask_updates, window, level, plan.seed, mask, plan.groups,
+            plan.schedule, plan.layout, plan.prune.criterion, criterion_init))
+        assert updates is not None  # a method that changes masks makes updates
+        hooks.append(UpdatingMask(updates, mask, costs=plan.costs, begin=begin,
+                                  batch_size=plan.train.batch_size,
+                                  dense_gradients=method.dense_gradients))
     if level > 0 and plan.reinit_mode.final_lr:
         last = lr_function(plan.train, plan.total_steps, plan.span["steps_per_epoch"])
         hooks.append(FineTuning(last(plan.total_steps - 1)))

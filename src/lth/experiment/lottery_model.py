@@ -16,6 +16,7 @@ from torch import nn
 from ..config import (
     EarlyBirdConfig,
     ExperimentConfig,
+    MaskUpdatesConfig,
     PruneConfig,
     ReinitConfig,
     TaskConfig,
@@ -74,6 +75,7 @@ class LotteryModel:
                  prune: PruneConfig | dict | None = None,
                  reinit: ReinitConfig | dict | None = None,
                  earlybird: EarlyBirdConfig | dict | None = None,
+                 mask_updates: MaskUpdatesConfig | dict | None = None,
                  levels: int = 5, seed: int = 0, initializer: str = "default",
                  name: str = "experiment", masks_from: str | Path | Result | None = None,
                  masks_from_mode: str = "same", info: dict[str, Any] | None = None,
@@ -93,6 +95,7 @@ class LotteryModel:
         self.prune = _as(PruneConfig, prune, "prune")
         self.reinit = _as(ReinitConfig, reinit, "reinit")
         self.earlybird = _as(EarlyBirdConfig, earlybird, "earlybird")
+        self.mask_updates = _as(MaskUpdatesConfig, mask_updates, "mask_updates")
         if isinstance(masks_from, Result):
             masks_from = masks_from.path
         self.task, task_config = _resolve_task(task, output, early_stop)
@@ -100,7 +103,8 @@ class LotteryModel:
                                        masks_from=None if masks_from is None else str(masks_from),
                                        masks_from_mode=masks_from_mode,
                                        train=self.train, prune=self.prune, reinit=self.reinit,
-                                       earlybird=self.earlybird, task=task_config)
+                                       earlybird=self.earlybird, task=task_config,
+                                       mask_updates=self.mask_updates)
         self.initializer, self.bias_init = initializer, bias_init
         self.info = info or {}
 
@@ -123,7 +127,7 @@ class LotteryModel:
         model = create_model(cfg.model.name, input_shape=data.input_shape,
                              num_classes=data.num_classes, **cfg.model.options)
         return cls(model, data, train=cfg.train, prune=cfg.prune, reinit=cfg.reinit,
-                   earlybird=cfg.earlybird,
+                   earlybird=cfg.earlybird, mask_updates=cfg.mask_updates,
                    levels=cfg.n_levels, seed=cfg.seed, initializer=cfg.model.initializer,
                    bias_init=cfg.model.bias_init,
                    name=cfg.name, masks_from=cfg.masks_from,

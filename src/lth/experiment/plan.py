@@ -22,6 +22,7 @@ from ..config import (
 from ..devices import choose_device
 from ..durations import to_steps
 from ..errors import ConfigError, LTHError, ModelError
+from ..flops import Costs, costs_of
 from ..init import initialize, same_for_every_seed
 from ..masks import layer_kinds, output_layer, prunable_names
 from ..pruning import SCHEDULES, STRUCTURES, Group, MaskLayout, Schedule
@@ -29,6 +30,7 @@ from ..pruning.copies import MASK_COPIES, MaskCopy
 from ..pruning.supermask import SUPERMASKS, Supermask
 from ..reinitialization import REINIT_MODES, ReinitMode
 from ..seeding import derive_seed
+from ..sparse.methods import METHODS, Method, Window
 from ..state import get_state, tensor_bytes
 from ..store import RunDir
 from ..tasks import Task, select_output
@@ -79,6 +81,7 @@ class Plan:
     theta0: dict[str, torch.Tensor]
     source: RunDir | None  # the run whose masks this one reuses
     spec: dict[str, Any]
+    costs: Costs | None  # the FLOPs of the model's weight layers (None: not countable)
 
     # the settings' sections, and the mode objects they name
     @property
@@ -122,6 +125,10 @@ class Plan:
         return SUPERMASKS[self.prune.supermask]
 
     @property
+    def mask_method(self) -> Method:
+        return METHODS[self.config.mask_updates.method]
+
+    @property
     def mask_copy(self) -> MaskCopy:
         return MASK_COPIES[self.config.masks_from_mode]
 
@@ -145,6 +152,11 @@ class Plan:
         """Whether ``level``'s mask comes out of its own training (a learned supermask of a
         pruned level) rather than from pruning before it."""
         return level > 0 and self.supermask.learns
+
+    def updates_mask(self, level: int) -> bool:
+        """Whether ``level``'s mask changes while it trains (a pruned level under gradual
+        pruning or dynamic sparse training)."""
+        return level > 0 and self.mask_method.changes_mask
 
     def searches(self, level: int) -> bool:
         """Whether an early-bird search runs in ``level``: its weights choose another level's
@@ -290,5 +302,9 @@ def make_plan(exp: Any, model: nn.Module) -> Plan:
             "checkpoint_every": full.checkpoint_every}
     spec_ = spec(exp.recipe(), seed=cfg.seed, theta0_sha256=state_sha(theta0),
                  masks_from=None if source is None else source_ids(source))
+    method = METHODS[cfg.mask_updates.method]
+    method.steps(cfg.mask_updates, Window.of(cfg.mask_updates, k, total,
+                                             to_steps(cfg.mask_updates.every, spe)))
     return Plan(cfg, exp.initializer, exp.task, choose_device(tr.device), names,
-                out, layout, total, k, span, theta0, source, spec_)
+                out, layout, total, k, span, theta0, source, spec_,
+                costs_of(model, names, example))

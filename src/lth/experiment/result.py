@@ -25,7 +25,14 @@ def scores_of(names: Any) -> list[str]:
 def table_columns(scores: list[str]) -> list[str]:
     """The per-level table's main columns for a task with metrics ``scores``."""
     return ["level", "pct_remaining", "weights_remaining", *_metric_columns(scores),
-            "train_steps", "steps_to_mask", "earlybird_step", "wall_time_s"]
+            "train_steps", "steps_to_mask", "earlybird_step", *COST_COLUMNS, "wall_time_s"]
+
+
+COST_COLUMNS = ["mask_updates", "mask_turnover", "train_flops", "flops_to_mask",
+                "budget_steps", "budget_flops"]
+"""What a level's network cost: mask changes while it trained and the share of its final
+mask they brought in, the FLOPs of its training and of finding its mask, and in all (the
+``budget_*``: every training step, or FLOP, the final network depends on)."""
 
 
 def _metric_columns(scores: list[str]) -> list[str]:
@@ -53,7 +60,8 @@ def level_metrics(columns: Any) -> list[str]:
     """The numbers of a per-level table (or summary) that statistics and trackers follow:
     the % remaining, every task metric (best, final, at early stop), the early stop."""
     wanted = ["pct_remaining", *_metric_columns(scores_of(columns)), "train_steps",
-              "steps_to_mask", "earlybird_step"]
+              "steps_to_mask", "earlybird_step", "mask_turnover", "budget_steps",
+              "budget_flops"]
     return [c for c in wanted if c in columns]
 
 

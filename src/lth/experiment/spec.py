@@ -21,7 +21,7 @@ import copy
 import hashlib
 from typing import Any
 
-from ..config import TaskConfig
+from ..config import MaskUpdatesConfig, TaskConfig
 from ..pruning.criteria import QUANTILE_CRITERIA
 from ..pruning.schedules import SCHEDULES
 from ..store import FORMAT, short_hash
@@ -68,6 +68,8 @@ def settings_of(config: dict[str, Any]) -> dict[str, Any]:
         del c["n_levels"]
     if c.get("task") == TaskConfig().to_dict():
         del c["task"]  # classification, as before tasks existed: the same identities
+    if c.get("mask_updates") == MaskUpdatesConfig().to_dict():
+        del c["mask_updates"]  # a fixed mask per level, as before mask updates existed
     for dotted, default in ADDED_LATER.items():
         section, key = dotted.split(".")
         if c[section].get(key) == default:

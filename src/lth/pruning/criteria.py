@@ -48,6 +48,13 @@ def scores_network(criterion: object) -> bool:
     return bool(getattr(criterion, "scores_network", False))
 
 
+def reads_trained(criterion: object) -> bool:
+    """Whether a registered criterion reads trained weights (``final``), so that a mask it
+    chooses costs the training of the level it is chosen from; False for those that score
+    the start alone (``large_init``, ``random``, SNIP, GraSP, SynFlow)."""
+    return getattr(criterion, "reads_trained", True)
+
+
 def scoring_rounds(criterion: object) -> int:
     """In how many rounds a criterion reaches a level's counts, rescoring the survivors
     before each (SynFlow: 100); single-weight criteria score once."""
@@ -147,6 +154,10 @@ def large_final_diff_sign(s: ScoreInputs) -> torch.Tensor:
 @register_criterion
 def random(s: ScoreInputs) -> torch.Tensor:
     return torch.rand(s.final.shape, generator=s.generator)
+
+
+for _at_start in (large_init, small_init, random):
+    _at_start.reads_trained = False  # type: ignore[attr-defined]
 
 
 def _register_network_criteria() -> None:

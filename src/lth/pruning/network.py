@@ -59,6 +59,7 @@ class NetworkCriterion:
     """A registered criterion that scores the whole network (see the module docstring)."""
 
     scores_network = True  # read through lth.pruning.criteria.scores_network
+    reads_trained = False  # it scores the network it is given at the level's start
 
     def __init__(self, score: Callable[[NetworkInputs], Tensors], *, rounds: int = 1):
         self.score, self.rounds = score, rounds

@@ -79,6 +79,11 @@ class MaskLayout:
         """What a run's record says about its structure (nothing for single weights)."""
         return {}
 
+    def group_ids(self, name: str) -> torch.Tensor | None:
+        """For a structure that keeps a count per fixed group of weights (N:M), each weight's
+        group (shaped like the parameter); None where weights are kept one by one."""
+        return None
+
 
 class WeightLayout(MaskLayout):
     def next_mask(self, cfg: PruneConfig, level: int, mask: Mask, init: Tensors,
@@ -113,6 +118,7 @@ class MaskStructure:
     valid mask (random masks of a count, learned supermasks)."""
 
     of_single_weights = True
+    weight_groups = False  # keeps a count in fixed groups of weights (MaskLayout.group_ids)
 
     def problems(self, cfg: PruneConfig) -> list[Problem]:
         if cfg.unit_score != type(cfg).unit_score:

@@ -14,10 +14,10 @@ from ..config import TrainConfig
 from ..data import Data
 from ..durations import to_steps
 from ..errors import ConfigError
+from ..mask_updates import MaskUpdates
 from ..masks import Mask
 from ..tasks import CLASSIFICATION, Task
 from .callbacks import Callback
-from .mask_updates import MaskUpdates
 
 Tensors = dict[str, torch.Tensor]
 

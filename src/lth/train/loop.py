@@ -29,12 +29,12 @@ from torch import nn
 from ..config import TrainConfig
 from ..data import Data
 from ..data.augment import crop_flip
+from ..mask_updates import MaskUpdates
 from ..masks import Mask
 from ..seeding import derive_seed, generator
 from ..tasks import CLASSIFICATION, Task
 from .callbacks import Callback, OnEval, Snapshot
 from .job import Checkpoints, Job, Span, stack_key
-from .mask_updates import MaskUpdates
 from .optim import lr_function
 from .slot import Slot
 from .stacked import Stacked

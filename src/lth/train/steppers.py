@@ -15,11 +15,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..mask_updates import checked
 from ..masks import Mask
 from ..state import get_state
 from ..tasks import select_output
 from .evaluate import evaluate
-from .mask_updates import checked
 from .optim import Optimizer
 from .slot import Slot
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from ..errors import ModelError
-from ..masks import Mask
+from .errors import ModelError
+from .masks import Mask
 
 Tensors = dict[str, torch.Tensor]
 
