@@ -18,7 +18,7 @@ from .studies import add_study_commands, write_csv
 
 
 def _table(df: pd.DataFrame) -> str:
-    from ..experiment.result import shown_columns
+    from ..experiment.result import shown_columns, shown_costs
 
     shown = shown_columns(df.columns)
     metric = [name for c, name in shown.items() if c not in ("pct_remaining", "early_stop_step")]
@@ -26,9 +26,11 @@ def _table(df: pd.DataFrame) -> str:
     if "earlybird_step" in df and df["earlybird_step"].notna().any():
         cols.update({"train_steps": "steps trained", "earlybird_step": "drawn at",
                      "steps_to_mask": "steps to find mask"})
+    cols.update(shown_costs(df))
     view = df[list(cols)].rename(columns=cols)
     return view.to_string(index=False, na_rep="-", formatters={
         "% weights": "{:.1f}".format, **dict.fromkeys(metric, "{:.4f}".format),
+        "mask turnover": "{:.3f}".format, "budget FLOPs": "{:.3g}".format,
         "drawn at": lambda v: "-" if pd.isna(v) else f"{v:.0f}"})
 
 

@@ -56,6 +56,15 @@ def shown_columns(columns: Any) -> dict[str, str]:
     return out
 
 
+def shown_costs(frame: pd.DataFrame) -> dict[str, str]:
+    """Readable names of the cost columns a printed table shows: those of sparse training
+    (updates, turnover, budgets) when a level of ``frame`` changed its mask while training."""
+    if "mask_updates" not in frame or not (frame["mask_updates"].fillna(0) > 0).any():
+        return {}
+    return {"mask_updates": "mask updates", "mask_turnover": "mask turnover",
+            "budget_steps": "budget steps", "budget_flops": "budget FLOPs"}
+
+
 def level_metrics(columns: Any) -> list[str]:
     """The numbers of a per-level table (or summary) that statistics and trackers follow:
     the % remaining, every task metric (best, final, at early stop), the early stop."""

@@ -3,9 +3,11 @@ experiment over seeds), both groups of trials (see :mod:`lth.experiment.group`).
 
 Every variant of a session at a given seed starts from the identical θ0 and, unless the
 variant changes it, the same data order: both derive from the seed alone. Controls are
-variants too: ``random_reinit`` (the masks of variant ``of``, fresh weights) and
+variants too: ``random_reinit`` (the masks of variant ``of``, fresh weights),
 ``random_prune`` (random masks with ``of``'s per-layer — or, ``scope = "global"``, total —
-counts, survivors rewound), each run after ``of`` finishes, level by level on its masks.
+counts, survivors rewound) and ``rewind`` (``of``'s masks as they are, fixed, survivors
+reset as the base says: is a GMP or RigL mask a winning ticket?), each run after ``of``
+finishes, level by level on its masks.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from .group import TrialGroup
 from .lottery_model import LotteryModel
 from .trials import Trial
 
-CONTROLS = ("random_reinit", "random_prune")
+CONTROLS = ("random_reinit", "random_prune", "rewind")
 _SAFE = re.compile(r"^[A-Za-z0-9_.=,+-]+$")
 
 
@@ -55,6 +57,8 @@ def _control(name: str, spec: dict, variants: Mapping) -> tuple[dict, str | None
                           f"control; variants: {', '.join(variants)}")
     if control == "random_reinit":
         return _merge(spec, {"reinit": {"mode": "random"}}), of, "same"
+    if control == "rewind":  # its masks, fixed, the survivors reset as the base says
+        return spec, of, "same"
     if scope not in ("layer", "global"):
         raise ConfigError(f"variants.{name}.scope = {scope!r}; allowed: layer, global")
     return spec, of, f"random_{scope}"

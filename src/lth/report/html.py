@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..analysis import Results, load
 from ..errors import LTHError, explained_os_errors
-from ..experiment.result import Result, shown_columns
+from ..experiment.result import Result, shown_columns, shown_costs
 from ..studies import STUDIES
 from ..version import __version__
 from .catalog import _figures
@@ -54,6 +54,7 @@ def _level_table(levels: pd.DataFrame) -> pd.DataFrame:
     steps = {"train_steps": "steps trained", "steps_to_mask": "steps to find the mask"}
     if "earlybird_step" in levels and levels["earlybird_step"].notna().any():
         cols.update(steps)  # what the early-bird search saved, level by level
+    cols.update(shown_costs(levels))
     if levels["seed"].nunique() <= 1:
         table = levels[["experiment", "level", *cols]].rename(columns=cols)
         table["% weights"] = table["% weights"].map("{:.1f}".format)
@@ -67,8 +68,8 @@ def _level_table(levels: pd.DataFrame) -> pd.DataFrame:
                          "level": [k[1] for k in out.index],
                          "seeds": g.size().to_numpy()})
     for c, label in cols.items():
-        integer = c == "early_stop_step" or c in steps
-        fmt = ".0f" if integer else ".4f"
+        integer = c in ("early_stop_step", "mask_updates", "budget_steps") or c in steps
+        fmt = ".0f" if integer else ".3g" if c == "budget_flops" else ".4f"
         flat[label] = [f"{m:{fmt}}" if pd.isna(s) else f"{m:{fmt}} ± {s:{fmt}}"  # n = 1: no sd
                        for m, s in zip(out[(c, "mean")], out[(c, "std")], strict=True)]
     flat["% weights"] = [f"{m:.1f}" for m in out[("pct_remaining", "mean")]]

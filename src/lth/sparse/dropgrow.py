@@ -120,9 +120,9 @@ class DropAndGrow(MaskUpdates):
         lost = torch.zeros(grow.shape, dtype=torch.bool)
         lost[dropped] = True
         scores, quota = grow[order].view(-1, m), lost[order].view(-1, m).sum(1, keepdim=True)
-        shuffle = torch.rand(scores.shape, generator=g).argsort(1)  # ties: seeded order
-        ranked = shuffle.gather(1, scores.gather(1, shuffle).argsort(1, descending=True,
-                                                                     stable=True))
+        shuffle = torch.rand(scores.shape, generator=g).argsort(dim=1)  # ties: seeded order
+        ranked = shuffle.gather(1, torch.sort(scores.gather(1, shuffle), dim=1,
+                                              descending=True, stable=True).indices)
         take = torch.zeros_like(scores, dtype=torch.bool)
         take.scatter_(1, ranked, torch.arange(m).expand_as(ranked) < quota)
         chosen[order] = take.flatten()
