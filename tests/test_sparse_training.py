@@ -6,6 +6,7 @@ resume, and the configuration's refusals."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -321,3 +322,79 @@ def test_flops_of_a_conv_net_count_every_output_position():
     assert costs.forward({"0.weight": 100, "4.weight": 36}) == 6400 + 8 * 9 * 4 * 9 + 36
     assert costs_of(nn.Sequential(nn.Embedding(4, 3)), ["0.weight"],
                     torch.zeros(2, 1, dtype=torch.long)) is None
+
+
+# -- kill -9 and the presets (slow: subprocesses) ---------------------------------------------
+KILLED = """
+name = "k"
+n_levels = 1
+[model]
+name = "mlp"
+hidden = [64]
+[train]
+duration = "600it"
+eval_every = "50it"
+checkpoint_every = "25it"
+batch_size = 32
+[prune]
+rate = 0.8
+criterion = "{criterion}"
+[mask_updates]
+method = "{method}"
+every = "20it"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["gmp", "rigl"])
+def test_kill_9_mid_level_after_updates_resumes_bit_identically(tmp_path, method):
+    import signal
+    import subprocess
+    import sys
+
+    from .test_kill import wait_for
+
+    cfg = tmp_path / "k.toml"
+    cfg.write_text(KILLED.format(method=method,
+                                 criterion="random" if method == "rigl" else "large_final"))
+    cmd = [sys.executable, "-m", "lth", "run", str(cfg), "--quiet", "--store"]
+    subprocess.run([*cmd, str(tmp_path / "a")], check=True, capture_output=True)
+    proc = subprocess.Popen([*cmd, str(tmp_path / "b")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        def updated_checkpoint():
+            for path in (tmp_path / "b").glob("*/level_001/checkpoint.safetensors"):
+                saved = RunDir(path.parent.parent).level(1).checkpoint().load()
+                if saved and saved[1].get("mask_updates", {}).get("count", 0) >= 3:
+                    return True
+            return False
+
+        wait_for(updated_checkpoint)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run = next((tmp_path / "b").iterdir())
+    assert not (run / "level_001" / "summary.json").exists()  # killed mid-level
+    subprocess.run([*cmd, str(tmp_path / "b")], check=True, capture_output=True)
+    straight = next((tmp_path / "a").iterdir())
+    for name in ("mask", "mask_start", "start", "final"):
+        a = RunDir(straight).level(1).tensors(name)
+        b = RunDir(run).level(1).tensors(name)
+        assert states_equal(a, b), name
+    assert RunDir(straight).level(1).history() == RunDir(run).level(1).history()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["gmp_digits", "set_digits", "rigl_digits", "nm24_digits"])
+def test_the_digits_presets_run_as_written(tmp_path, preset):
+    from lth.cli import main
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    assert main(["run", str(root / f"{preset}.toml"), "--store", str(tmp_path), "--quiet"]) == 0
+    (run,) = tmp_path.iterdir()
+    row = lth.load(run).levels.set_index("level").loc[1]
+    assert row.pct_remaining < (60 if preset == "nm24_digits" else 15)
+    assert row.final_test_acc > 0.85
+    assert (row.mask_updates > 0) == (preset != "nm24_digits")
