@@ -31,6 +31,7 @@ from .data import AUGMENTATIONS, DATASETS
 from .durations import Duration, check_duration
 from .init import BIAS_INITS
 from .models import MODELS, check_options
+from .pruning.allocation import ALLOCATIONS, UNIFORM
 from .pruning.copies import MASK_COPIES
 from .pruning.criteria import CRITERIA, CRITERION_ALIASES
 from .pruning.schedules import SCHEDULES, Schedule
@@ -122,7 +123,9 @@ class PruneConfig(Section):
 
     Rates are fractions removed per level. A layer's rate is the first that applies of:
     ``output_rate`` (the output layer), ``layer_rates`` (first matching name pattern),
-    ``conv_rate``/``linear_rate`` (by layer type), then ``rate``.
+    ``conv_rate``/``linear_rate`` (by layer type), then ``rate``. ``allocation``: how the
+    layers on ``rate`` share its density (``uniform``, ``er``, ``erk``:
+    :mod:`lth.pruning.allocation`); ``nm``: N kept of every M with ``structure = "nm"``.
     """
 
     criterion: str = "large_final"
@@ -141,6 +144,8 @@ class PruneConfig(Section):
     score_batches: int = 1  # training batches a data-dependent criterion (snip, grasp) reads
     supermask: str = "none"  # learn each level's mask over frozen weights (lth.pruning.supermask)
     supermask_lr: float | None = None  # the scores' learning rate (None: train.lr)
+    allocation: str = "uniform"
+    nm: tuple[int, int] = (2, 4)
 
     def __post_init__(self) -> None:
         if isinstance(self.criterion, str):
@@ -156,6 +161,8 @@ class PruneConfig(Section):
         if self.structure in STRUCTURES:
             p.extend(STRUCTURES[self.structure].problems(self))
         check_choice(p, "scope", self.scope, SCOPES)
+        check_choice(p, "allocation", self.allocation, ALLOCATIONS)
+        p.extend(ALLOCATIONS.get(self.allocation, default=UNIFORM).problems(self))
         check_choice(p, "schedule", self.schedule, SCHEDULES)
         if self.score_batches < 1:
             p.append(("score_batches", f"got {self.score_batches!r}; must be >= 1"))
