@@ -143,7 +143,8 @@ def test_no_module_over_the_size_limit():
 
 # A mode's name may be compared only in the module that defines its objects.
 MODE_NAMES = {"schedule": "lth.pruning.schedules", "supermask": "lth.pruning.supermask",
-              "structure": "lth.pruning.structures", "masks_from_mode": "lth.pruning.copies"}
+              "structure": "lth.pruning.structures", "masks_from_mode": "lth.pruning.copies",
+              "allocation": "lth.pruning.allocation"}
 
 
 def _str_constants(node: ast.expr) -> bool:

@@ -398,3 +398,21 @@ def test_the_digits_presets_run_as_written(tmp_path, preset):
     assert row.pct_remaining < (60 if preset == "nm24_digits" else 15)
     assert row.final_test_acc > 0.85
     assert (row.mask_updates > 0) == (preset != "nm24_digits")
+
+
+def test_rigl_on_nm_masks_keeps_every_group_at_n_through_training(digits, tmp_path):
+    exp, result = run_method(digits, tmp_path, "rigl", prune={
+        "structure": "nm", "nm": [2, 4], "schedule": "one_shot", "rate": 0.5,
+        "output_rate": 0.0})
+    layout = exp.check().layout
+    start = Mask(RunDir(result.path).level(1).tensors("mask_start"))
+    final = result.mask(1)
+    assert final != start
+    for name, keep in final.items():
+        ids = layout.group_ids(name)
+        if ids is None:
+            assert bool(keep.all())  # the output layer stays dense
+            continue
+        per_group = torch.zeros(int(ids.max()) + 1, dtype=torch.long).index_add_(
+            0, ids.flatten(), keep.flatten().long())
+        assert per_group.eq(2).all(), name

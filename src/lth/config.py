@@ -31,6 +31,7 @@ from .data import AUGMENTATIONS, DATASETS
 from .durations import Duration, check_duration
 from .init import BIAS_INITS
 from .models import MODELS, check_options
+from .pruning.allocation import ALLOCATIONS, UNIFORM
 from .pruning.copies import MASK_COPIES
 from .pruning.criteria import CRITERIA, CRITERION_ALIASES
 from .pruning.schedules import SCHEDULES, Schedule
@@ -123,7 +124,9 @@ class PruneConfig(Section):
 
     Rates are fractions removed per level. A layer's rate is the first that applies of:
     ``output_rate`` (the output layer), ``layer_rates`` (first matching name pattern),
-    ``conv_rate``/``linear_rate`` (by layer type), then ``rate``.
+    ``conv_rate``/``linear_rate`` (by layer type), then ``rate``. ``allocation``: how the
+    layers on ``rate`` share its density (``uniform``, ``er``, ``erk``:
+    :mod:`lth.pruning.allocation`); ``nm``: N kept of every M with ``structure = "nm"``.
     """
 
     criterion: str = "large_final"
@@ -142,6 +145,8 @@ class PruneConfig(Section):
     score_batches: int = 1  # training batches a data-dependent criterion (snip, grasp) reads
     supermask: str = "none"  # learn each level's mask over frozen weights (lth.pruning.supermask)
     supermask_lr: float | None = None  # the scores' learning rate (None: train.lr)
+    allocation: str = "uniform"
+    nm: tuple[int, int] = (2, 4)
 
     def __post_init__(self) -> None:
         if isinstance(self.criterion, str):
@@ -157,6 +162,8 @@ class PruneConfig(Section):
         if self.structure in STRUCTURES:
             p.extend(STRUCTURES[self.structure].problems(self))
         check_choice(p, "scope", self.scope, SCOPES)
+        check_choice(p, "allocation", self.allocation, ALLOCATIONS)
+        p.extend(ALLOCATIONS.get(self.allocation, default=UNIFORM).problems(self))
         check_choice(p, "schedule", self.schedule, SCHEDULES)
         if self.score_batches < 1:
             p.append(("score_batches", f"got {self.score_batches!r}; must be >= 1"))
@@ -232,12 +239,10 @@ class EarlyBirdConfig(Section):
 
 @dataclass(frozen=True)
 class MaskUpdatesConfig(Section):
-    """How a pruned level's mask changes while it trains (:mod:`lth.sparse`): ``method``
-    ``none`` (fixed: IMP), ``gmp`` (gradual magnitude pruning), ``set`` or ``rigl``
-    (drop and regrow at constant density). Changes happen every ``every`` steps between
-    ``begin`` and ``end``, fractions of the level's training; SET and RigL drop
-    ``fraction`` of each layer's alive weights, decayed to 0 at ``end`` by a cosine (RigL's
-    α = 0.3, ΔT = 100, end = 0.75) or ``constant``."""
+    """How a pruned level's mask changes while it trains (:mod:`lth.sparse.methods`):
+    ``none`` (fixed: IMP), ``gmp``, ``set`` or ``rigl``, every ``every`` steps from ``begin``
+    to ``end`` (fractions of the level's training); SET and RigL drop ``fraction`` of each
+    layer's alive weights, decayed by a cosine to 0 at ``end`` (or ``constant``)."""
 
     method: str = "none"
     every: Duration = "100it"

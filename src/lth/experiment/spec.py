@@ -36,6 +36,7 @@ ADDED_LATER = {"train.precision": "fp32", "prune.score_batches": 1, "prune.super
                "prune.supermask_lr": None}
 """Settings added after store format 2, left out of the specification at their defaults:
 the runs made before them keep their identities (and directories)."""
+ADDED_LATER.update({"prune.allocation": "uniform", "prune.nm": [2, 4]})
 
 
 def _drop(tree: dict[str, Any], dotted: str) -> None:

@@ -15,13 +15,15 @@ import torch
 
 from ..errors import ConfigError
 from ..masks import Mask
-from .criteria import CRITERIA, ScoreInputs, scores_network, scoring_rounds
+from .criteria import CRITERIA, Criterion, ScoreInputs, scores_network, scoring_rounds
 from .network import ScoringNetwork
 from .schedules import SCHEDULES, Schedule
 from .selection import kept_count, select
 
 if TYPE_CHECKING:
     from ..config import PruneConfig
+
+Tensors = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,14 @@ class Group:
     rate: float
     size: int
 
+    def density(self, schedule: Schedule, level: int) -> float:
+        """The fraction of the group's weights (or units) ``level`` keeps under ``schedule``
+        (a layer allocation gives each layer its own: :mod:`lth.pruning.allocation`)."""
+        return schedule.density(self.rate, level)
+
     def kept(self, schedule: Schedule, level: int) -> int:
         """How many of the group's weights (or units) ``level`` keeps under ``schedule``."""
-        return kept_count(self.size, schedule.density(self.rate, level))
+        return kept_count(self.size, self.density(schedule, level))
 
 
 def resolve_rates(cfg: PruneConfig, names: Sequence[str], kinds: dict[str, str],
@@ -46,6 +53,13 @@ def resolve_rates(cfg: PruneConfig, names: Sequence[str], kinds: dict[str, str],
     on its own rate, all prunable weights together reach ``target_sparsity`` after
     ``n_levels`` levels (up to each group's rounding).
     """
+    return fill_default_rate(cfg, own_rates(cfg, names, kinds, output), n_levels, sizes)
+
+
+def own_rates(cfg: PruneConfig, names: Sequence[str], kinds: dict[str, str],
+              output: Sequence[str]) -> dict[str, float | None]:
+    """Each parameter's own rate (``output_rate``, then ``layer_rates``, then
+    ``conv_rate`` / ``linear_rate``), ``None`` for those on the default rate."""
     for pattern in cfg.layer_rates:
         if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
             raise ConfigError(f"prune.layer_rates pattern {pattern!r} matches no prunable "
@@ -63,7 +77,14 @@ def resolve_rates(cfg: PruneConfig, names: Sequence[str], kinds: dict[str, str],
             rates[name] = cfg.linear_rate
         else:
             rates[name] = None  # the default rate
-    default = SCHEDULES[cfg.schedule].default_rate(cfg, rates, sizes or {n: 1 for n in names},
+    return rates
+
+
+def fill_default_rate(cfg: PruneConfig, rates: dict[str, float | None], n_levels: int,
+                      sizes: dict[str, int] | None = None) -> dict[str, float]:
+    """``rates`` (from :func:`own_rates`) with the default rate, which the schedule gives,
+    in place of ``None``."""
+    default = SCHEDULES[cfg.schedule].default_rate(cfg, rates, sizes or {n: 1 for n in rates},
                                                    n_levels)
     return {n: default if r is None else r for n, r in rates.items()}
 
@@ -94,22 +115,19 @@ def next_mask(cfg: PruneConfig, groups: Sequence[Group], level: int, mask: Mask,
               generator: torch.Generator, network: ScoringNetwork | None = None) -> Mask:
     """Mask for ``level`` from the previous mask and that level's start/final weights.
 
-    Every group keeps exactly ``kept_count(group.size, scheduled density)`` weights, chosen
-    among the survivors of ``mask`` by the configured criterion. A criterion that scores
-    the network (:mod:`lth.pruning.network`) needs ``network``, and with ``rounds`` > 1
-    reaches those counts in that many rounds, rescoring the survivors before each.
+    Every group keeps exactly ``group.kept(schedule, level)`` weights (``kept_count`` of its
+    size at the scheduled density), chosen among the survivors of ``mask`` by the configured
+    criterion. A criterion that scores the network (:mod:`lth.pruning.network`) needs
+    ``network``, and with ``rounds`` > 1 reaches those counts in that many rounds, rescoring
+    the survivors before each.
     """
-    criterion = CRITERIA[cfg.criterion]
+    criterion = scoring_criterion(cfg, network)
     whole_network = scores_network(criterion)
     out = {n: t.cpu() for n, t in mask.items()}
     schedule = SCHEDULES[cfg.schedule]
     targets = {g: g.kept(schedule, level) for g in groups}
     alive0 = {g: sum(int(out[n].sum()) for n in g.names) for g in groups}
     rounds = scoring_rounds(criterion)
-    if whole_network and network is None:
-        raise ConfigError(f"prune.criterion = {cfg.criterion!r} scores the network: it needs "
-                          "the model and training data (lth.prune(..., data=...)); or use a "
-                          "criterion that scores single weights")
     for r in range(1, rounds + 1):
         # Exponential steps from the survivors to the target; the last round is exact.
         goals = {g: targets[g] if r == rounds else
@@ -120,16 +138,40 @@ def next_mask(cfg: PruneConfig, groups: Sequence[Group], level: int, mask: Mask,
         if not pruning:
             continue
         if whole_network:
-            assert network is not None
-            scores = criterion(network.inputs(init, Mask(out, order=mask.names())))
+            scores = network_scores(criterion, network, init, out, mask.names())
         for g in pruning:
             if not whole_network:
-                alive = sum(int(out[n].sum()) for n in g.names)
-                fraction = 1.0 - goals[g] / alive
-                scores = {n: criterion(ScoreInputs(init[n].detach().cpu().float(),
-                                                   final[n].detach().cpu().float(), out[n],
-                                                   fraction, generator))
-                          for n in g.names}
+                scores = weight_scores(criterion, g.names, out, goals[g], init, final,
+                                       generator)
             out.update(select({n: scores[n] for n in g.names},
                               {n: out[n] for n in g.names}, goals[g], generator))
     return Mask(out)
+
+
+def scoring_criterion(cfg: PruneConfig, network: ScoringNetwork | None) -> Criterion:
+    """``cfg``'s criterion; one that scores the network is refused without ``network``."""
+    criterion = CRITERIA[cfg.criterion]
+    if scores_network(criterion) and network is None:
+        raise ConfigError(f"prune.criterion = {cfg.criterion!r} scores the network: it needs "
+                          "the model and training data (lth.prune(..., data=...)); or use a "
+                          "criterion that scores single weights")
+    return criterion
+
+
+def weight_scores(criterion: Criterion, names: Sequence[str], alive: Tensors, kept: int,
+                  init: Tensors, final: Tensors, generator: torch.Generator) -> Tensors:
+    """A single-weight criterion's scores of ``names``, whose survivors ``alive`` are about
+    to be pruned to ``kept`` in all."""
+    fraction = 1.0 - kept / sum(int(alive[n].sum()) for n in names)
+    return {n: criterion(ScoreInputs(init[n].detach().cpu().float(),
+                                     final[n].detach().cpu().float(), alive[n], fraction,
+                                     generator))
+            for n in names}
+
+
+def network_scores(criterion: Criterion, network: ScoringNetwork | None, init: Tensors,
+                   alive: Tensors, order: Sequence[str]) -> Tensors:
+    """A network criterion's scores of every weight, the network at ``init`` masked by
+    ``alive`` (the network comes from :func:`scoring_criterion`'s check)."""
+    assert network is not None
+    return criterion(network.inputs(init, Mask(alive, order=list(order))))

@@ -5,7 +5,9 @@
 - ``weight``: every weight is kept or pruned alone, by the criterion's scores
   (:func:`lth.pruning.next_mask`);
 - ``unit``: whole neurons / channels of the layers whose units can be removed alone,
-  scored by ``prune.unit_score`` (:class:`lth.pruning.Structure` finds them).
+  scored by ``prune.unit_score`` (:class:`lth.pruning.Structure` finds them);
+- ``nm``: N of every M consecutive weights along each layer's input dimension
+  (``prune.nm = [N, M]``, :mod:`lth.pruning.nm`).
 
 Planning binds the structure to a model (:meth:`MaskStructure.layout`): the result, a
 :class:`MaskLayout`, holds the run's rates and groups (counted in weights or in units) and
@@ -41,8 +43,10 @@ from ..errors import ConfigError, LTHError, ModelError
 from ..masks import Mask
 from ..registry import Registry, instances_of
 from ..store import RunDir
+from .layout import MaskLayout, MaskStructure, WeightLayout, allocation_refused, nm_unused
 from .network import ScoringNetwork
-from .plan import Group, check_final_counts, make_groups, next_mask, resolve_rates
+from .nm import NMLayout, NMMasks, nm_select
+from .plan import Group, check_final_counts, make_groups, resolve_rates
 from .schedules import SCHEDULES
 from .selection import select
 from .structured import Structure
@@ -52,44 +56,6 @@ if TYPE_CHECKING:
 
 Tensors = dict[str, torch.Tensor]
 UNIT_SCORES = ("l1", "l2", "bn_gamma")
-
-
-@dataclass
-class MaskLayout:
-    """A structure bound to one model: the rates and groups of a run, and its selection."""
-
-    rates: dict[str, float]
-    groups: list[Group]
-
-    def next_mask(self, cfg: PruneConfig, level: int, mask: Mask, init: Tensors,
-                  final: Tensors, generator: torch.Generator,
-                  network: ScoringNetwork | None = None) -> Mask:
-        """The mask of ``level`` from the survivors of ``mask``, scored on the weights the
-        source level started from (``init``) and ended with (``final``, a full state)."""
-        raise NotImplementedError
-
-    def compared(self, mask: Mask) -> Mask:
-        """What an early-bird search compares of a candidate mask."""
-        return mask
-
-    def finish_start_(self, model: nn.Module, mask: Mask) -> None:
-        """After reinitialisation: zero what the mask removes besides its own weights."""
-
-    def info(self) -> dict[str, Any]:
-        """What a run's record says about its structure (nothing for single weights)."""
-        return {}
-
-    def group_ids(self, name: str) -> torch.Tensor | None:
-        """For a structure that keeps a count per fixed group of weights (N:M), each weight's
-        group (shaped like the parameter); None where weights are kept one by one."""
-        return None
-
-
-class WeightLayout(MaskLayout):
-    def next_mask(self, cfg: PruneConfig, level: int, mask: Mask, init: Tensors,
-                  final: Tensors, generator: torch.Generator,
-                  network: ScoringNetwork | None = None) -> Mask:
-        return next_mask(cfg, self.groups, level, mask, init, final, generator, network)
 
 
 @dataclass
@@ -113,42 +79,11 @@ class UnitLayout(MaskLayout):
                               "kept_whole": self.structure.refused}}
 
 
-class MaskStructure:
-    """What a mask entry stands for. ``of_single_weights``: any subset of weights is a
-    valid mask (random masks of a count, learned supermasks)."""
-
-    of_single_weights = True
-    weight_groups = False  # keeps a count in fixed groups of weights (MaskLayout.group_ids)
-
-    def problems(self, cfg: PruneConfig) -> list[Problem]:
-        if cfg.unit_score != type(cfg).unit_score:
-            return [("unit_score", "only used with structure = 'unit' (single weights are "
-                                   "scored by criterion)")]
-        return []
-
-    def layout(self, cfg: PruneConfig, model: nn.Module, names: list[str],
-               example: torch.Tensor | None, output: list[str], kinds: dict[str, str], *,
-               n_levels: int, check_counts: bool = True) -> MaskLayout:
-        """Rates and groups over ``model``'s prunable ``names``; ``check_counts``: refuse a
-        schedule that leaves a group empty (off for masks copied from another run, and for
-        a single step, which may prune past the planned levels). Unit masks always check:
-        a layer without units would cut the network in two."""
-        sizes = {n: model.get_parameter(n).numel() for n in names}
-        rates = resolve_rates(cfg, names, kinds, output, n_levels, sizes)
-        groups = make_groups(cfg.scope, rates, sizes)
-        if check_counts:
-            check_final_counts(groups, cfg.schedule, n_levels)
-        return WeightLayout(rates, groups)
-
-    def check_source(self, source: Path) -> None:
-        """Refuse a run to copy masks from whose masks this structure cannot use."""
-
-
 class UnitMasks(MaskStructure):
     of_single_weights = False
 
     def problems(self, cfg: PruneConfig) -> list[Problem]:
-        p: list[Problem] = []
+        p: list[Problem] = nm_unused(cfg) + allocation_refused(cfg)
         if cfg.output_rate is not None:
             p.append(("output_rate", "does not apply with structure = 'unit': the output "
                                      "layer's units are the classes; its inputs shrink with "
@@ -211,6 +146,7 @@ STRUCTURES: Registry[MaskStructure] = Registry("mask structure",
                                                 entry=instances_of(MaskStructure))
 STRUCTURES.register(MaskStructure(), name="weight")
 STRUCTURES.register(UnitMasks(), name="unit")
+STRUCTURES.register(NMMasks(), name="nm")
 STRUCTURES.mark_builtin()
 
 
@@ -251,5 +187,5 @@ def _select_units(scores: Tensors, alive: Tensors, keep: int,
     return {n: rest[n] | reserved[n] for n in scores}
 
 
-__all__ = ["STRUCTURES", "UNIT_SCORES", "MaskLayout", "MaskStructure", "UnitLayout",
-           "UnitMasks", "WeightLayout", "next_unit_mask"]
+__all__ = ["STRUCTURES", "UNIT_SCORES", "MaskLayout", "MaskStructure", "NMLayout", "NMMasks",
+           "UnitLayout", "UnitMasks", "WeightLayout", "next_unit_mask", "nm_select"]
