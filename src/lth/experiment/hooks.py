@@ -28,13 +28,12 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..durations import to_steps
 from ..earlybird import Search
 from ..flops import Costs, CostTimeline
 from ..mask_updates import MaskUpdates
 from ..masks import Mask
 from ..pruning.supermask import Supermask
-from ..sparse.methods import LevelMask, Window
+from ..sparse.methods import LevelMask
 from ..state import get_state, set_state
 from ..store import Level
 from ..train import Callback, Job, Snapshot, lr_function
@@ -188,15 +187,12 @@ def level_hooks(plan: Plan, level: int, *, mask: Mask, model: nn.Module,
             spe=plan.span["steps_per_epoch"], after=plan.rewind_step, model=model)))
     if plan.updates_mask(level):
         method = plan.mask_method
-        begin = plan.rewind_step  # a pruned level trains from the rewind step
-        window = Window.of(plan.config.mask_updates, begin, plan.total_steps,
-                           to_steps(plan.config.mask_updates.every,
-                                    plan.span["steps_per_epoch"]))
         updates = method.updates(LevelMask(
-            plan.config.mask_updates, window, level, plan.seed, mask, plan.groups,
+            plan.config.mask_updates, plan.mask_window, level, plan.seed, mask, plan.groups,
             plan.schedule, plan.layout, plan.prune.criterion, criterion_init))
         assert updates is not None  # a method that changes masks makes updates
-        hooks.append(UpdatingMask(updates, mask, costs=plan.costs, begin=begin,
+        hooks.append(UpdatingMask(updates, mask, costs=plan.costs,
+                                  begin=plan.mask_window.start,
                                   batch_size=plan.train.batch_size,
                                   dense_gradients=method.dense_gradients))
     if level > 0 and plan.reinit_mode.final_lr:

@@ -153,6 +153,12 @@ class Plan:
         pruned level) rather than from pruning before it."""
         return level > 0 and self.supermask.learns
 
+    @property
+    def mask_window(self) -> Window:
+        """Where a pruned level's mask may change: its training from the rewind step."""
+        return _mask_window(self.config, self.rewind_step, self.total_steps,
+                            self.span["steps_per_epoch"])
+
     def updates_mask(self, level: int) -> bool:
         """Whether ``level``'s mask changes while it trains (a pruned level under gradual
         pruning or dynamic sparse training)."""
@@ -230,6 +236,10 @@ def _check_task(exp: Any, raw: Any) -> None:
                          "; it must be one number (a mean over the batch)")
 
 
+def _mask_window(cfg: ExperimentConfig, start: int, end: int, spe: int) -> Window:
+    return Window.of(cfg.mask_updates, start, end, to_steps(cfg.mask_updates.every, spe))
+
+
 def make_plan(exp: Any, model: nn.Module) -> Plan:
     """Check ``exp`` against its model and data and derive its plan; initialises
     ``model`` (a copy) to θ0. Every check a run makes happens here, before training."""
@@ -302,9 +312,7 @@ def make_plan(exp: Any, model: nn.Module) -> Plan:
             "checkpoint_every": full.checkpoint_every}
     spec_ = spec(exp.recipe(), seed=cfg.seed, theta0_sha256=state_sha(theta0),
                  masks_from=None if source is None else source_ids(source))
-    method = METHODS[cfg.mask_updates.method]
-    method.steps(cfg.mask_updates, Window.of(cfg.mask_updates, k, total,
-                                             to_steps(cfg.mask_updates.every, spe)))
+    METHODS[cfg.mask_updates.method].steps(cfg.mask_updates, _mask_window(cfg, k, total, spe))
     return Plan(cfg, exp.initializer, exp.task, choose_device(tr.device), names,
                 out, layout, total, k, span, theta0, source, spec_,
                 costs_of(model, names, example))
