@@ -21,7 +21,7 @@ from lth.experiment.stats import describe
 
 TARGETS = (20, 10, 5, 2)
 SINGLE = re.compile(r"^(?P<method>.+?)_(?P<pct>\d+)$")
-CONTROL = re.compile(r"^(?P<method>.+?)_(?P<pct>\d+)_(?P<control>rewind|random_reinit)$")
+CONTROL = re.compile(r"^(?P<method>.+?)_(?P<pct>\d+)_(?P<control>same_mask|random_reinit)$")
 
 
 def cell(values: pd.Series, fmt: str = ".4f") -> str:
@@ -105,7 +105,7 @@ def main() -> None:
         for (m, t) in sorted({(m, t) for m, t, _ in controls}):
             own = networks[(m, t)]
             print(f"| {m} | {own.pct_remaining.mean():.1f} | {cell(own[args.metric])} | "
-                  f"{cell(controls[(m, t, 'rewind')][args.metric])} | "
+                  f"{cell(controls[(m, t, 'same_mask')][args.metric])} | "
                   f"{cell(controls[(m, t, 'random_reinit')][args.metric])} |")
 
 

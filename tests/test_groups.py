@@ -287,7 +287,9 @@ def test_session_trains_the_shared_dense_level_once(digits, small_mlp, tmp_path)
     # Trained once: the others copied its summary, finish time included.
     stamps = {r.summary(0)["finished_at"] for r in runs.values()}
     assert len(stamps) == 1
-    assert runs["control"].summary(0)["steps_to_mask"] is None  # still its own property
+    # The costs are each run's own: the dense mask costs nothing, the copied network its steps.
+    assert {r.summary(0)["steps_to_mask"] for r in runs.values()} == {0}
+    assert {r.summary(0)["budget_steps"] for r in runs.values()} == {60}
     alone = lth.LotteryModel(small_mlp, digits, train={"duration": "60it", "eval_every": "20it",
                                                        "batch_size": 32},
                              levels=1, prune={"criterion": "movement"}).run(store=tmp_path / "a")

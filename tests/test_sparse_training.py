@@ -416,3 +416,29 @@ def test_rigl_on_nm_masks_keeps_every_group_at_n_through_training(digits, tmp_pa
         per_group = torch.zeros(int(ids.max()) + 1, dtype=torch.long).index_add_(
             0, ids.flatten(), keep.flatten().long())
         assert per_group.eq(2).all(), name
+
+
+def test_budgets_count_where_the_start_came_from(digits, small_mlp, tmp_path):
+    """finetune starts from the source's trained network, a late rewind from θk (k steps
+    of level 0); a control's mask costs what it cost in the run it comes from."""
+    def run(**kw):
+        return lth.LotteryModel(small_mlp, digits, train=FAST_TRAIN, **kw).run(
+            store=tmp_path).table().set_index("level")
+
+    tuned = run(levels=2, prune={"criterion": "large_init"}, reinit={"mode": "finetune"})
+    # Level 1's mask scores θ0; level 2's scores level 1's start: level 0's trained network.
+    assert list(tuned["steps_to_mask"]) == [0, 0, 60]
+    assert list(tuned["budget_steps"]) == [60, 120, 180]  # each start was trained
+    late = run(levels=1, prune={"criterion": "random"}, reinit={"rewind_step": "20it"})
+    assert late.loc[1, "steps_to_mask"] == 20  # scored at θ20
+    assert late.loc[1, "budget_steps"] == 20 + 40  # θ20, then trained from step 20 to 60
+    assert late.loc[1, "budget_flops"] == round(late.loc[0, "train_flops"] * 20 / 60
+                                                + late.loc[1, "train_flops"])
+    exp, rigl = run_method(digits, tmp_path, "rigl", prune={"criterion": "random"})
+    source = rigl.table().set_index("level")
+    control = lth.LotteryModel(exp.model, digits, train=exp.train, levels=1, masks_from=rigl,
+                               ).run(store=tmp_path).table().set_index("level")
+    assert control.loc[1, "steps_to_mask"] == source.loc[1, "steps_to_mask"] == 90
+    assert control.loc[1, "budget_steps"] == 90 + 90
+    assert control.loc[1, "budget_flops"] == (source.loc[1, "flops_to_mask"]
+                                              + control.loc[1, "train_flops"])

@@ -28,7 +28,7 @@ from .config_schema import (  # noqa: F401
 )
 from .config_text import parse_override, read_toml, set_dotted
 from .data import AUGMENTATIONS, DATASETS
-from .durations import Duration, check_duration
+from .durations import Duration, check_duration, to_steps
 from .init import BIAS_INITS
 from .models import MODELS, check_options
 from .pruning.allocation import ALLOCATIONS, UNIFORM
@@ -38,7 +38,7 @@ from .pruning.schedules import SCHEDULES, Schedule
 from .pruning.structures import STRUCTURES, UNIT_SCORES
 from .pruning.supermask import SUPERMASKS, Learned
 from .reinitialization import REINIT_MODES
-from .sparse.methods import METHODS, Method, method_problems
+from .sparse.methods import METHODS, method_of, method_problems
 from .tasks import TASKS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -257,9 +257,9 @@ class MaskUpdatesConfig(Section):
         problem = check_duration(self.every)
         if problem:
             p.append(("every", f"got {self.every!r}; {problem}"))
-        elif self.every in (0, "0it", "0ep"):
-            p.append(("every", "must be longer than 0"))
-        p.extend(METHODS.get(self.method, default=Method()).problems(self))
+        elif to_steps(self.every, 1) < 1:
+            p.append(("every", f"got {self.every!r}; must be longer than 0"))
+        p.extend(method_of(self.method).problems(self))
         return p
 
 

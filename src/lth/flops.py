@@ -25,15 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
-
-from .mask_updates import MaskUpdates
-from .masks import Mask
-
-Tensors = dict[str, torch.Tensor]
 
 FLOPS_PER_MAC = 2
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -59,9 +53,8 @@ class Costs:
                  dense_gradient_steps: int = 0) -> int:
         """FLOPs of training to step ``end``: ``timeline`` lists (first step, forward
         multiply-adds) of each mask in force, in order; ``dense_gradient_steps``: steps
-        that computed the dense weight gradient (RigL's updates), at the mask of then
-        approximated by the mask in force at the last update (exact when the density is
-        constant, as RigL's is)."""
+        that computed the dense weight gradient (RigL's updates), counted at the last
+        mask's density (RigL's is constant)."""
         macs = 0
         for (begin, f), nxt in zip(timeline, [*timeline[1:], (end, 0)], strict=True):
             macs += 3 * f * (nxt[0] - begin)
@@ -83,7 +76,8 @@ def costs_of(model: nn.Module, names: Sequence[str], example: torch.Tensor) -> C
     for name, mod in owners.items():
         def hook(module: nn.Module, args: object, out: torch.Tensor, name: str = name) -> None:
             channels = out.shape[-1] if isinstance(module, nn.Linear) else out.shape[1]
-            positions[name] = out.numel() // (len(example) * channels)
+            # a layer applied twice in one forward (shared weights) counts twice
+            positions[name] = positions.get(name, 0) + out.numel() // (len(example) * channels)
         handles.append(mod.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -98,37 +92,3 @@ def costs_of(model: nn.Module, names: Sequence[str], example: torch.Tensor) -> C
     unmasked = sum(per_weight[n] * sizes[n] for n in owners if n not in names)
     return Costs({n: per_weight[n] for n in names}, {n: sizes[n] for n in names}, unmasked)
 
-
-class CostTimeline(MaskUpdates):
-    """``updates`` as they are, recording the forward cost of each mask they give:
-    ``timeline`` lists (first step, multiply-adds per example) from the mask at ``begin``
-    on; it is part of the checkpoint, so a resumed level counts what came before."""
-
-    def __init__(self, updates: MaskUpdates, costs: Costs | None, begin: int, start: Mask):
-        self.inner, self.costs = updates, costs
-        self.timeline: list[tuple[int, int]] = [(begin, self._forward(start))]
-
-    @property  # type: ignore[override]
-    def gradients(self) -> bool:
-        return self.inner.gradients
-
-    def _forward(self, mask: Mask) -> int:
-        return 0 if self.costs is None else self.costs.forward(mask.kept())
-
-    def due(self, step: int) -> bool:
-        return self.inner.due(step)
-
-    def update(self, step: int, weights: Tensors, mask: Mask, gradients: Tensors | None
-               ) -> Mask:
-        new = self.inner.update(step, weights, mask, gradients)
-        if isinstance(new, Mask):  # anything else: the trainer's error names it
-            self.timeline.append((step, self._forward(new)))
-        return new
-
-    def state(self) -> tuple[Tensors, dict[str, Any]]:
-        tensors, meta = self.inner.state()
-        return tensors, {"inner": meta, "timeline": [list(t) for t in self.timeline]}
-
-    def load(self, tensors: Tensors, meta: dict[str, Any]) -> None:
-        self.inner.load(tensors, meta["inner"])
-        self.timeline = [(int(s), int(f)) for s, f in meta["timeline"]]

@@ -29,7 +29,6 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..earlybird import Search
-from ..flops import Costs, CostTimeline
 from ..mask_updates import MaskUpdates
 from ..masks import Mask
 from ..pruning.supermask import Supermask
@@ -137,28 +136,20 @@ class UpdatingMask(LevelHook):
     """The level's mask changes at the steps its method says; the mask the level began
     with is its ``mask_start``, the last one its ``mask``."""
 
-    def __init__(self, updates: MaskUpdates, start: Mask, *, costs: Costs | None,
-                 begin: int, batch_size: int, dense_gradients: bool):
-        self.updates = CostTimeline(updates, costs, begin, start)
-        self.start, self.final, self.end = start, start, begin
-        self.costs, self.batch_size, self.dense_gradients = costs, batch_size, dense_gradients
+    def __init__(self, updates: MaskUpdates, start: Mask):
+        self.updates, self.start, self.final = updates, start, start
 
     def mask_updates(self) -> MaskUpdates:
         return self.updates
 
     def finish(self, job: Job, model: nn.Module, mask: Mask, lv: Level) -> Mask:
         self.final = Mask({n: t.cpu() for n, t in job.mask.items()}, order=mask.names())
-        self.end = job.span.end
         lv.save("mask", self.final.tensors())
         return self.final
 
     def record(self, lv: Level, files: dict[str, str], summary: dict[str, Any]) -> None:
         files.update(lv.tensor_digests("mask_start"))
         summary["mask_turnover"] = turnover(self.start, self.final)
-        if self.costs is not None:
-            n = len(self.updates.timeline) - 1 if self.dense_gradients else 0
-            summary["train_flops"] = self.costs.training(self.updates.timeline, self.end,
-                                                         self.batch_size, n)
 
 
 def turnover(start: Mask, final: Mask) -> float:
@@ -186,15 +177,11 @@ def level_hooks(plan: Plan, level: int, *, mask: Mask, model: nn.Module,
             plan.earlybird, plan.prune, plan.layout, target, mask, criterion_init, plan.seed,
             spe=plan.span["steps_per_epoch"], after=plan.rewind_step, model=model)))
     if plan.updates_mask(level):
-        method = plan.mask_method
-        updates = method.updates(LevelMask(
+        updates = plan.mask_method.updates(LevelMask(
             plan.config.mask_updates, plan.mask_window, level, plan.seed, mask, plan.groups,
             plan.schedule, plan.layout, plan.prune.criterion, criterion_init))
         assert updates is not None  # a method that changes masks makes updates
-        hooks.append(UpdatingMask(updates, mask, costs=plan.costs,
-                                  begin=plan.mask_window.start,
-                                  batch_size=plan.train.batch_size,
-                                  dense_gradients=method.dense_gradients))
+        hooks.append(UpdatingMask(updates, mask))
     if level > 0 and plan.reinit_mode.final_lr:
         last = lr_function(plan.train, plan.total_steps, plan.span["steps_per_epoch"])
         hooks.append(FineTuning(last(plan.total_steps - 1)))

@@ -20,12 +20,12 @@ from .. import steps
 from ..data import Data
 from ..errors import StoreError
 from ..masks import Mask
-from ..pruning.criteria import CRITERIA, reads_trained
 from ..seeding import generator
 from ..state import get_state, set_state
 from ..store import Damaged, RunDir
 from ..store.layout import HISTORY
 from ..train import Callback, Job, OnEval, Span, train_stack
+from .costs import CostTimeline, level_costs, training_flops
 from .hooks import level_hooks
 from .plan import Plan
 from .progress import Progress
@@ -149,9 +149,9 @@ def _reuse_level0(plan: Plan, run: RunDir) -> bool:
         run.copy_level_from(other, 0)
         summary = run.level(0).summary()
         files = summary.pop("files")
-        own = _steps_to_mask(plan, {0: summary}, 0)
-        if summary.get("steps_to_mask") != own:  # a property of this run, not the training
-            summary["steps_to_mask"] = own
+        own = _costs(plan, {0: summary}, 0, Mask({}), 0, None)  # dense
+        if any(summary.get(k) != v for k, v in own.items()):  # this run's, not the training's
+            summary.update(own)
             run.level(0).commit(summary, files)
         log.info("level 0 shared with %s", other.path.name)
         return True
@@ -248,59 +248,15 @@ def _start(plan: Plan, run: RunDir, model: nn.Module, level: int, mask: Mask) ->
     return start
 
 
-def _steps_to_mask(plan: Plan, done: dict[int, dict], level: int) -> int | None:
-    return _mask_cost(plan, done, level, "train_steps", "steps_to_mask")
-
-
-def _mask_cost(plan: Plan, done: dict[int, dict], level: int, spent: str, so_far: str
-               ) -> Any:
-    """What finding ``level``'s mask cost in ``spent`` (``train_steps``, ``train_flops``):
-    the training of the levels whose weights chose it, and its own when the mask came out
-    of it. ``so_far``: the summaries' field of that cost, the one being computed."""
-    if plan.source is not None:
-        return None  # the mask is another run's; its cost is that run's
-    if level == 0:
-        return 0  # the dense mask
-    if any(done[s].get(spent) is None for s in [*plan.schedule.mask_sources(level), level]):
-        return None  # not counted (FLOPs of a model whose layers lth cannot count)
-    own = done[level][spent]
-    if plan.learns_mask(level):
-        return own  # the level's own training learned it
-    src = plan.schedule.source_level(level)
-    prior = done[src].get(so_far) if src > 0 else 0  # what the source's own mask cost
-    if prior is None:
-        return None  # a level written before costs were counted
-    if plan.updates_mask(level) and not plan.mask_method.prunes_before_training:
-        return prior + own  # it starts from the source's mask
-    if not reads_trained(CRITERIA[plan.prune.criterion]):
-        # Scored at the start: chosen among the source's survivors; from the dense level,
-        # θk's k steps when it rewinds late.
-        before = prior if src > 0 or plan.rewind_step == 0 else (
-            done[0][spent] * plan.rewind_step / max(1, done[0]["train_steps"]))
-    else:
-        before = sum(done[s][spent] for s in plan.schedule.mask_sources(level))
-    return before + (own if plan.updates_mask(level) else 0)
-
-
-def _costs(plan: Plan, done: dict[int, dict], level: int, enforced: Mask, begin: int
-           ) -> None:
-    """The summary's costs: FLOPs of the level's training (at its fixed mask unless a hook
-    counted them), of finding its mask, and each in all for the level's final network."""
+def _costs(plan: Plan, done: dict[int, dict], level: int, enforced: Mask, begin: int,
+           updates: CostTimeline | None) -> dict[str, Any]:
+    """The level's training FLOPs and what its mask and final network cost."""
     summary = done[level]
-    summary.setdefault("mask_updates", 0)
-    summary.setdefault("mask_turnover", 0.0)
-    if plan.costs is not None and "train_flops" not in summary:
-        summary["train_flops"] = plan.costs.training(
-            [(begin, plan.costs.forward(enforced.kept()))], begin + summary["train_steps"],
-            plan.train.batch_size)
-    summary.setdefault("train_flops", None)
-    summary["flops_to_mask"] = _mask_cost(plan, done, level, "train_flops", "flops_to_mask")
-    own_counted = plan.learns_mask(level) or plan.updates_mask(level)
-    for total, to_mask, own in (("budget_steps", "steps_to_mask", "train_steps"),
-                                ("budget_flops", "flops_to_mask", "train_flops")):
-        cost = summary[to_mask]
-        summary[total] = None if cost is None or summary[own] is None else (
-            cost if own_counted else cost + summary[own])
+    summary["train_flops"] = training_flops(
+        plan, enforced, begin, int(summary["train_steps"]),
+        None if updates is None else updates.timeline,
+        0 if updates is None else updates.dense_gradient_steps)
+    return {"train_flops": summary["train_flops"], **level_costs(plan, done, level)}
 
 
 def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
@@ -323,7 +279,8 @@ def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
     callbacks: list[Callback] = [] if report is None else [
         OnEval(lambda s: report(level, s, span.end))]
     callbacks += [c for hook in hooks for c in hook.callbacks()]
-    updates = next((u for hook in hooks if (u := hook.mask_updates()) is not None), None)
+    method = next((u for hook in hooks if (u := hook.mask_updates()) is not None), None)
+    updates = None if method is None else CostTimeline(method, plan.costs, begin, enforced)
     job = Job(trained, data, cfg, enforced, span, seed=plan.seed, level=level,
               checkpoints=lv.checkpoint(), callbacks=callbacks, fixed_lr=fixed_lr,
               task=plan.task, output=plan.task_config.output, mask_updates=updates)
@@ -337,12 +294,11 @@ def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
     files = {**lv.tensor_digests("mask", "start", "final"), HISTORY: lv.write_history(history)}
     summary = summarize(level, mask, history, begin, time.perf_counter() - t0, plan.task,
                         plan.task_config.early_stop)
-    if updates is not None:
-        summary["mask_updates"] = int(history[-1]["mask_updates"])
-    done = {**run.summaries(), level: summary}
-    summary["steps_to_mask"] = _steps_to_mask(plan, done, level)
+    summary["mask_updates"] = 0 if updates is None else int(history[-1]["mask_updates"])
+    summary["mask_turnover"] = 0.0
     for hook in hooks:
         hook.record(lv, files, summary)
-    _costs(plan, done, level, enforced, begin)
+    summary.update(_costs(plan, {**run.summaries(), level: summary}, level, enforced, begin,
+                          updates))
     summary["finished_at"] = time.time()
     lv.commit(summary, files)  # last: marks the level done

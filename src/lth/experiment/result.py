@@ -200,9 +200,13 @@ class Result:
                            f" levels with one: {searched or 'none (earlybird.enabled = false)'}")
         return self.run.level(level).earlybird()
 
-    def mask(self, level: int) -> Mask:
+    def mask(self, level: int, *, start: bool = False) -> Mask:
+        """The level's mask; ``start=True``: the one it began with, where it changed while
+        the level trained (GMP, SET, RigL: ``mask_start``; the same mask otherwise)."""
         order = list(self.config().get("prunable", {})) or None
-        return Mask(self.run.level(level).tensors("mask"), order=order)
+        lv = self.run.level(level)
+        stem = "mask_start" if start and lv.has("mask_start") else "mask"
+        return Mask(lv.tensors(stem), order=order)
 
     def weights(self, level: int, which: str = "final") -> dict[str, torch.Tensor]:
         """``which='start'``: the weights the level trained from; ``'final'``: after training."""

@@ -5,9 +5,9 @@ Every variant of a session at a given seed starts from the identical θ0 and, un
 variant changes it, the same data order: both derive from the seed alone. Controls are
 variants too: ``random_reinit`` (the masks of variant ``of``, fresh weights),
 ``random_prune`` (random masks with ``of``'s per-layer — or, ``scope = "global"``, total —
-counts, survivors rewound) and ``rewind`` (``of``'s masks as they are, fixed, survivors
-reset as the base says: is a GMP or RigL mask a winning ticket?), each run after ``of``
-finishes, level by level on its masks.
+counts, survivors rewound) and ``same_mask`` (``of``'s masks as they are, survivors reset
+as the base says: is a GMP or RigL mask a winning ticket?), each run after ``of`` finishes,
+level by level on its masks, held fixed, for as many levels as ``of`` unless it says.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig, raise_problems
+from ..config import ExperimentConfig, MaskUpdatesConfig, raise_problems
 from ..config_text import parse_override, read_toml, set_dotted
 from ..data import Data
 from ..errors import ConfigError, did_you_mean
@@ -28,7 +28,7 @@ from .group import TrialGroup
 from .lottery_model import LotteryModel
 from .trials import Trial
 
-CONTROLS = ("random_reinit", "random_prune", "rewind")
+CONTROLS = ("random_reinit", "random_prune", "same_mask")
 _SAFE = re.compile(r"^[A-Za-z0-9_.=,+-]+$")
 
 
@@ -55,9 +55,15 @@ def _control(name: str, spec: dict, variants: Mapping) -> tuple[dict, str | None
     if of not in variants or variants[of].get("control"):
         raise ConfigError(f"variants.{name}.of = {of!r} must name a variant that is not a "
                           f"control; variants: {', '.join(variants)}")
+    # A control trains the masks it is given, fixed (whatever the base's mask updates), as
+    # many levels as ``of`` unless it says otherwise.
+    spec = _merge({"mask_updates": MaskUpdatesConfig().to_dict()}, spec)
+    for key in ("n_levels", "levels"):
+        if key in variants[of] and "n_levels" not in spec and "levels" not in spec:
+            spec[key] = variants[of][key]
     if control == "random_reinit":
         return _merge(spec, {"reinit": {"mode": "random"}}), of, "same"
-    if control == "rewind":  # its masks, fixed, the survivors reset as the base says
+    if control == "same_mask":  # its masks, fixed, the survivors reset as the base says
         return spec, of, "same"
     if scope not in ("layer", "global"):
         raise ConfigError(f"variants.{name}.scope = {scope!r}; allowed: layer, global")
@@ -183,13 +189,14 @@ class LotterySession(TrialGroup):
 
 
 def _apply(base: LotteryModel, over: Mapping, vname: str) -> LotteryModel:
-    known = {"train", "prune", "reinit", "levels", "initializer", "bias_init", "n_levels"}
+    known = {"train", "prune", "reinit", "mask_updates", "levels", "initializer", "bias_init",
+             "n_levels"}
     for key in over:
         if key not in known:
             raise ConfigError(f"variants.{vname}.{key}: unknown{did_you_mean(key, known)}; "
                               f"known: {', '.join(sorted(known))}, control, of, scope")
     changes: dict[str, Any] = {}
-    for section in ("train", "prune", "reinit"):
+    for section in ("train", "prune", "reinit", "mask_updates"):
         if section in over:
             current = getattr(base, section).to_dict()
             changes[section] = _merge(current, over[section])

@@ -144,7 +144,9 @@ class NMMasks(MaskStructure):
         layout = NMLayout({name: 0.0 if name in dense else rates[name] for name in names},
                           groups, n, m, {k: s for k, s in shapes.items() if k not in dense},
                           dense)
-        log.info("N:M %d:%d masks on %s%s", n, m, ", ".join(layout.shapes),
+        log.info("N:M masks on %s: every %d consecutive inputs keep max(%d, round(%d · the "
+                 "level's density)), so %d:%d at any density below %.3g%s",
+                 ", ".join(layout.shapes), m, n, m, n, m, (n + 0.5) / m,
                  "".join(f"; {k} kept dense: {why}" for k, why in dense.items()))
         return layout
 

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..errors import ModelError
 from ..mask_updates import MaskUpdates
 from ..masks import Mask
 from ..pruning.selection import kept_count, top_k_indices
@@ -35,10 +36,10 @@ Tensors = dict[str, torch.Tensor]
 REGROWTH = ("random", "gradient")
 
 
-def update_fractions(begin: int, end: int, every: int, fraction: float, decay: str
+def update_fractions(begin: int, last: int, every: int, fraction: float, decay: str
                      ) -> dict[int, float]:
-    """α_t at each update step t = begin + j·every (j ≥ 1, t ≤ end); steps where the
-    cosine has reached 0 make no update.
+    """α_t at each update step t = begin + j·every (j ≥ 1, t ≤ last); steps where the
+    cosine has reached 0 (at ``last``) make no update.
 
     >>> update_fractions(0, 400, 100, 0.3, "cosine")
     {100: 0.2560660171779821, 200: 0.15, 300: 0.04393398282201788}
@@ -46,9 +47,9 @@ def update_fractions(begin: int, end: int, every: int, fraction: float, decay: s
     {100: 0.3, 200: 0.3}
     """
     out = {}
-    for t in range(begin + every, end + 1, every):
+    for t in range(begin + every, last + 1, every):
         a = (fraction if decay == "constant"
-             else fraction / 2 * (1 + math.cos(math.pi * (t - begin) / (end - begin))))
+             else fraction / 2 * (1 + math.cos(math.pi * (t - begin) / (last - begin))))
         if a > 1e-12:
             out[t] = a
     return out
@@ -62,6 +63,8 @@ class DropAndGrow(MaskUpdates):
     def __init__(self, fractions: dict[int, float], groups: Sequence[tuple[str, ...]],
                  regrow: str, *, seed: int, level: int,
                  group_ids: dict[str, torch.Tensor] | None = None):
+        if regrow not in REGROWTH:
+            raise ValueError(f"regrow = {regrow!r}; use one of {', '.join(REGROWTH)}")
         self.fractions, self.groups, self.regrow = fractions, list(groups), regrow
         self.seed, self.level, self.group_ids = seed, level, group_ids or {}
 
@@ -78,6 +81,10 @@ class DropAndGrow(MaskUpdates):
             return mask  # fp16 skipped this step's update: no gradient to rank by
         g = generator(self.seed, "drop-grow", self.level, step)
         out = {n: t.cpu() for n, t in mask.items()}
+        unknown = [n for names in self.groups for n in names if n not in out]
+        if unknown:
+            raise ModelError(f"DropAndGrow groups name {unknown}, not parameters of the mask "
+                             f"({', '.join(out)})")
         for names in self.groups:
             before = torch.cat([out[n].flatten() for n in names])
             magnitude = torch.cat([weights[n].detach().cpu().abs().flatten().float()
@@ -88,7 +95,9 @@ class DropAndGrow(MaskUpdates):
             after = before.clone()
             after[dropped] = False
             grow = self._grow_scores(names, before, gradients, g)
-            grow[dropped] = -1.0  # taken back only when nothing else is left
+            # taken back only when nothing else is left, the best of them first
+            if len(dropped):
+                grow[dropped] -= grow.max() - grow[dropped].min() + 1
             grow[after] = -math.inf
             after |= self._regrown(names, grow, dropped, d, g)
             start = 0

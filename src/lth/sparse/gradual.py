@@ -20,6 +20,7 @@ import torch
 from ..mask_updates import MaskUpdates
 from ..masks import Mask
 from ..pruning.criteria import ScoreInputs
+from ..pruning.plan import weight_scores
 from ..pruning.selection import kept_count, select
 from ..seeding import generator
 
@@ -67,8 +68,6 @@ class GradualPruning(MaskUpdates):
             alive = sum(int(out[n].sum()) for n in names)
             if counts[j] >= alive:
                 continue
-            scores = {n: self.criterion(ScoreInputs(
-                self.init[n].detach().cpu().float(), weights[n].detach().cpu().float(),
-                out[n], 1.0 - counts[j] / alive, g)) for n in names}
+            scores = weight_scores(self.criterion, names, out, counts[j], self.init, weights, g)
             out.update(select(scores, {n: out[n] for n in names}, counts[j], g))
         return Mask(out, order=mask.names())

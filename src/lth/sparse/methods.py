@@ -19,6 +19,7 @@ The update window is a fraction of the level's training: from ``begin`` to ``end
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -51,8 +52,9 @@ def _defaults(cfg: MaskUpdatesConfig) -> dict[str, object]:
 
 @dataclass(frozen=True)
 class Window:
-    """The steps of a level's training (``start`` to ``end``) where its mask may change:
-    ``begin`` to ``last``, every ``every`` steps."""
+    """Where a level's mask may change: its training runs from step ``start`` to ``end``;
+    updates come every ``every`` steps after ``begin``, up to ``last`` (the settings'
+    ``begin`` and ``end`` as steps)."""
 
     start: int
     end: int
@@ -62,9 +64,10 @@ class Window:
 
     @classmethod
     def of(cls, cfg: MaskUpdatesConfig, start: int, end: int, every: int) -> Window:
-        span = end - start
-        return cls(start, end, start + round(cfg.begin * span), start + round(cfg.end * span),
-                   every)
+        def at(fraction: float) -> int:  # round half up, as every count in lth
+            return start + math.floor(fraction * (end - start) + 0.5)
+
+        return cls(start, end, at(cfg.begin), at(cfg.end), every)
 
 
 @dataclass(frozen=True)
@@ -89,10 +92,11 @@ class Method:
 
     changes_mask = False  # whether a pruned level's mask changes while it trains
     prunes_before_training = True  # False: the level starts from its source's mask
-    dense_gradients = False  # its updates read the dense gradient (counted in FLOPs)
 
     def problems(self, cfg: MaskUpdatesConfig) -> list[Problem]:
-        return [(key, f"only used with method = 'gmp', 'set' or 'rigl'; remove {key}")
+        return [(key, f"only used with method = 'gmp', 'set' or 'rigl'; remove {key} (on the "
+                      "command line: --set 'mask_updates={method=\"none\"}' replaces the "
+                      "section)")
                 for key in ("every", "begin", "end", "fraction", "decay")
                 if getattr(cfg, key) != _defaults(cfg)[key]]
 
@@ -196,16 +200,19 @@ class DropGrow(_Updating):
         if self.regrow not in REGROWTH:
             raise ValueError(f"regrow must be one of {REGROWTH}, got {self.regrow!r}")
 
-    @property
-    def dense_gradients(self) -> bool:  # type: ignore[override]
-        return self.regrow == "gradient"
-
     def problems(self, cfg: MaskUpdatesConfig) -> list[Problem]:
         p = super().problems(cfg)
         if not 0 < cfg.fraction <= 1:
             p.append(("fraction", f"got {cfg.fraction!r}; the fraction of a layer's alive "
                                   "weights dropped at an update, in (0, 1]"))
         check_choice(p, "decay", cfg.decay, DECAYS)
+        return p
+
+    def experiment_problems(self, exp: ExperimentConfig) -> list[Problem]:
+        p = super().experiment_problems(exp)
+        if exp.prune.scope != "layer":
+            p.append(("prune.scope", f"{exp.mask_updates.method!r} drops and regrows within "
+                      "each layer, keeping its count (as SET and RigL do); use scope = 'layer'"))
         return p
 
     def _steps(self, cfg: MaskUpdatesConfig, window: Window) -> list[int]:
@@ -231,10 +238,15 @@ METHODS.register(DropGrow("gradient"), name="rigl")
 METHODS.mark_builtin()
 
 
+def method_of(name: str) -> Method:
+    """The method ``name``; an unknown one (already reported) is checked as a drop-and-grow
+    method, whose settings are the most, so that its misspelling is the one problem."""
+    return METHODS.get(name, default=DropGrow())
+
+
 def method_problems(exp: ExperimentConfig) -> list[Problem]:
     """The problems of ``exp``'s method with the rest of the experiment."""
-    method = METHODS.get(exp.mask_updates.method, default=Method())
-    return method.experiment_problems(exp)
+    return method_of(exp.mask_updates.method).experiment_problems(exp)
 
 
-__all__ = ["METHODS", "LevelMask", "Method", "Window", "method_problems"]
+__all__ = ["METHODS", "LevelMask", "Method", "Window", "method_of", "method_problems"]

@@ -64,6 +64,10 @@ class Level:
         except Damaged:
             return None
 
+    def has(self, stem: str) -> bool:
+        """Whether the committed level recorded the tensor file ``stem``."""
+        return self.recorded(f"{stem}.safetensors") is not None
+
     def tensors(self, stem: str) -> dict[str, Any]:
         """``mask``, ``start`` or ``final`` of this level, checked against its digests."""
         name = f"{stem}.safetensors"
