@@ -52,8 +52,8 @@ def final_networks(levels: pd.DataFrame) -> dict[tuple[str, int], pd.DataFrame]:
     return out
 
 
-def table(networks: dict, methods: list[str], metric: str, fmt: str, scale: float = 1.0
-          ) -> list[str]:
+def table(networks: dict, methods: list[str], metric: str, fmt: str, scale: float = 1.0,
+          spread: bool = True) -> list[str]:
     rows = ["| method | " + " | ".join(f"~{t}%" for t in TARGETS) + " |",
             "|---|" + "---:|" * len(TARGETS)]
     for m in methods:
@@ -64,7 +64,9 @@ def table(networks: dict, methods: list[str], metric: str, fmt: str, scale: floa
                 cells.append("")
                 continue
             pct = part.pct_remaining.mean()
-            cells.append(f"{cell(part[metric] * scale, fmt)} ({pct:.1f}%)")
+            value = (cell(part[metric] * scale, fmt) if spread
+                     else f"{(part[metric] * scale).mean():{fmt}}")
+            cells.append(f"{value} ({pct:.1f}%)")
         rows.append(f"| {m} | " + " | ".join(cells) + " |")
     return rows
 
@@ -76,15 +78,15 @@ def main() -> None:
     args = ap.parse_args()
     levels = lth.load(args.session).levels
     networks = final_networks(levels)
-    methods = list(dict.fromkeys(m for m, _ in networks))
+    methods = [m for m in dict.fromkeys(m for m, _ in networks)
+               if any((m, t) in networks for t in TARGETS)]
     seeds = levels.seed.nunique()
     print(f"{args.metric}, mean ± 95% CI over {seeds} seeds (share of weights reached)\n")
-    print("\n".join(table(networks, [m for m in methods if any(
-        (m, t) in networks for t in TARGETS)], args.metric, ".4f")))
-    print("\nbudget_steps: training steps the final network depends on (mean over seeds)\n")
-    print("\n".join(table(networks, methods, "budget_steps", ".0f")))
-    print("\nbudget_flops in 10^12 FLOPs (training FLOPs the final network depends on)\n")
-    print("\n".join(table(networks, methods, "budget_flops", ".2f", 1e-12)))
+    print("\n".join(table(networks, methods, args.metric, ".4f")))
+    print("\nbudget_steps: training steps the final network depends on\n")
+    print("\n".join(table(networks, methods, "budget_steps", ".0f", spread=False)))
+    print("\nbudget_flops in GFLOPs: training FLOPs the final network depends on\n")
+    print("\n".join(table(networks, methods, "budget_flops", ".4g", 1e-9, spread=False)))
     others = sorted({m for m, t in networks if t not in TARGETS})
     for m in others:
         (t,) = [t for mm, t in networks if mm == m]
@@ -99,8 +101,8 @@ def main() -> None:
             controls[(c["method"], int(c["pct"]), c["control"])] = part[part.level == 1]
     if controls:
         print(f"\nticket test of the masks: {args.metric}, the method's own network, its mask "
-              "retrained from θ0 (rewind) and from a random reinitialisation\n")
-        print("| mask | % weights | the method | rewind to θ0 | random reinit |")
+              "retrained fixed from θ0 (same_mask) and from a random reinitialisation\n")
+        print("| mask | % weights | the method | same mask from θ0 | random reinit |")
         print("|---|---:|---:|---:|---:|")
         for (m, t) in sorted({(m, t) for m, t, _ in controls}):
             own = networks[(m, t)]

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .errors import StoreError
 from .experiment.result import Result, level_row, with_numbers
+from .experiment.spec import left_out
 from .status import command_hint
 from .store import (
     GROUP_KINDS,
@@ -176,6 +177,8 @@ def _described(identity: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any
     """An experiment's identity as readable ``key: value`` pairs, for labels."""
     out = {k.removeprefix("settings."): v for k, v in _flat(identity).items()
            if k.startswith("settings.")}
+    for key, default in left_out().items():  # a run that leaves a setting out has its default
+        out.setdefault(key, default)
     out["model"] = entry["model"] or identity.get("model", {}).get("class")
     out["data"] = entry["dataset"] or str(identity.get("data"))[:8]
     out["initializer"] = identity.get("initializer")

@@ -39,6 +39,13 @@ the runs made before them keep their identities (and directories)."""
 ADDED_LATER.update({"prune.allocation": "uniform", "prune.nm": [2, 4]})
 
 
+def left_out() -> dict[str, Any]:
+    """What each setting a specification may leave out stands for (dotted keys): the
+    defaults of :data:`ADDED_LATER` and of the ``[mask_updates]`` section."""
+    sparse = {f"mask_updates.{k}": v for k, v in MaskUpdatesConfig().to_dict().items()}
+    return {**ADDED_LATER, **sparse}
+
+
 def _drop(tree: dict[str, Any], dotted: str) -> None:
     *parents, leaf = dotted.split(".")
     for part in parents:
