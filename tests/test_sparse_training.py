@@ -276,6 +276,8 @@ def test_interrupted_mid_level_after_updates_resumes_bit_identically(digits, tmp
     ({"mask_updates": {"method": "gmp"}, "prune": {"criterion": "snip"}}, "single weights"),
     ({"mask_updates": {"method": "set"}, "prune": {"structure": "unit"}},
      "cannot change weight by weight"),
+    ({"mask_updates": {"method": "rigl"}, "prune": {"scope": "global"}}, "scope = 'layer'"),
+    ({"mask_updates": {"method": "rigl", "every": "00it"}}, "must be longer than 0"),
 ])
 def test_settings_that_cannot_work_are_refused_by_key(settings, message):
     with pytest.raises(ConfigError, match=message):
@@ -442,3 +444,22 @@ def test_budgets_count_where_the_start_came_from(digits, small_mlp, tmp_path):
     assert control.loc[1, "budget_steps"] == 90 + 90
     assert control.loc[1, "budget_flops"] == (source.loc[1, "flops_to_mask"]
                                               + control.loc[1, "train_flops"])
+
+
+def test_a_control_holds_its_mask_fixed_whatever_the_base_updates(digits, tmp_path):
+    model = lth.create_model("mlp", input_shape=digits.input_shape, num_classes=10,
+                             hidden=(32, 16))
+    session = lth.LotterySession(
+        model, digits, train={**FAST_TRAIN, "duration": "90it"}, levels=1,
+        prune={"rate": 0.8, "criterion": "random"},
+        mask_updates={"method": "rigl", "every": "10it"},
+        variants={"rigl": {}, "ticket": {"control": "same_mask", "of": "rigl"},
+                  "reinit": {"control": "random_reinit", "of": "rigl"}})
+    result = session.run(store=tmp_path)
+    table = result.table().set_index(["experiment", "level"])
+    assert table.loc[("rigl", 1), "mask_updates"] > 0
+    assert table.loc[("ticket", 1), "mask_updates"] == table.loc[("reinit", 1),
+                                                                 "mask_updates"] == 0
+    masks = {run.name.rsplit("-", 1)[0]: lth.Result(run).mask(1)
+             for run in (result.path / "trials").iterdir()}
+    assert masks["ticket"] == masks["rigl"] == masks["reinit"]
