@@ -149,4 +149,5 @@ def test_unit_settings_that_cannot_apply_are_refused(digits, small_mlp, tmp_path
     reused = run(small_mlp, digits, tmp_path / "u2", UNIT, levels=1, masks_from=units.path,
                  reinit={"mode": "random"})
     assert reused.mask(1) == units.mask(1)
-    assert reused.table()["steps_to_mask"].isna().all()  # the masks cost another run
+    # the masks cost what they cost in the run they come from
+    assert list(reused.table()["steps_to_mask"]) == list(units.table()["steps_to_mask"])
