@@ -251,12 +251,11 @@ def _start(plan: Plan, run: RunDir, model: nn.Module, level: int, mask: Mask) ->
 def _costs(plan: Plan, done: dict[int, dict], level: int, enforced: Mask, begin: int,
            updates: CostTimeline | None) -> dict[str, Any]:
     """The level's training FLOPs and what its mask and final network cost."""
-    summary = done[level]
-    summary["train_flops"] = training_flops(
-        plan, enforced, begin, int(summary["train_steps"]),
-        None if updates is None else updates.timeline,
-        0 if updates is None else updates.dense_gradient_steps)
-    return {"train_flops": summary["train_flops"], **level_costs(plan, done, level)}
+    flops = training_flops(plan, enforced, begin, int(done[level]["train_steps"]),
+                           None if updates is None else updates.timeline,
+                           0 if updates is None else updates.dense_gradient_steps)
+    counted = {**done, level: {**done[level], "train_flops": flops}}
+    return {"train_flops": flops, **level_costs(plan, counted, level)}
 
 
 def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,

@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from ..config_schema import Problem
+from ..errors import LTHError
 from ..masks import Mask
+from ..store import RunDir
 from .allocation import ALLOCATIONS, UNIFORM
 from .network import ScoringNetwork
 from .plan import Group, check_final_counts, fill_default_rate, make_groups, next_mask, own_rates
@@ -96,6 +98,19 @@ class MaskStructure:
 
     def check_source(self, source: Path) -> None:
         """Refuse a run to copy masks from whose masks this structure cannot use."""
+
+    def foreign_source(self, source: Path) -> str | None:
+        """The structure of the run ``source`` when its masks are not of this structure's
+        kind; None when they are, or when the run is unreadable (the masks source check
+        reports that)."""
+        try:
+            settings = RunDir(source).config()["identity"]["settings"]["prune"]
+        except (LTHError, KeyError, OSError):
+            return None
+        from .structures import STRUCTURES  # the registry imports this module
+
+        name = settings.get("structure", "weight")
+        return None if name in STRUCTURES and isinstance(STRUCTURES[name], type(self)) else name
 
 
 def unit_score_unused(cfg: PruneConfig) -> list[Problem]:

@@ -33,9 +33,8 @@ import torch
 from torch import nn
 
 from ..config_schema import Problem
-from ..errors import ConfigError, LTHError, ModelError
+from ..errors import ConfigError, ModelError
 from ..masks import Mask
-from ..store import RunDir
 from .criteria import scores_network, scoring_rounds
 from .layout import MaskLayout, MaskStructure, allocation_refused, unit_score_unused
 from .network import ScoringNetwork
@@ -44,6 +43,7 @@ from .plan import (
     fill_default_rate,
     network_scores,
     own_rates,
+    round_goal,
     scoring_criterion,
     weight_scores,
 )
@@ -151,14 +151,8 @@ class NMMasks(MaskStructure):
         return layout
 
     def check_source(self, source: Path) -> None:
-        try:
-            settings = RunDir(source).config()["identity"]["settings"]["prune"]
-        except (LTHError, KeyError, OSError):
-            return  # the masks source check reports an unreadable source
-        from .structures import STRUCTURES  # the registry imports this module
-
-        name = settings.get("structure", "weight")
-        if not (name in STRUCTURES and isinstance(STRUCTURES[name], NMMasks)):
+        name = self.foreign_source(source)
+        if name is not None:
             raise ConfigError(f"structure = 'nm' with masks_from = {str(source)!r}, whose "
                               f"masks are not N:M (structure {name!r}); use the source's "
                               "structure or a source run pruned with structure = 'nm'")
@@ -187,8 +181,7 @@ def next_nm_mask(cfg: PruneConfig, layout: NMLayout, level: int, mask: Mask, ini
     now = dict(alive0)
     whole_network, rounds = scores_network(criterion), scoring_rounds(criterion)
     for r in range(1, rounds + 1):
-        goals = {n: k if r == rounds else round(alive0[n] * (k / alive0[n]) ** (r / rounds))
-                 for n, k in targets.items()}
+        goals = {n: round_goal(alive0[n], k, r, rounds) for n, k in targets.items()}
         pruning = [n for n, k in goals.items() if k < now[n]]
         if not pruning:
             continue

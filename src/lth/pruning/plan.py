@@ -89,6 +89,12 @@ def fill_default_rate(cfg: PruneConfig, rates: dict[str, float | None], n_levels
     return {n: default if r is None else r for n, r in rates.items()}
 
 
+def round_goal(start: int, target: int, r: int, rounds: int) -> int:
+    """The count a group reaches after scoring round ``r`` of ``rounds`` on the way from
+    ``start`` survivors to ``target``: exponential steps, the last exact."""
+    return target if r == rounds else round(start * (target / start) ** (r / rounds))
+
+
 def check_final_counts(groups: Sequence[Group], schedule: str, n_levels: int) -> None:
     """Refuse a schedule under which some group keeps no weight at the last level."""
     dead = [g for g in groups
@@ -130,8 +136,7 @@ def next_mask(cfg: PruneConfig, groups: Sequence[Group], level: int, mask: Mask,
     rounds = scoring_rounds(criterion)
     for r in range(1, rounds + 1):
         # Exponential steps from the survivors to the target; the last round is exact.
-        goals = {g: targets[g] if r == rounds else
-                 round(alive0[g] * (targets[g] / alive0[g]) ** (r / rounds))
+        goals = {g: round_goal(alive0[g], targets[g], r, rounds)
                  for g in groups if targets[g] < alive0[g]}
         pruning = [g for g, goal in goals.items()
                    if goal < sum(int(out[n].sum()) for n in g.names)]

@@ -39,10 +39,9 @@ import torch
 from torch import nn
 
 from ..config_schema import Problem
-from ..errors import ConfigError, LTHError, ModelError
+from ..errors import ConfigError, ModelError
 from ..masks import Mask
 from ..registry import Registry, instances_of
-from ..store import RunDir
 from .layout import MaskLayout, MaskStructure, WeightLayout, allocation_refused, nm_unused
 from .network import ScoringNetwork
 from .nm import NMLayout, NMMasks, nm_select
@@ -131,12 +130,7 @@ class UnitMasks(MaskStructure):
         return UnitLayout(rates, groups, structure)
 
     def check_source(self, source: Path) -> None:
-        try:
-            settings = RunDir(source).config()["identity"]["settings"]["prune"]
-        except (LTHError, KeyError, OSError):
-            return  # the masks source check reports an unreadable source
-        name = settings.get("structure", "weight")
-        if not (name in STRUCTURES and isinstance(STRUCTURES[name], UnitMasks)):
+        if self.foreign_source(source) is not None:
             raise ConfigError(f"structure = 'unit' with masks_from = {str(source)!r}, whose "
                               "masks remove single weights, not units; use structure = "
                               "'weight' or a source run pruned with structure = 'unit'")

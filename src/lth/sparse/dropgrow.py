@@ -36,6 +36,11 @@ Tensors = dict[str, torch.Tensor]
 REGROWTH = ("random", "gradient")
 
 
+def check_regrowth(regrow: str) -> None:
+    if regrow not in REGROWTH:
+        raise ValueError(f"regrow = {regrow!r}; use one of {', '.join(REGROWTH)}")
+
+
 def update_fractions(begin: int, last: int, every: int, fraction: float, decay: str
                      ) -> dict[int, float]:
     """α_t at each update step t = begin + j·every (j ≥ 1, t ≤ last); steps where the
@@ -63,8 +68,7 @@ class DropAndGrow(MaskUpdates):
     def __init__(self, fractions: dict[int, float], groups: Sequence[tuple[str, ...]],
                  regrow: str, *, seed: int, level: int,
                  group_ids: dict[str, torch.Tensor] | None = None):
-        if regrow not in REGROWTH:
-            raise ValueError(f"regrow = {regrow!r}; use one of {', '.join(REGROWTH)}")
+        check_regrowth(regrow)
         self.fractions, self.groups, self.regrow = fractions, list(groups), regrow
         self.seed, self.level, self.group_ids = seed, level, group_ids or {}
 

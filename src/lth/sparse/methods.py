@@ -34,7 +34,7 @@ from ..pruning.criteria import CRITERIA, scores_network
 from ..pruning.structures import STRUCTURES, MaskStructure
 from ..pruning.supermask import SUPERMASKS
 from ..registry import Registry, instances_of
-from .dropgrow import REGROWTH, DropAndGrow, update_fractions
+from .dropgrow import DropAndGrow, check_regrowth, update_fractions
 from .gradual import GradualPruning
 
 if TYPE_CHECKING:
@@ -197,8 +197,7 @@ class DropGrow(_Updating):
     regrows_in_groups = True
 
     def __post_init__(self) -> None:
-        if self.regrow not in REGROWTH:
-            raise ValueError(f"regrow must be one of {REGROWTH}, got {self.regrow!r}")
+        check_regrowth(self.regrow)
 
     def problems(self, cfg: MaskUpdatesConfig) -> list[Problem]:
         p = super().problems(cfg)
