@@ -44,6 +44,7 @@ from .tasks import TASKS
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("fp32", "bf16", "fp16")  # the forward pass's dtype (lth.train.precision)
+KERNELS = ("auto", "dense", "sparse")  # lth.train.sparse
 SCOPES = ("layer", "global")
 MAX_THREADS = 1024  # intra-op threads; torch fails with MemoryError or overflow far above
 INITIALIZERS = ("default", "keep", "xavier_normal", "xavier_uniform", "kaiming_normal",
@@ -73,12 +74,13 @@ class TrainConfig(Section):
     precision: str = "fp32"  # the forward pass in fp32, bf16 or fp16 (lth.train.precision)
     threads: int = 1
     stack: int = 0  # trials trained stacked in one step; 0: automatic (lth.experiment.group)
+    kernels: str = "auto"  # sparse kernels for sparse Linear layers (lth.train.sparse)
 
     def problems(self) -> list[Problem]:
         p: list[Problem] = []
-        check_choice(p, "optimizer", self.optimizer, OPTIMIZERS)
-        check_choice(p, "lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        check_choice(p, "precision", self.precision, PRECISIONS)
+        for key, allowed in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES),
+                             ("precision", PRECISIONS), ("kernels", KERNELS)):
+            check_choice(p, key, getattr(self, key), allowed)
         if not self.lr > 0:
             p.append(("lr", f"got {self.lr!r}; must be > 0"))
         if not 0 <= self.momentum < 1:
@@ -97,17 +99,15 @@ class TrainConfig(Section):
                                  "keeps torch's setting)"))
         if self.stack < 0:
             p.append(("stack", f"got {self.stack!r}; must be >= 1 (0: automatic)"))
-        for key in ("duration", "warmup", "eval_every", "checkpoint_every"):
-            problem = check_duration(getattr(self, key))
-            if problem:
-                p.append((key, f"got {getattr(self, key)!r}; {problem}"))
+        named = {"duration": self.duration, "warmup": self.warmup, "eval_every": self.eval_every,
+                 "checkpoint_every": self.checkpoint_every,
+                 **{f"milestones[{i}]": m for i, m in enumerate(self.milestones)}}
+        for key, value in named.items():
+            if problem := check_duration(value):
+                p.append((key, f"got {value!r}; {problem}"))
         for key in ("duration", "eval_every", "checkpoint_every"):
             if getattr(self, key) in (0, "0it", "0ep"):
                 p.append((key, "must be longer than 0"))
-        for i, m in enumerate(self.milestones):
-            problem = check_duration(m)
-            if problem:
-                p.append((f"milestones[{i}]", f"got {m!r}; {problem}"))
         if self.milestones and self.lr_schedule != "step":
             p.append(("milestones", "only used with lr_schedule = 'step'"))
         if not 0 < self.gamma <= 1:
@@ -115,6 +115,8 @@ class TrainConfig(Section):
         dev = self.device
         if not (dev in ("cpu", "cuda", "mps", "auto") or re.fullmatch(r"cuda:\d+", dev)):
             p.append(("device", f"got {dev!r}; allowed: cpu, cuda, cuda:N, mps, auto"))
+        if self.kernels == "sparse" and (dev != "cpu" or self.precision != "fp32"):
+            p.append(("kernels", "needs device = 'cpu' and precision = 'fp32' (or 'auto')"))
         return p
 
 
@@ -156,18 +158,16 @@ class PruneConfig(Section):
 
     def problems(self) -> list[Problem]:
         p: list[Problem] = []
-        check_choice(p, "criterion", self.criterion, CRITERIA)
-        check_choice(p, "structure", self.structure, STRUCTURES)
-        check_choice(p, "unit_score", self.unit_score, UNIT_SCORES)
+        for key, allowed in (("criterion", CRITERIA), ("structure", STRUCTURES),
+                             ("unit_score", UNIT_SCORES), ("scope", SCOPES),
+                             ("allocation", ALLOCATIONS), ("schedule", SCHEDULES),
+                             ("supermask", SUPERMASKS)):
+            check_choice(p, key, getattr(self, key), allowed)
         if self.structure in STRUCTURES:
             p.extend(STRUCTURES[self.structure].problems(self))
-        check_choice(p, "scope", self.scope, SCOPES)
-        check_choice(p, "allocation", self.allocation, ALLOCATIONS)
         p.extend(ALLOCATIONS.get(self.allocation, default=UNIFORM).problems(self))
-        check_choice(p, "schedule", self.schedule, SCHEDULES)
         if self.score_batches < 1:
             p.append(("score_batches", f"got {self.score_batches!r}; must be >= 1"))
-        check_choice(p, "supermask", self.supermask, SUPERMASKS)
         # An unknown name (reported above) is checked as the most likely kind of entry.
         p.extend(SUPERMASKS.get(self.supermask, default=Learned(self.supermask))
                  .problems(self))
@@ -193,8 +193,7 @@ class ReinitConfig(Section):
     def problems(self) -> list[Problem]:
         p: list[Problem] = []
         check_choice(p, "mode", self.mode, REINIT_MODES)
-        problem = check_duration(self.rewind_step)
-        if problem:
+        if problem := check_duration(self.rewind_step):
             p.append(("rewind_step", f"got {self.rewind_step!r}; {problem}"))
         if self.jitter_sd < 0:
             p.append(("jitter_sd", f"got {self.jitter_sd!r}; must be >= 0"))
@@ -224,8 +223,7 @@ class EarlyBirdConfig(Section):
 
     def problems(self) -> list[Problem]:
         p: list[Problem] = []
-        problem = check_duration(self.every)
-        if problem:
+        if problem := check_duration(self.every):
             p.append(("every", f"got {self.every!r}; {problem}"))
         elif self.every in (0, "0it", "0ep"):
             p.append(("every", "must be longer than 0"))
@@ -254,8 +252,7 @@ class MaskUpdatesConfig(Section):
     def problems(self) -> list[Problem]:
         p: list[Problem] = []
         check_choice(p, "method", self.method, METHODS)
-        problem = check_duration(self.every)
-        if problem:
+        if problem := check_duration(self.every):
             p.append(("every", f"got {self.every!r}; {problem}"))
         elif to_steps(self.every, 1) < 1:
             p.append(("every", f"got {self.every!r}; must be longer than 0"))

@@ -24,7 +24,7 @@ from ..seeding import generator
 from ..state import get_state, set_state
 from ..store import Damaged, RunDir
 from ..store.layout import HISTORY
-from ..train import Callback, Job, OnEval, Span, train_stack
+from ..train import Callback, Job, OnEval, Span, sparse_layers, train_stack
 from .costs import CostTimeline, level_costs, training_flops
 from .hooks import level_hooks
 from .plan import Plan
@@ -295,6 +295,7 @@ def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
                         plan.task_config.early_stop)
     summary["mask_updates"] = 0 if updates is None else int(history[-1]["mask_updates"])
     summary["mask_turnover"] = 0.0
+    summary["sparse_kernels"] = list(sparse_layers(job))  # what trained sparse (train.kernels)
     for hook in hooks:
         hook.record(lv, files, summary)
     summary.update(_costs(plan, {**run.summaries(), level: summary}, level, enforced, begin,

@@ -127,6 +127,9 @@ class _Updating(Method):
     def experiment_problems(self, exp: ExperimentConfig) -> list[Problem]:
         name = exp.mask_updates.method
         p: list[Problem] = []
+        if exp.train.kernels == "sparse":
+            p.append(("train.kernels", f"'sparse' trains a fixed mask; method {name!r} changes "
+                      "it during training: use kernels = 'auto' (its levels train dense)"))
         supermask = SUPERMASKS.get(exp.prune.supermask, default=None)
         if supermask is not None and supermask.learns:
             p.append(("mask_updates.method", f"{name!r} changes a trained mask; a learned "

@@ -77,6 +77,36 @@ class Job:
     mask_updates: MaskUpdates | None = None
 
 
+AUTO_DENSITY = 0.1
+"""``train.kernels = "auto"`` trains a ``Linear`` layer sparse below this share of kept
+weights: where the whole training step measured faster than dense-masked on the machine
+the kernels were tuned on (a 2-core Zen 5, one thread; ``bench/sparse_speed.py``)."""
+
+
+def sparse_layers(job: Job) -> dict[str, nn.Linear]:
+    """The layers ``job`` trains with sparse kernels (parameter name → ``Linear``): under
+    ``train.kernels`` ``"sparse"`` every pruned ``Linear`` weight, under ``"auto"`` those
+    below :data:`AUTO_DENSITY`, and none under ``"dense"``. Only a fixed mask, in fp32 on
+    the CPU, of a trainable plain ``nn.Linear`` weight qualifies; everything else trains
+    dense-masked."""
+    cfg, model = job.cfg, job.model
+    if (cfg.kernels == "dense" or cfg.precision != "fp32" or job.mask_updates is not None
+            or not getattr(model, "stackable", True)):
+        return {}
+    limit = 1.0 if cfg.kernels == "sparse" else AUTO_DENSITY
+    out = {}
+    for name, keep in job.mask.items():
+        owner, _, attr = name.rpartition(".")
+        module = model.get_submodule(owner) if owner else model
+        if (attr != "weight" or type(module) is not nn.Linear or keep.device.type != "cpu"
+                or module.weight.device.type != "cpu" or module.weight.dtype != torch.float32
+                or not module.weight.requires_grad):
+            continue
+        if keep.float().mean().item() < limit:
+            out[name] = module
+    return out
+
+
 def stack_key(job: Job) -> tuple:
     """Jobs with equal keys can train stacked: same architecture, data, training settings,
     steps, learning rates and task."""
@@ -87,7 +117,9 @@ def stack_key(job: Job) -> tuple:
                    for a in "xy")
     # fp16 loss scaling skips updates trial by trial: such a trial trains on its own, as
     # does a model that says it cannot be vmapped (a learned supermask).
-    alone = job.cfg.precision == "fp16" or not getattr(job.model, "stackable", True)
+    # Sparse kernels train each trial's own pattern: such a trial trains on its own too.
+    alone = (job.cfg.precision == "fp16" or not getattr(job.model, "stackable", True)
+             or bool(sparse_layers(job)))
     only_itself = id(job) if alone else None
     return (type(job.model), shapes, splits, data.mean, data.std, data.augment, job.cfg, job.span,
             job.fixed_lr, id(job.task), job.output, only_itself)

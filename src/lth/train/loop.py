@@ -34,14 +34,16 @@ from ..masks import Mask
 from ..seeding import derive_seed, generator
 from ..tasks import CLASSIFICATION, Task
 from .callbacks import Callback, OnEval, Snapshot
-from .job import Checkpoints, Job, Span, stack_key
+from .job import Checkpoints, Job, Span, sparse_layers, stack_key
 from .optim import lr_function
 from .slot import Slot
+from .sparse import SparseSingle
 from .stacked import Stacked
 from .steppers import Single, Stepper
 
 __all__ = ["Callback", "Checkpoints", "Job", "MaskUpdates", "OnEval", "Snapshot", "Span",
-           "batch_order", "stack_key", "torch_threads", "train_level", "train_stack"]
+           "batch_order", "sparse_layers", "stack_key", "torch_threads", "train_level",
+           "train_stack"]
 
 
 @contextlib.contextmanager
@@ -117,7 +119,7 @@ def _train_together(slots: list[Slot]) -> None:
     span, lr_at, batches = first.job.span, _lr_at(first.job), Batches(slots)
     with _noise(slots):
         step = first.step
-        stepper: Stepper | None = Single(slots) if len(slots) == 1 else Stacked(slots)
+        stepper: Stepper | None = _stepper(slots)
         stepper.begin(step)
         if not first.history:
             stepper.record(step, lr_at(step), check=False)
@@ -139,6 +141,13 @@ def _train_together(slots: list[Slot]) -> None:
                 stepper.checkpoint(step, span.checkpoint_every)
         if stepper is not None:
             stepper.without(range(len(stepper.slots)))
+
+
+def _stepper(slots: list[Slot]) -> Stepper:
+    if len(slots) > 1:
+        return Stacked(slots)
+    layers = sparse_layers(slots[0].job)
+    return SparseSingle(slots, layers) if layers else Single(slots)
 
 
 def _lr_at(job: Job) -> Callable[[int], float]:
