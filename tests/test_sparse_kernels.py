@@ -167,6 +167,9 @@ def test_which_layers_train_sparse(digits):
     assert list(sparse_layers(job(model, sparse_first, digits, kernels="sparse"))) == names
     assert sparse_layers(job(model, keeping(model, 1.0), digits, kernels="sparse")) == {}
     assert sparse_layers(job(model, sparse_first, digits, precision="bf16")) == {}
+    changing = job(model, sparse_first, digits)
+    changing.mask_updates = object()  # a mask that changes while it trains: dense
+    assert sparse_layers(changing) == {}
     assert 0 < AUTO_DENSITY < 1
     # A trial with sparse layers trains on its own rather than stacked.
     a, b = job(model, sparse_first, digits), job(model, sparse_first, digits)

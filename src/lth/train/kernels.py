@@ -35,10 +35,8 @@ Large batches (a convolution as a matmul) are walked in groups of 16 panels per 
 or input feature, so a row's slice is a contiguous 4 KiB; input features with no kept
 weight get a zero gradient without reading ``xT``.
 
-The vectors are LLVM ``<16 x float>`` values reached through a few numba intrinsics
-(``_vload`` etc. below): numba runs no SLP vectoriser and its loop vectoriser would
-vectorise the loop over kept weights (with gathers) rather than over the batch, so the
-vector code is written out. The kernels are compiled by numba on first use (about 2 s
+The vectors are LLVM ``<16 x float>`` values reached through the numba intrinsics of
+:mod:`lth.train.simd` (``vload``, ``vfma``, ...). The kernels are compiled by numba on first use (about 2 s
 for all three) and cached on disk (``cache=True``); ``fastmath`` lets the compiler
 reassociate the sums, so results equal the dense product up to float32 rounding. They
 need a CPU with AVX-512 to run at full speed; elsewhere LLVM splits the vectors.
@@ -49,15 +47,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic, models, register_model
+from numba import njit
+
+from .simd import LANES, at, lanes, put, vadd, vfma, vfmav, vload, vmul, vsplat, vstore, vsum, vzero
 
 _FLAGS = {"cache": True, "fastmath": True, "boundscheck": False, "error_model": "numpy",
           "nogil": True}
 
-#: Lanes of one vector, and of one panel (four vectors).
-LANES = 16
+#: Lanes of one panel (four vectors).
 PANEL = 4 * LANES
 #: Lanes walked together, panel by panel, per output row or input feature.
 GROUP = 16 * PANEL
@@ -122,198 +119,6 @@ def backward(p: Pattern, xT: np.ndarray, values: np.ndarray, gyT: np.ndarray,
 _NO_BIAS = np.zeros(0, dtype=np.float32)
 
 
-# --- vector intrinsics ------------------------------------------------------------------
-# A numba type for an LLVM <16 x float> (and one for a <16 x i1> lane mask), and the few
-# operations the kernels need. Array arguments must be 1-d float32 (or index) arrays;
-# indices are element offsets, unchecked.
-
-_F32 = ir.FloatType()
-_I32 = ir.IntType(32)
-_VEC = ir.VectorType(_F32, LANES)
-_MASK = ir.VectorType(ir.IntType(1), LANES)
-_IVEC = ir.VectorType(_I32, LANES)
-
-
-class _VecType(types.Type):
-    def __init__(self):
-        super().__init__(name="f32x16")
-
-
-class _MaskType(types.Type):
-    def __init__(self):
-        super().__init__(name="mask16")
-
-
-_vec = _VecType()
-_mask = _MaskType()
-
-
-@register_model(_VecType)
-class _VecModel(models.PrimitiveModel):
-    def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, _VEC)
-
-
-@register_model(_MaskType)
-class _MaskModel(models.PrimitiveModel):
-    def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, _MASK)
-
-
-def _declare(builder, name, ret, args):
-    mod = builder.module
-    if name in mod.globals:
-        return mod.globals[name]
-    return ir.Function(mod, ir.FunctionType(ret, args), name)
-
-
-def _address(context, builder, arrty, arr, idx):
-    data = context.make_array(arrty)(context, builder, value=arr).data
-    return builder.gep(data, [idx])
-
-
-def _splat(builder, x):
-    v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), x, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(v, ir.Constant(_VEC, ir.Undefined),
-                                  ir.Constant(_IVEC, [0] * LANES))
-
-
-def _fma(builder, a, b, c):
-    return builder.call(_declare(builder, "llvm.fma.v16f32", _VEC, [_VEC] * 3), [a, b, c])
-
-
-def _is_f32_array(arr):
-    return isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.float32
-
-
-@intrinsic
-def _at(typingctx, arr, idx):
-    """``arr[idx]`` without the negative-index wraparound numba adds for signed ints."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.load(_address(context, builder, sig.args[0], args[0], args[1]))
-    return arr.dtype(arr, types.intp), codegen
-
-
-@intrinsic
-def _put(typingctx, arr, idx, x):
-    """``arr[idx] = x``, no wraparound."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1):
-        return None
-
-    def codegen(context, builder, sig, args):
-        x = context.cast(builder, args[2], sig.args[2], sig.args[0].dtype)
-        builder.store(x, _address(context, builder, sig.args[0], args[0], args[1]))
-        return context.get_dummy_value()
-    return types.none(arr, types.intp, arr.dtype), codegen
-
-
-@intrinsic
-def _lanes(typingctx, n):
-    """The mask of the first ``n`` lanes (all for ``n >= 16``, none for ``n <= 0``)."""
-    def codegen(context, builder, sig, args):
-        n = args[0]
-        big = ir.Constant(n.type, LANES)
-        n = builder.trunc(builder.select(builder.icmp_signed(">", n, big), big, n), _I32)
-        v = builder.insert_element(ir.Constant(_IVEC, ir.Undefined), n, ir.Constant(_I32, 0))
-        v = builder.shuffle_vector(v, ir.Constant(_IVEC, ir.Undefined),
-                                   ir.Constant(_IVEC, [0] * LANES))
-        return builder.icmp_signed("<", ir.Constant(_IVEC, list(range(LANES))), v)
-    return _mask(types.int64), codegen
-
-
-@intrinsic
-def _vzero(typingctx):
-    def codegen(context, builder, sig, args):
-        return ir.Constant(_VEC, [0.0] * LANES)
-    return _vec(), codegen
-
-
-@intrinsic
-def _vsplat(typingctx, x):
-    def codegen(context, builder, sig, args):
-        return _splat(builder, args[0])
-    return _vec(types.float32), codegen
-
-
-@intrinsic
-def _vload(typingctx, arr, idx, mask):
-    """``arr[idx:idx + 16]``, lanes outside ``mask`` 0 (and not read)."""
-    if not _is_f32_array(arr):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ptr = _address(context, builder, sig.args[0], args[0], args[1])
-        fn = _declare(builder, "llvm.masked.load.v16f32.p0", _VEC,
-                      [ptr.type, _I32, _MASK, _VEC])
-        return builder.call(fn, [ptr, ir.Constant(_I32, 4), args[2],
-                                 ir.Constant(_VEC, [0.0] * LANES)])
-    return _vec(arr, types.intp, _mask), codegen
-
-
-@intrinsic
-def _vstore(typingctx, arr, idx, v, mask):
-    """``arr[idx:idx + 16] = v`` on the lanes in ``mask``."""
-    if not _is_f32_array(arr):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ptr = _address(context, builder, sig.args[0], args[0], args[1])
-        fn = _declare(builder, "llvm.masked.store.v16f32.p0", ir.VoidType(),
-                      [_VEC, ptr.type, _I32, _MASK])
-        builder.call(fn, [args[2], ptr, ir.Constant(_I32, 4), args[3]])
-        return context.get_dummy_value()
-    return types.none(arr, types.intp, _vec, _mask), codegen
-
-
-@intrinsic
-def _vfma(typingctx, w, v, acc):
-    """``acc + w * v`` for a scalar ``w``."""
-    def codegen(context, builder, sig, args):
-        return _fma(builder, _splat(builder, args[0]), args[1], args[2])
-    return _vec(types.float32, _vec, _vec), codegen
-
-
-@intrinsic
-def _vfmav(typingctx, a, b, acc):
-    """``acc + a * b``."""
-    def codegen(context, builder, sig, args):
-        return _fma(builder, args[0], args[1], args[2])
-    return _vec(_vec, _vec, _vec), codegen
-
-
-@intrinsic
-def _vmul(typingctx, a, b):
-    def codegen(context, builder, sig, args):
-        return builder.fmul(args[0], args[1])
-    return _vec(_vec, _vec), codegen
-
-
-@intrinsic
-def _vadd(typingctx, a, b):
-    def codegen(context, builder, sig, args):
-        return builder.fadd(args[0], args[1])
-    return _vec(_vec, _vec), codegen
-
-
-@intrinsic
-def _vsum(typingctx, v):
-    """The sum of the 16 lanes, by halving."""
-    def codegen(context, builder, sig, args):
-        x, n = args[0], LANES
-        while n > 1:
-            h, undef = n // 2, ir.Constant(ir.VectorType(_F32, n), ir.Undefined)
-            lo = builder.shuffle_vector(x, undef, ir.Constant(ir.VectorType(_I32, h),
-                                                              list(range(h))))
-            hi = builder.shuffle_vector(x, undef, ir.Constant(ir.VectorType(_I32, h),
-                                                              list(range(h, n))))
-            x, n = builder.fadd(lo, hi), h
-        return builder.extract_element(x, ir.Constant(_I32, 0))
-    return types.float32(_vec), codegen
-
-
 # --- kernels ----------------------------------------------------------------------------
 # Each walks the batch in panels of 64 lanes (masks m0..m3 for its four vectors) and,
 # within a panel, the kept weights two at a time with two sets of accumulators, so that
@@ -328,46 +133,46 @@ def _forward(xT, values, crow, col, bias, yT):  # pragma: no cover - compiled
     for q0 in range(0, batch, GROUP):
         for o in range(n_out):
             for p0 in range(q0, min(q0 + GROUP, batch), PANEL):
-                m0 = _lanes(batch - p0)
-                m1 = _lanes(batch - p0 - 16)
-                m2 = _lanes(batch - p0 - 32)
-                m3 = _lanes(batch - p0 - 48)
-                a0 = _vsplat(_at(bias, o) if with_bias else np.float32(0))
+                m0 = lanes(batch - p0)
+                m1 = lanes(batch - p0 - 16)
+                m2 = lanes(batch - p0 - 32)
+                m3 = lanes(batch - p0 - 48)
+                a0 = vsplat(at(bias, o) if with_bias else np.float32(0))
                 a1 = a0
                 a2 = a0
                 a3 = a0
-                c0 = _vzero()
+                c0 = vzero()
                 c1 = c0
                 c2 = c0
                 c3 = c0
-                k = _at(crow, o)
-                end = _at(crow, o + 1)
+                k = at(crow, o)
+                end = at(crow, o + 1)
                 while k + 1 < end:
-                    w = _at(values, k)
-                    b = np.int64(_at(col, k)) * batch + p0
-                    v = _at(values, k + 1)
-                    c = np.int64(_at(col, k + 1)) * batch + p0
-                    a0 = _vfma(w, _vload(xf, b, m0), a0)
-                    a1 = _vfma(w, _vload(xf, b + 16, m1), a1)
-                    a2 = _vfma(w, _vload(xf, b + 32, m2), a2)
-                    a3 = _vfma(w, _vload(xf, b + 48, m3), a3)
-                    c0 = _vfma(v, _vload(xf, c, m0), c0)
-                    c1 = _vfma(v, _vload(xf, c + 16, m1), c1)
-                    c2 = _vfma(v, _vload(xf, c + 32, m2), c2)
-                    c3 = _vfma(v, _vload(xf, c + 48, m3), c3)
+                    w = at(values, k)
+                    b = np.int64(at(col, k)) * batch + p0
+                    v = at(values, k + 1)
+                    c = np.int64(at(col, k + 1)) * batch + p0
+                    a0 = vfma(w, vload(xf, b, m0), a0)
+                    a1 = vfma(w, vload(xf, b + 16, m1), a1)
+                    a2 = vfma(w, vload(xf, b + 32, m2), a2)
+                    a3 = vfma(w, vload(xf, b + 48, m3), a3)
+                    c0 = vfma(v, vload(xf, c, m0), c0)
+                    c1 = vfma(v, vload(xf, c + 16, m1), c1)
+                    c2 = vfma(v, vload(xf, c + 32, m2), c2)
+                    c3 = vfma(v, vload(xf, c + 48, m3), c3)
                     k += 2
                 if k < end:
-                    w = _at(values, k)
-                    b = np.int64(_at(col, k)) * batch + p0
-                    a0 = _vfma(w, _vload(xf, b, m0), a0)
-                    a1 = _vfma(w, _vload(xf, b + 16, m1), a1)
-                    a2 = _vfma(w, _vload(xf, b + 32, m2), a2)
-                    a3 = _vfma(w, _vload(xf, b + 48, m3), a3)
+                    w = at(values, k)
+                    b = np.int64(at(col, k)) * batch + p0
+                    a0 = vfma(w, vload(xf, b, m0), a0)
+                    a1 = vfma(w, vload(xf, b + 16, m1), a1)
+                    a2 = vfma(w, vload(xf, b + 32, m2), a2)
+                    a3 = vfma(w, vload(xf, b + 48, m3), a3)
                 r = o * batch + p0
-                _vstore(yf, r, _vadd(a0, c0), m0)
-                _vstore(yf, r + 16, _vadd(a1, c1), m1)
-                _vstore(yf, r + 32, _vadd(a2, c2), m2)
-                _vstore(yf, r + 48, _vadd(a3, c3), m3)
+                vstore(yf, r, vadd(a0, c0), m0)
+                vstore(yf, r + 16, vadd(a1, c1), m1)
+                vstore(yf, r + 32, vadd(a2, c2), m2)
+                vstore(yf, r + 48, vadd(a3, c3), m3)
 
 
 @njit(**_FLAGS)
@@ -381,21 +186,21 @@ def _backward(xT, values, ccol, row, perm, gyT, gvalues, gxT):  # pragma: no cov
     for q0 in range(0, batch, GROUP):
         q1 = min(q0 + GROUP, batch)
         for j in range(n_in):
-            if _at(ccol, j) == _at(ccol, j + 1):  # no kept weight: no input gradient
+            if at(ccol, j) == at(ccol, j + 1):  # no kept weight: no input gradient
                 gxT[j, q0:q1] = 0
                 continue
             for p0 in range(q0, q1, PANEL):
-                m0 = _lanes(batch - p0)
-                m1 = _lanes(batch - p0 - 16)
-                m2 = _lanes(batch - p0 - 32)
-                m3 = _lanes(batch - p0 - 48)
+                m0 = lanes(batch - p0)
+                m1 = lanes(batch - p0 - 16)
+                m2 = lanes(batch - p0 - 32)
+                m3 = lanes(batch - p0 - 48)
                 first = p0 == 0
                 r = j * batch + p0
-                x0 = _vload(xf, r, m0)
-                x1 = _vload(xf, r + 16, m1)
-                x2 = _vload(xf, r + 32, m2)
-                x3 = _vload(xf, r + 48, m3)
-                a0 = _vzero()
+                x0 = vload(xf, r, m0)
+                x1 = vload(xf, r + 16, m1)
+                x2 = vload(xf, r + 32, m2)
+                x3 = vload(xf, r + 48, m3)
+                a0 = vzero()
                 a1 = a0
                 a2 = a0
                 a3 = a0
@@ -403,61 +208,61 @@ def _backward(xT, values, ccol, row, perm, gyT, gvalues, gxT):  # pragma: no cov
                 c1 = a0
                 c2 = a0
                 c3 = a0
-                k = _at(ccol, j)
-                end = _at(ccol, j + 1)
+                k = at(ccol, j)
+                end = at(ccol, j + 1)
                 while k + 1 < end:
-                    p = np.int64(_at(perm, k))
-                    b = np.int64(_at(row, k)) * batch + p0
-                    q = np.int64(_at(perm, k + 1))
-                    c = np.int64(_at(row, k + 1)) * batch + p0
-                    w = _at(values, p)
-                    v = _at(values, q)
-                    g0 = _vload(gf, b, m0)
-                    g1 = _vload(gf, b + 16, m1)
-                    g2 = _vload(gf, b + 32, m2)
-                    g3 = _vload(gf, b + 48, m3)
-                    h0 = _vload(gf, c, m0)
-                    h1 = _vload(gf, c + 16, m1)
-                    h2 = _vload(gf, c + 32, m2)
-                    h3 = _vload(gf, c + 48, m3)
-                    a0 = _vfma(w, g0, a0)
-                    a1 = _vfma(w, g1, a1)
-                    a2 = _vfma(w, g2, a2)
-                    a3 = _vfma(w, g3, a3)
-                    c0 = _vfma(v, h0, c0)
-                    c1 = _vfma(v, h1, c1)
-                    c2 = _vfma(v, h2, c2)
-                    c3 = _vfma(v, h3, c3)
-                    d = _vsum(_vfmav(x3, g3, _vfmav(x2, g2, _vfmav(x1, g1, _vmul(x0, g0)))))
-                    e = _vsum(_vfmav(x3, h3, _vfmav(x2, h2, _vfmav(x1, h1, _vmul(x0, h0)))))
+                    p = np.int64(at(perm, k))
+                    b = np.int64(at(row, k)) * batch + p0
+                    q = np.int64(at(perm, k + 1))
+                    c = np.int64(at(row, k + 1)) * batch + p0
+                    w = at(values, p)
+                    v = at(values, q)
+                    g0 = vload(gf, b, m0)
+                    g1 = vload(gf, b + 16, m1)
+                    g2 = vload(gf, b + 32, m2)
+                    g3 = vload(gf, b + 48, m3)
+                    h0 = vload(gf, c, m0)
+                    h1 = vload(gf, c + 16, m1)
+                    h2 = vload(gf, c + 32, m2)
+                    h3 = vload(gf, c + 48, m3)
+                    a0 = vfma(w, g0, a0)
+                    a1 = vfma(w, g1, a1)
+                    a2 = vfma(w, g2, a2)
+                    a3 = vfma(w, g3, a3)
+                    c0 = vfma(v, h0, c0)
+                    c1 = vfma(v, h1, c1)
+                    c2 = vfma(v, h2, c2)
+                    c3 = vfma(v, h3, c3)
+                    d = vsum(vfmav(x3, g3, vfmav(x2, g2, vfmav(x1, g1, vmul(x0, g0)))))
+                    e = vsum(vfmav(x3, h3, vfmav(x2, h2, vfmav(x1, h1, vmul(x0, h0)))))
                     if first:
-                        _put(gvalues, p, d)
-                        _put(gvalues, q, e)
+                        put(gvalues, p, d)
+                        put(gvalues, q, e)
                     else:
-                        _put(gvalues, p, _at(gvalues, p) + d)
-                        _put(gvalues, q, _at(gvalues, q) + e)
+                        put(gvalues, p, at(gvalues, p) + d)
+                        put(gvalues, q, at(gvalues, q) + e)
                     k += 2
                 if k < end:
-                    p = np.int64(_at(perm, k))
-                    b = np.int64(_at(row, k)) * batch + p0
-                    w = _at(values, p)
-                    g0 = _vload(gf, b, m0)
-                    g1 = _vload(gf, b + 16, m1)
-                    g2 = _vload(gf, b + 32, m2)
-                    g3 = _vload(gf, b + 48, m3)
-                    a0 = _vfma(w, g0, a0)
-                    a1 = _vfma(w, g1, a1)
-                    a2 = _vfma(w, g2, a2)
-                    a3 = _vfma(w, g3, a3)
-                    d = _vsum(_vfmav(x3, g3, _vfmav(x2, g2, _vfmav(x1, g1, _vmul(x0, g0)))))
+                    p = np.int64(at(perm, k))
+                    b = np.int64(at(row, k)) * batch + p0
+                    w = at(values, p)
+                    g0 = vload(gf, b, m0)
+                    g1 = vload(gf, b + 16, m1)
+                    g2 = vload(gf, b + 32, m2)
+                    g3 = vload(gf, b + 48, m3)
+                    a0 = vfma(w, g0, a0)
+                    a1 = vfma(w, g1, a1)
+                    a2 = vfma(w, g2, a2)
+                    a3 = vfma(w, g3, a3)
+                    d = vsum(vfmav(x3, g3, vfmav(x2, g2, vfmav(x1, g1, vmul(x0, g0)))))
                     if first:
-                        _put(gvalues, p, d)
+                        put(gvalues, p, d)
                     else:
-                        _put(gvalues, p, _at(gvalues, p) + d)
-                _vstore(gxf, r, _vadd(a0, c0), m0)
-                _vstore(gxf, r + 16, _vadd(a1, c1), m1)
-                _vstore(gxf, r + 32, _vadd(a2, c2), m2)
-                _vstore(gxf, r + 48, _vadd(a3, c3), m3)
+                        put(gvalues, p, at(gvalues, p) + d)
+                vstore(gxf, r, vadd(a0, c0), m0)
+                vstore(gxf, r + 16, vadd(a1, c1), m1)
+                vstore(gxf, r + 32, vadd(a2, c2), m2)
+                vstore(gxf, r + 48, vadd(a3, c3), m3)
 
 
 @njit(**_FLAGS)
@@ -470,23 +275,23 @@ def _weight_grad(xT, crow, col, gyT, gvalues):  # pragma: no cover - compiled
     for q0 in range(0, batch, GROUP):
         for o in range(n_out):
             for p0 in range(q0, min(q0 + GROUP, batch), PANEL):
-                m0 = _lanes(batch - p0)
-                m1 = _lanes(batch - p0 - 16)
-                m2 = _lanes(batch - p0 - 32)
-                m3 = _lanes(batch - p0 - 48)
+                m0 = lanes(batch - p0)
+                m1 = lanes(batch - p0 - 16)
+                m2 = lanes(batch - p0 - 32)
+                m3 = lanes(batch - p0 - 48)
                 first = p0 == 0
                 r = o * batch + p0
-                g0 = _vload(gf, r, m0)
-                g1 = _vload(gf, r + 16, m1)
-                g2 = _vload(gf, r + 32, m2)
-                g3 = _vload(gf, r + 48, m3)
-                for k in range(_at(crow, o), _at(crow, o + 1)):
-                    b = np.int64(_at(col, k)) * batch + p0
-                    d = _vsum(_vfmav(g3, _vload(xf, b + 48, m3),
-                                     _vfmav(g2, _vload(xf, b + 32, m2),
-                                            _vfmav(g1, _vload(xf, b + 16, m1),
-                                                   _vmul(g0, _vload(xf, b, m0))))))
+                g0 = vload(gf, r, m0)
+                g1 = vload(gf, r + 16, m1)
+                g2 = vload(gf, r + 32, m2)
+                g3 = vload(gf, r + 48, m3)
+                for k in range(at(crow, o), at(crow, o + 1)):
+                    b = np.int64(at(col, k)) * batch + p0
+                    d = vsum(vfmav(g3, vload(xf, b + 48, m3),
+                                     vfmav(g2, vload(xf, b + 32, m2),
+                                            vfmav(g1, vload(xf, b + 16, m1),
+                                                   vmul(g0, vload(xf, b, m0))))))
                     if first:
-                        _put(gvalues, k, d)
+                        put(gvalues, k, d)
                     else:
-                        _put(gvalues, k, _at(gvalues, k) + d)
+                        put(gvalues, k, at(gvalues, k) + d)
