@@ -14,7 +14,7 @@ from lth.config import TrainConfig
 from lth.errors import ConfigError
 from lth.masks import Mask, prunable_names
 from lth.train import Job, OnEval, Span, stack_key, train_level
-from lth.train.job import AUTO_DENSITY, sparse_layers
+from lth.train.job import AUTO_DENSITY, AUTO_MIN_WEIGHTS, sparse_layers
 from lth.train.sparse import SparseLinear
 
 from .conftest import states_equal
@@ -158,11 +158,18 @@ def job(model, mask, digits, **train) -> Job:
 
 
 def test_which_layers_train_sparse(digits):
-    model = net()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 512), nn.ReLU(), nn.Linear(512, 16),
+                          nn.ReLU(), nn.Linear(16, 10))
     names = prunable_names(model)
-    sparse_first = Mask({n: torch.rand(model.get_parameter(n).shape) < (0.05 if i == 0 else 0.5)
-                         for i, n in enumerate(names)})
+    assert model.get_parameter(names[0]).numel() >= AUTO_MIN_WEIGHTS  # the others: fewer
+
+    def keeping_each(*densities: float) -> Mask:
+        return Mask({n: torch.rand(model.get_parameter(n).shape) < d
+                     for n, d in zip(names, densities, strict=True)})
+
+    sparse_first = keeping_each(AUTO_DENSITY * 0.8, 0.05, 0.05)
     assert list(sparse_layers(job(model, sparse_first, digits))) == [names[0]]
+    assert sparse_layers(job(model, keeping_each(AUTO_DENSITY * 1.2, 0.05, 0.05), digits)) == {}
     assert sparse_layers(job(model, sparse_first, digits, kernels="dense")) == {}
     assert list(sparse_layers(job(model, sparse_first, digits, kernels="sparse"))) == names
     assert sparse_layers(job(model, keeping(model, 1.0), digits, kernels="sparse")) == {}
@@ -170,12 +177,10 @@ def test_which_layers_train_sparse(digits):
     changing = job(model, sparse_first, digits)
     changing.mask_updates = object()  # a mask that changes while it trains: dense
     assert sparse_layers(changing) == {}
-    assert 0 < AUTO_DENSITY < 1
     # A trial with sparse layers trains on its own rather than stacked.
     a, b = job(model, sparse_first, digits), job(model, sparse_first, digits)
     assert stack_key(a) != stack_key(b)
-    c, d = job(model, sparse_first, digits, kernels="dense"), job(model, sparse_first, digits,
-                                                                  kernels="dense")
+    c, d = (job(model, sparse_first, digits, kernels="dense") for _ in range(2))
     assert stack_key(c) == stack_key(d)
 
 

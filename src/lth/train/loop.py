@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -200,8 +201,14 @@ class Batches:
             batch = batch[torch.tensor([self.position[id(s)] for s in active],
                                        device=self.device)]
         flat = batch.flatten()  # datasets index by one list of examples
-        x, y = data.x_train[flat], data.y_train[flat]
+        x, y = _rows(data.x_train, flat), _rows(data.y_train, flat)
         if data.augment == "crop_flip":
             x = torch.cat([crop_flip(x[k * bs:(k + 1) * bs], generator(s.job.seed, "augment", step))
                            for k, s in enumerate(active)])
         return data.prepare(x), y
+
+
+def _rows(split: Any, index: torch.Tensor) -> Any:
+    """``split[index]``; for a tensor by ``index_select``, several times faster than
+    advanced indexing on a batch of images (same values)."""
+    return split.index_select(0, index) if isinstance(split, torch.Tensor) else split[index]
