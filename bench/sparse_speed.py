@@ -8,7 +8,9 @@ Linear layers hold 91% of its weights) and VGG-11 at 1/8 width with BatchNorm (2
 but 2% of its weights are convolutions), at each density: every prunable layer keeps that
 share of its weights (the output layer twice that, as the paper prunes it at half the
 rate), drawn at random. The contestants alternate, ``--rounds`` rounds of ``--steps`` steps
-each after a warm-up; the table shows the median milliseconds per step and the ratio.
+each after a warm-up (fewer steps for the conv nets); the table shows the median
+milliseconds per step of ``"dense"``, ``"sparse"`` and ``"auto"`` (which picks per layer,
+:func:`lth.train.sparse_layers`) and the speed-ups over dense.
 
 Run: a 20-level IMP run of LeNet-300-100 (Fashion-MNIST when installed, else digits;
 rate 0.2, output 0.1, ``--level-steps`` iterations per level) end to end, levels 0-20 with
@@ -46,6 +48,7 @@ DENSITIES = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
 NETS = {"lenet_300_100": ((1, 28, 28), {}), "conv2": ((3, 32, 32), {}),
         "vgg11_bn": ((1, 28, 28), {"width": 0.125})}
 BATCH = 60
+STEP_SCALE = {"lenet_300_100": 1.0, "conv2": 0.03, "vgg11_bn": 0.2}  # of --steps: ~equal time
 
 
 def random_data(shape: tuple[int, ...], n: int = 600) -> Data:
@@ -83,19 +86,23 @@ def step_ms(net: str, density: float, kernels: str, steps: int, rounds: int) -> 
 
 def step_table(nets: list[str], densities: tuple[float, ...], steps: int, rounds: int
                ) -> dict[str, dict[float, float]]:
-    print(f"{'net':<14} {'density':>8} {'dense ms':>9} {'sparse ms':>10} {'speed-up':>9}")
+    """Per net and density the three kernel choices' step times; returns the sparse
+    speed-ups."""
+    print(f"{'net':<14} {'density':>8} {'dense ms':>9} {'sparse ms':>10} {'auto ms':>8} "
+          f"{'sparse':>7} {'auto':>6}")
     out: dict[str, dict[float, float]] = {}
+    kinds = ["dense", "sparse", "auto"]
     for net in nets:
+        n = max(2, int(steps * STEP_SCALE[net]))
         for d in densities:
-            dense, sparse = [], []
-            for r in range(2):  # alternate which contestant goes first
-                order = ("dense", "sparse") if r == 0 else ("sparse", "dense")
-                for kernels in order:
-                    (dense if kernels == "dense" else sparse).append(
-                        step_ms(net, d, kernels, steps, rounds))
-            a, b = min(dense), min(sparse)
-            out.setdefault(net, {})[d] = a / b
-            print(f"{net:<14} {d:>8.2f} {a:>9.3f} {b:>10.3f} {a / b:>8.2f}x", flush=True)
+            times: dict[str, list[float]] = {k: [] for k in kinds}
+            for r in range(len(kinds)):  # each contestant goes first once
+                for kernels in kinds[r:] + kinds[:r]:
+                    times[kernels].append(step_ms(net, d, kernels, n, rounds))
+            dense, sparse, auto = (min(times[k]) for k in kinds)
+            out.setdefault(net, {})[d] = dense / sparse
+            print(f"{net:<14} {d:>8.2f} {dense:>9.3f} {sparse:>10.3f} {auto:>8.3f} "
+                  f"{dense / sparse:>6.2f}x {dense / auto:>5.2f}x", flush=True)
     return out
 
 

@@ -15,7 +15,7 @@ from lth.errors import ConfigError
 from lth.masks import Mask, prunable_names
 from lth.train import Job, OnEval, Span, stack_key, train_level
 from lth.train.job import AUTO_DENSITY, AUTO_MIN_WEIGHTS, sparse_layers
-from lth.train.sparse import SparseLinear
+from lth.train.sparse import CHUNK, SparseLinear, feeds_a_linear
 
 from .conftest import states_equal
 from .test_train import OPTIMIZERS, Recorder
@@ -61,6 +61,10 @@ def test_step_outputs_equal_the_dense_product_up_to_rounding(digits):
         loss.backward()
         outs.append((model(x), loss))
     assert torch.allclose(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # evaluation: no autograd, the rows in chunks
+        rows = digits.x_test
+        assert len(rows) > CHUNK and len(rows) % CHUNK
+        assert torch.allclose(dense(rows), sparse(rows), rtol=1e-5, atol=1e-6)
     for owner, layer in layers.items():
         keep = mask[f"{owner}.weight"]
         want = dense.get_submodule(owner).weight.grad[keep]
@@ -212,3 +216,24 @@ def test_kernels_are_recorded_but_not_part_of_identity(tmp_path, digits):
     assert list(a["pct_remaining"]) == list(b["pct_remaining"])
     assert a["final_test_acc"].tolist() == pytest.approx(b["final_test_acc"].tolist(),
                                                          abs=0.02)
+
+
+def test_outputs_stay_transposed_only_where_nothing_downstream_can_tell():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 32),
+                          nn.Dropout(0.1), nn.Linear(32, 16), nn.Tanh(), nn.Flatten(),
+                          nn.Linear(16, 10))
+    assert feeds_a_linear(model, model[1])  # through a ReLU into a Linear
+    assert not feeds_a_linear(model, model[3])  # dropout draws in memory order
+    assert not feeds_a_linear(model, model[5])  # Flatten views its input
+    assert not feeds_a_linear(model, model[8])  # the model's output
+
+    class Custom(nn.Module):  # code of its own between the layers: row-major
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.b(self.a(x).view(-1, 8))
+
+    custom = Custom()
+    assert not feeds_a_linear(custom, custom.a)

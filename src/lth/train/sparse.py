@@ -34,12 +34,41 @@ from .slot import Slot
 from .steppers import Single
 
 Tensors = dict[str, torch.Tensor]
+CHUNK = 256  # rows per kernel call without autograd: 2.6x faster than 2048 (784x300, 20%)
+
+
+ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh,
+               nn.Sigmoid, nn.Identity)
+"""Modules that compute element by element whatever the memory layout (no random draws)."""
+
+
+def feeds_a_linear(model: nn.Module, module: nn.Module) -> bool:
+    """Whether ``module``'s output goes, in an ``nn.Sequential`` of ``model``, through
+    :data:`ELEMENTWISE` modules only into a ``Linear``: its layout then changes nothing
+    downstream, so a sparse layer may hand on its transposed result without a copy."""
+    for seq in model.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        children = list(seq)
+        at = next((i for i, m in enumerate(children) if m is module), None)
+        if at is None:
+            continue
+        for m in children[at + 1:]:
+            if type(m) is nn.Linear:
+                return True
+            if type(m) not in ELEMENTWISE:
+                return False
+    return False
 
 
 class SparseLinear:
-    """One ``Linear`` layer training its kept weights only, as :attr:`values`."""
+    """One ``Linear`` layer training its kept weights only, as :attr:`values`.
+    ``transposed_out``: its training outputs may keep the kernels' transposed layout
+    (:func:`feeds_a_linear`); else they are copied to row-major, as ``F.linear`` gives
+    them (dropout draws its mask in memory order, and ``view`` needs it)."""
 
-    def __init__(self, module: nn.Linear, keep: torch.Tensor):
+    def __init__(self, module: nn.Linear, keep: torch.Tensor, *,
+                 transposed_out: bool = False):
         from . import kernels  # numba compiles on first use: only runs that need it pay
 
         self.module, self.kernels = module, kernels
@@ -50,10 +79,27 @@ class SparseLinear:
         self._values_np = self.values.detach().numpy()  # the same memory, updated in place
         bias = module.bias
         self._bias_np = None if bias is None else bias.detach().numpy()
+        self.transposed_out = transposed_out
         module.forward = self.forward  # type: ignore[method-assign]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _Product.apply(x, self.values, self.module.bias, self)
+        if torch.is_grad_enabled() and (x.requires_grad or self.values.requires_grad):
+            return _Product.apply(x, self.values, self.module.bias, self)
+        return self.infer(x)
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """The product without autograd, in chunks of :data:`CHUNK` rows: an evaluation
+        batch's transposed rows then stay in the cache while the kernel walks them."""
+        n_out, n_in = self.pattern.shape
+        rows = x.reshape(-1, n_in)
+        y = torch.empty(len(rows), n_out)
+        for i in range(0, len(rows), CHUNK):
+            xT = rows[i:i + CHUNK].t().contiguous().float()
+            yT = torch.empty(n_out, xT.shape[1])
+            self.kernels.forward(self.pattern, xT.numpy(), self._values_np, self._bias_np,
+                                 yT.numpy())
+            y[i:i + CHUNK] = yT.t()
+        return y.reshape(*x.shape[:-1], n_out)
 
     @torch.no_grad()
     def write_back(self) -> None:
@@ -90,7 +136,8 @@ class _Product(torch.autograd.Function):
         layer.kernels.forward(layer.pattern, xT.numpy(), layer._values_np, layer._bias_np,
                               yT.numpy())
         ctx.layer, ctx.xT, ctx.lead, ctx.with_bias = layer, xT, lead, bias is not None
-        # Row-major like F.linear's output: dropout draws its mask in memory order.
+        if len(lead) == 1 and layer.transposed_out:
+            return yT.t()
         return yT.t().contiguous().reshape(*lead, n_out)
 
     @staticmethod
@@ -101,7 +148,7 @@ class _Product(torch.autograd.Function):
         if not gyT.is_contiguous():
             gyT = gyT.contiguous()
         gvalues = torch.empty_like(layer.values)
-        gxT = torch.zeros(n_in, gyT.shape[1]) if ctx.needs_input_grad[0] else None
+        gxT = torch.empty(n_in, gyT.shape[1]) if ctx.needs_input_grad[0] else None
         layer.kernels.backward(layer.pattern, xT.numpy(), layer._values_np, gyT.numpy(),
                                gvalues.numpy(), None if gxT is None else gxT.numpy())
         gx = None if gxT is None else gxT.t().reshape(*ctx.lead, n_in)
@@ -115,7 +162,10 @@ class SparseSingle(Single):
 
     def __init__(self, slots: list[Slot], layers: dict[str, nn.Linear]):
         super().__init__(slots)
-        self.sparse = {n: SparseLinear(m, self.slot.mask[n]) for n, m in layers.items()}
+        model = self.slot.job.model
+        self.sparse = {n: SparseLinear(m, self.slot.mask[n],
+                                       transposed_out=feeds_a_linear(model, m))
+                       for n, m in layers.items()}
         for n in self.sparse:
             self.masks.pop(n, None)  # exact by construction: nothing to mask
         self.params = {n: self.sparse[n].values if n in self.sparse else p
