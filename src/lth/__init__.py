@@ -5,7 +5,7 @@
 ['grasp', 'large_final', 'large_final_diff_sign']
 """
 
-from . import report  # noqa: E402
+from . import report, sparse_ticket  # noqa: E402
 from .analysis import Results, load  # noqa: E402
 from .config import (  # noqa: E402
     DataConfig,
@@ -41,6 +41,7 @@ from .experiment import (  # noqa: E402
     LotterySession,
     Result,
 )
+from .export import load_ticket  # noqa: E402
 from .init import initialize  # noqa: E402
 from .masks import Mask, prunable_names  # noqa: E402
 from .models import MODELS, create_model, register_model  # noqa: E402
@@ -62,6 +63,7 @@ __all__ = [
     "PruneConfig", "ReinitConfig", "Result", "Results", "StorageError", "StoreError", "TrainConfig",
     "__version__",
     "create_model", "from_arrays", "from_dataset", "initialize", "load_config", "load_dataset",
+    "load_ticket", "sparse_ticket",
     "load", "load_digits", "prunable_names", "register_criterion", "register_dataset",
     "register_model", "register_reinit", "register_study", "report",
 ]

@@ -9,11 +9,19 @@
   smaller module: the dead neurons/channels removed from their layer, its bias and
   BatchNorm, and the inputs of the layers that read them. Its outputs equal the pruned
   model's (checked when it is built).
+- ``sparse``: the model with each sparse enough ``nn.Linear`` replaced by a
+  :class:`lth.sparse_ticket.SparseLinear` (CSR weight, sparse kernels); outputs equal the
+  pruned model's (checked when it is built). ``lth.sparse_ticket.save`` writes it as one
+  safetensors file with the pruned weights compressed; :func:`load_ticket` (or the
+  standalone ``sparse_ticket.load``) reads it back. docs/export.md has the file's layout
+  and the measured speed.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import os
 from typing import Any
 
 import torch
@@ -21,20 +29,35 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from .errors import ConfigError, ModelError, explained_os_errors, unknown_name
-from .masks import Mask, tensor_leaves
+from .masks import PRUNABLE_MODULES, Mask, tensor_leaves
 from .state import set_state
 
-FORMATS = ("state_dict", "pruned", "small")
+FORMATS = ("state_dict", "pruned", "small", "sparse")
+MODEL_KEY = "lth_model"
+"""Ticket metadata: the registry model to rebuild (``create_model``'s arguments, JSON)."""
+
+
+def _outputs_equal(a: nn.Module, b: nn.Module, example: torch.Tensor) -> bool:
+    a.eval()
+    b.eval()
+    with torch.no_grad():
+        want, got = list(tensor_leaves(a(example))), list(tensor_leaves(b(example)))
+    return len(want) == len(got) and all(torch.allclose(x, y, rtol=1e-4, atol=1e-5)
+                                         for x, y in zip(want, got, strict=False))
+
+
+def _refuse_keras(model: nn.Module, fmt: str) -> None:
+    if hasattr(model, "lth_layer_kinds"):
+        raise ModelError(f"{type(model).__name__} keeps its weights outside torch modules "
+                         f"(a Keras model), so export format {fmt!r} cannot replace its "
+                         "layers; export format 'state_dict' instead")
 
 
 def pruned_module(model: nn.Module, weights: dict[str, torch.Tensor], mask: Mask
                   ) -> nn.Module:
     """A copy of ``model`` holding ``weights``, each of ``mask``'s parameters pruned with
     ``torch.nn.utils.prune.custom_from_mask``."""
-    if hasattr(model, "lth_layer_kinds"):
-        raise ModelError(f"{type(model).__name__} keeps its weights outside torch modules "
-                         "(a Keras model), so torch's pruning hooks cannot mask them; export "
-                         "format 'state_dict' instead")
+    _refuse_keras(model, "pruned")
     out = copy.deepcopy(model).cpu()
     set_state(out, weights)
     for name, keep in mask.items():
@@ -66,16 +89,66 @@ def small_module(model: nn.Module, weights: dict[str, torch.Tensor], mask: Mask,
             block = consumer["columns_per_unit"]
             cols = (alive[:, None] * block + torch.arange(block)).flatten()
             _keep_columns(out, consumer["name"], cols)
-    dense.eval()
-    out.eval()
-    with torch.no_grad():
-        want, got = list(tensor_leaves(dense(example))), list(tensor_leaves(out(example)))
-    if len(want) != len(got) or not all(torch.allclose(a, b, rtol=1e-4, atol=1e-5)
-                                        for a, b in zip(want, got, strict=False)):
+    if not _outputs_equal(dense, out, example):
         raise ModelError("the smaller module's outputs differ from the pruned model's (an "
                          "activation that is not 0 at 0, such as a sigmoid, keeps removed "
                          "units alive); export format 'pruned' instead")
     return out
+
+
+def sparse_module(model: nn.Module, weights: dict[str, torch.Tensor], mask: Mask,
+                  example: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` holding ``weights`` (``mask``'s pruned ones zero), its sparse
+    enough ``nn.Linear`` layers running sparse kernels (:func:`lth.sparse_ticket.sparsify`);
+    ``example``: an input batch on which the outputs are checked to equal the pruned
+    model's."""
+    from .sparse_ticket import sparsify
+
+    _refuse_keras(model, "sparse")
+    dense = copy.deepcopy(model).cpu()
+    set_state(dense, weights)
+    mask.apply_(dense)
+    kinds = {name: type(_param_owner(dense, name)[0]) for name in mask.names()}
+    if not any(issubclass(k, PRUNABLE_MODULES) for k in kinds.values()):
+        found = ", ".join(f"{n} ({k.__name__})" for n, k in kinds.items())
+        raise ModelError(f"export format 'sparse' compresses the pruned weights of nn.Linear "
+                         f"and nn.Conv layers; this run pruned none: {found}; export format "
+                         "'state_dict' instead")
+    out = sparsify(dense)
+    if not _outputs_equal(dense, out, example):
+        raise ModelError("the sparse ticket's outputs differ from the pruned model's; export "
+                         "format 'pruned' instead, and report this model")
+    return out
+
+
+def model_metadata(spec: dict[str, Any] | None) -> dict[str, str]:
+    """Ticket metadata that lets :func:`load_ticket` rebuild the model: ``spec`` holds
+    ``create_model``'s arguments (``name``, ``input_shape``, ``num_classes``, ``options``);
+    None (a model lth cannot rebuild): no entry."""
+    return {} if spec is None else {MODEL_KEY: json.dumps(spec)}
+
+
+@explained_os_errors
+def load_ticket(path: str | os.PathLike[str], model: nn.Module | None = None,
+                **kernels: Any) -> nn.Module:
+    """The sparse ticket at ``path`` (``lth export RUN --format sparse``): in ``model``
+    (the architecture it was exported from) or, by default, in the registry model its
+    metadata names; ``kernels``: ``device``, ``max_density``, ``min_weights``,
+    ``semi_structured`` (see :mod:`lth.sparse_ticket`)."""
+    from .models import create_model
+    from .sparse_ticket import load
+    from .sparse_ticket import metadata as ticket_metadata
+
+    if model is None:
+        metadata = ticket_metadata(path)
+        if MODEL_KEY not in metadata:
+            raise ConfigError(f"{os.fspath(path)} does not name an lth model (it was exported "
+                              "from a run made in Python); pass the model: "
+                              "lth.load_ticket(path, model=<the architecture>)")
+        spec = json.loads(metadata[MODEL_KEY])
+        model = create_model(spec["name"], input_shape=tuple(spec["input_shape"]),
+                             num_classes=spec["num_classes"], **spec["options"])
+    return load(path, model, **kernels)
 
 
 def _param_owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -133,6 +206,9 @@ def export(model: nn.Module | None, weights: dict[str, torch.Tensor], mask: Mask
                           "trained (Result.export(level, fmt, model=...))")
     if fmt == "pruned":
         return pruned_module(model, weights, mask)
+    if fmt == "sparse":
+        assert example is not None
+        return sparse_module(model, weights, mask, example)
     if not units:
         raise ConfigError("export format 'small' removes whole units; this run pruned single "
                           "weights (prune.structure = 'weight'): export 'pruned' instead")
@@ -140,4 +216,5 @@ def export(model: nn.Module | None, weights: dict[str, torch.Tensor], mask: Mask
     return small_module(model, weights, mask, units, example)
 
 
-__all__ = ["FORMATS", "export", "pruned_module", "small_module"]
+__all__ = ["FORMATS", "export", "load_ticket", "model_metadata", "pruned_module",
+           "small_module", "sparse_module"]

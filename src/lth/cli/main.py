@@ -193,6 +193,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
         save_file({k: v.contiguous() for k, v in ticket.items()}, str(out))
         how = "safetensors.torch.load_file(...), then model.load_state_dict(...)"
+    elif args.format == "sparse":
+        from ..export import model_metadata
+        from ..sparse_ticket import save
+
+        save(ticket, out, metadata=model_metadata(result.model_spec()))
+        how = "lth.load_ticket(...), or sparse_ticket.load(..., model) with only torch"
     else:
         import torch
 
@@ -289,11 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("store", nargs="?", default="runs", help="store directory (default: runs)")
     mig.set_defaults(func=_cmd_migrate)
     exp = sub.add_parser("export", help="a level's ticket for plain PyTorch: weights, a "
-                         "torch.nn.utils.prune module, or a smaller module (unit pruning)")
+                         "torch.nn.utils.prune module, a smaller module (unit pruning) or "
+                         "a sparse ticket (compressed weights, sparse kernels)")
     exp.add_argument("run", metavar="RUN_DIR", help="a run directory")
     exp.add_argument("--level", type=int, help="level to export (default: the last finished)")
     exp.add_argument("--format", default="state_dict",
-                     help="state_dict (.safetensors), pruned or small (torch.save)")
+                     help="state_dict or sparse (.safetensors), pruned or small "
+                     "(torch.save)")
     exp.add_argument("--out", required=True, help="file to write")
     exp.set_defaults(func=_cmd_export)
     rep = sub.add_parser("report", help="HTML report with figures, tables and configs")

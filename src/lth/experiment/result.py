@@ -214,29 +214,40 @@ class Result:
             raise ValueError(f"which={which!r}; use 'start' or 'final'")
         return self.run.level(level).tensors(which)
 
-    def model(self) -> nn.Module:
-        """The model this run trained, rebuilt from its config (runs made from a config
-        file, e.g. by ``lth run``); its weights are the builder's, not the run's."""
+    def model_spec(self) -> dict[str, Any] | None:
+        """``create_model``'s arguments for this run's model (``name``, ``input_shape``,
+        ``num_classes``, ``options``); None for a run made from Python."""
         from ..config import ExperimentConfig
-        from ..models import create_model
 
         cfg = self.config()
         if not isinstance(cfg.get("experiment"), dict):
+            return None
+        exp = ExperimentConfig.from_dict(cfg["experiment"])
+        data = cfg.get("data") or {}
+        return {"name": exp.model.name, "input_shape": list(data["input_shape"]),
+                "num_classes": data["num_classes"], "options": dict(exp.model.options)}
+
+    def model(self) -> nn.Module:
+        """The model this run trained, rebuilt from its config (runs made from a config
+        file, e.g. by ``lth run``); its weights are the builder's, not the run's."""
+        from ..models import create_model
+
+        spec = self.model_spec()
+        if spec is None:
             raise ConfigError(f"{self.path.name} was made from Python: lth cannot rebuild its "
                               "model; export it from Python with Result.export(level, format, "
                               "model=<the model>) (`lth export` can write its state_dict)")
-        exp = ExperimentConfig.from_dict(cfg["experiment"])
-        data = cfg.get("data") or {}
-        return create_model(exp.model.name, input_shape=tuple(data["input_shape"]),
-                            num_classes=data["num_classes"], **exp.model.options)
+        return create_model(spec["name"], input_shape=tuple(spec["input_shape"]),
+                            num_classes=spec["num_classes"], **spec["options"])
 
     def export(self, level: int | None = None, format: str = "state_dict", *,
                model: nn.Module | None = None) -> dict[str, torch.Tensor] | nn.Module:
         """The ticket of ``level`` (default: the last finished) for use outside lth:
         ``state_dict`` (weights, pruned ones zero), ``pruned`` (the model with
-        ``torch.nn.utils.prune`` masks, training on as a pruned module) or ``small`` (unit-
-        pruned runs: a physically smaller module with equal outputs); see
-        :mod:`lth.export`. ``model``: the module the run trained (default: rebuilt from
+        ``torch.nn.utils.prune`` masks, training on as a pruned module), ``small`` (unit-
+        pruned runs: a physically smaller module with equal outputs) or ``sparse`` (sparse
+        kernels in the pruned ``nn.Linear`` layers; ``lth.sparse_ticket.save`` writes it);
+        see :mod:`lth.export`. ``model``: the module the run trained (default: rebuilt from
         the run's config)."""
         from ..export import FORMATS, export
         from ..keras import adapt
