@@ -36,9 +36,9 @@ or input feature, so a row's slice is a contiguous 4 KiB; input features with no
 weight get a zero gradient without reading ``xT``.
 
 The vectors are LLVM ``<16 x float>`` values reached through the numba intrinsics of
-:mod:`lth.train.simd` (``vload``, ``vfma``, ...). The kernels are compiled by numba on first use (about 2 s
-for all three) and cached on disk (``cache=True``); ``fastmath`` lets the compiler
-reassociate the sums, so results equal the dense product up to float32 rounding. They
+:mod:`lth.train.simd` (``vload``, ``vfma``, ...). The kernels are compiled by numba on
+first use (about 2 s for all three) and cached on disk (``cache=True``); ``fastmath``
+lets the compiler reassociate the sums, so results equal the dense product up to float32 rounding. They
 need a CPU with AVX-512 to run at full speed; elsewhere LLVM splits the vectors.
 """
 
