@@ -38,8 +38,9 @@ weight get a zero gradient without reading ``xT``.
 The vectors are LLVM ``<16 x float>`` values reached through the numba intrinsics of
 :mod:`lth.train.simd` (``vload``, ``vfma``, ...). The kernels are compiled by numba on
 first use (about 2 s for all three) and cached on disk (``cache=True``); ``fastmath``
-lets the compiler reassociate the sums, so results equal the dense product up to float32 rounding. They
-need a CPU with AVX-512 to run at full speed; elsewhere LLVM splits the vectors.
+lets the compiler reassociate the sums, so results equal the dense product up to float32
+rounding. They need a CPU with AVX-512 to run at full speed; elsewhere LLVM splits the
+vectors.
 """
 
 from __future__ import annotations
