@@ -237,3 +237,15 @@ def test_outputs_stay_transposed_only_where_nothing_downstream_can_tell():
 
     custom = Custom()
     assert not feeds_a_linear(custom, custom.a)
+
+
+def test_an_interrupted_level_leaves_the_module_as_it_was(digits):
+    model, mask = net(), keeping(net(), 0.08)
+    cfg = TrainConfig(batch_size=32, kernels="sparse")
+    with pytest.raises(KeyboardInterrupt):
+        train_level(model, digits, cfg, mask, Span(0, 90, 30, 20, 25), seed=3, level=2,
+                    checkpoints=Recorder(stop_after=20))
+    assert all("forward" not in m.__dict__ for m in model.modules())
+    for n, keep in mask.items():  # it holds the weights it had trained to
+        w = model.get_parameter(n)
+        assert (w[~keep] == 0).all() and not torch.equal(w[keep], net().get_parameter(n)[keep])

@@ -121,27 +121,31 @@ def _train_together(slots: list[Slot]) -> None:
     with _noise(slots):
         step = first.step
         stepper: Stepper | None = _stepper(slots)
-        stepper.begin(step)
-        if not first.history:
-            stepper.record(step, lr_at(step), check=False)
-        while stepper is not None and step < span.end:
-            lr = lr_at(step)
-            x, y = stepper.arrange(*batches.at(step, stepper.slots))
-            stepper.train_step(x, y, step=step, lr=lr)
-            step += 1
-            stepper.update_masks(step)
-            stops = stepper.after_step(step)
-            if step % span.eval_every == 0 or step == span.end:
-                gone = stepper.record(step, lr)
-                gone += [k for k in stops if k not in gone]
-            else:
-                stepper.record_alone(stops, step, lr)
-                gone = stops
-            stepper = stepper.without(gone)  # those that stopped or diverged leave
-            if stepper is not None and step < span.end:
-                stepper.checkpoint(step, span.checkpoint_every)
-        if stepper is not None:
-            stepper.without(range(len(stepper.slots)))
+        first_stepper = stepper
+        try:
+            stepper.begin(step)
+            if not first.history:
+                stepper.record(step, lr_at(step), check=False)
+            while stepper is not None and step < span.end:
+                lr = lr_at(step)
+                x, y = stepper.arrange(*batches.at(step, stepper.slots))
+                stepper.train_step(x, y, step=step, lr=lr)
+                step += 1
+                stepper.update_masks(step)
+                stops = stepper.after_step(step)
+                if step % span.eval_every == 0 or step == span.end:
+                    gone = stepper.record(step, lr)
+                    gone += [k for k in stops if k not in gone]
+                else:
+                    stepper.record_alone(stops, step, lr)
+                    gone = stops
+                stepper = stepper.without(gone)  # those that stopped or diverged leave
+                if stepper is not None and step < span.end:
+                    stepper.checkpoint(step, span.checkpoint_every)
+            if stepper is not None:
+                stepper.without(range(len(stepper.slots)))
+        finally:  # an interrupted level leaves its modules as they were
+            first_stepper.release()
 
 
 def _stepper(slots: list[Slot]) -> Stepper:

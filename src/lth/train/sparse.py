@@ -205,6 +205,9 @@ class SparseSingle(Single):
         for layer in self.sparse.values():
             layer.remove()
 
+    def release(self) -> None:
+        self.write_back(0)
+
     def _put_mask(self, k: int, name: str, keep: torch.Tensor) -> None:
         if name not in getattr(self, "sparse", {}):
             super()._put_mask(k, name, keep)

@@ -177,6 +177,11 @@ class Stepper(ABC):
             if s.job.checkpoints is not None and step - s.last_ckpt >= every:
                 s.save(*self.checkpoint_state(k), stack_seeds=seeds)
 
+    def release(self) -> None:
+        """Training ended, finished or interrupted: leave no trace in the trials' modules
+        (nothing to do but for :class:`~lth.train.sparse.SparseSingle`)."""
+        return
+
     def without(self, gone: Sequence[int]) -> Stepper | None:
         """Finish the trials ``gone``; the stepper of the others (None: nobody is left)."""
         if not gone:
