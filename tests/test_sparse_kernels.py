@@ -15,7 +15,7 @@ from lth.errors import ConfigError
 from lth.masks import Mask, prunable_names
 from lth.train import Job, OnEval, Span, stack_key, train_level
 from lth.train.job import AUTO_DENSITY, AUTO_MIN_WEIGHTS, sparse_layers
-from lth.train.sparse import CHUNK, SparseLinear, feeds_a_linear
+from lth.train.sparse import CHUNK, SparseLinearTraining, feeds_a_linear
 
 from .conftest import states_equal
 from .test_train import OPTIMIZERS, Recorder
@@ -51,7 +51,7 @@ def test_step_outputs_equal_the_dense_product_up_to_rounding(digits):
     mask = keeping(dense, 0.3)
     mask.apply_(dense)
     sparse = copy.deepcopy(dense)
-    layers = {n.rpartition(".")[0]: SparseLinear(sparse.get_submodule(n.rpartition(".")[0]),
+    layers = {n.rpartition(".")[0]: SparseLinearTraining(sparse.get_submodule(n.rpartition(".")[0]),
                                                  keep) for n, keep in mask.items()}
     x, y = digits.x_train[:60], digits.y_train[:60]
     outs = []

@@ -61,7 +61,7 @@ def feeds_a_linear(model: nn.Module, module: nn.Module) -> bool:
     return False
 
 
-class SparseLinear:
+class SparseLinearTraining:
     """One ``Linear`` layer training its kept weights only, as :attr:`values`.
     ``transposed_out``: its training outputs may keep the kernels' transposed layout
     (:func:`feeds_a_linear`); else they are copied to row-major, as ``F.linear`` gives
@@ -121,12 +121,12 @@ class SparseLinear:
 
 
 class _Product(torch.autograd.Function):
-    """``x @ Wᵀ + b`` for a :class:`SparseLinear`; its backward gives the input gradient
+    """``x @ Wᵀ + b`` for a :class:`SparseLinearTraining`; its backward gives the input gradient
     (when asked for), the kept weights' gradient and the bias gradient."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, values: torch.Tensor,  # type: ignore[override]
-                bias: torch.Tensor | None, layer: SparseLinear) -> torch.Tensor:
+                bias: torch.Tensor | None, layer: SparseLinearTraining) -> torch.Tensor:
         n_out, n_in = layer.pattern.shape
         lead = x.shape[:-1]
         xT = x.reshape(-1, n_in).t()
@@ -163,7 +163,7 @@ class SparseSingle(Single):
     def __init__(self, slots: list[Slot], layers: dict[str, nn.Linear]):
         super().__init__(slots)
         model = self.slot.job.model
-        self.sparse = {n: SparseLinear(m, self.slot.mask[n],
+        self.sparse = {n: SparseLinearTraining(m, self.slot.mask[n],
                                        transposed_out=feeds_a_linear(model, m))
                        for n, m in layers.items()}
         for n in self.sparse:
@@ -213,4 +213,4 @@ class SparseSingle(Single):
             super()._put_mask(k, name, keep)
 
 
-__all__ = ["SparseLinear", "SparseSingle"]
+__all__ = ["SparseLinearTraining", "SparseSingle"]
