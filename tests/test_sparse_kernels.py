@@ -51,8 +51,9 @@ def test_step_outputs_equal_the_dense_product_up_to_rounding(digits):
     mask = keeping(dense, 0.3)
     mask.apply_(dense)
     sparse = copy.deepcopy(dense)
-    layers = {n.rpartition(".")[0]: SparseLinearTraining(sparse.get_submodule(n.rpartition(".")[0]),
-                                                 keep) for n, keep in mask.items()}
+    owners = {n.rpartition(".")[0]: keep for n, keep in mask.items()}
+    layers = {o: SparseLinearTraining(sparse.get_submodule(o), keep)
+              for o, keep in owners.items()}
     x, y = digits.x_train[:60], digits.y_train[:60]
     outs = []
     for model in (dense, sparse):
