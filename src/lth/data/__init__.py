@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import torch
 
 from ..errors import ConfigError, explained_os_errors
 from ..registry import Registry
@@ -64,7 +67,8 @@ def load_dataset(name: str, *, val_size: float | None = None, split_seed: int = 
     if key not in _LOADED:
         while len(_LOADED) >= _KEEP:
             del _LOADED[next(iter(_LOADED))]
-        _LOADED[key] = loader(**kwargs)
+        shipped = _SHIPPED.pop((name, _reference(loader), key[2]), None)
+        _LOADED[key] = shipped if shipped is not None else loader(**kwargs)
     return _LOADED[key]
 
 
@@ -81,12 +85,37 @@ def kept_datasets() -> Iterator[None]:
         _KEEPING = before
 
 
+def shared_datasets() -> list[tuple[str, str, str, Data]]:
+    """The datasets kept in this process (see :func:`kept_datasets`), for worker processes
+    on this machine (:func:`keep_shared`): ``(name, loader, settings, data)`` each. Sent
+    through a ``multiprocessing`` pipe, their tensors move to shared memory (torch's
+    pickling), so every worker maps the parent's copy instead of decoding the files again.
+    Their per-device caches stay here."""
+    return [(name, _reference(loader), settings, dataclasses.replace(data, _stats={}))
+            for (name, loader, settings), data in _LOADED.items()
+            if all(isinstance(getattr(data, k), torch.Tensor) for k in _SPLITS)]
+
+
+def keep_shared(entries: list[tuple[str, str, str, Data]]) -> None:
+    """In a worker: :func:`load_dataset` inside :func:`kept_datasets` takes these (from
+    :func:`shared_datasets` in the parent) for the same name, loader and settings."""
+    _SHIPPED.update({(name, loader, settings): data for name, loader, settings, data in entries})
+
+
+def _reference(loader: Loader) -> str:
+    # By name, not object: a user's loader is registered in a worker only when a trial
+    # restores it, after the datasets arrived.
+    return f"{getattr(loader, '__module__', '')}:{getattr(loader, '__qualname__', loader)}"
+
+
 _KEEP = 2  # datasets kept per process
 _KEEPING = False
 _LOADED: dict[tuple, Data] = {}
+_SHIPPED: dict[tuple[str, str, str], Data] = {}
+_SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 
 __all__ = ["AUGMENTATIONS", "DATASETS", "Data", "StreamedSplit", "from_arrays", "kept_datasets",
-           "from_dataset", "load_cifar10",
+           "from_dataset", "keep_shared", "shared_datasets", "load_cifar10",
            "load_cifar100", "load_dataset", "load_digits", "load_fashion_mnist", "load_mnist",
            "register_dataset", "split_validation"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import multiprocessing.connection
 import os
@@ -9,6 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..data import keep_shared, shared_datasets
 from ..devices import set_worker_ordinal
 from ..errors import ConfigError, LTHError
 from ..registry import EntryRef, portable_entries
@@ -41,6 +43,7 @@ class _Worker:
         child.close()
         self.task: _Task | None = None
         self.ready = False  # it sent its first message: it started and imported lth
+        self.has_datasets = False  # they go with its first task, once the parent has them
 
     def close(self) -> None:
         self.conn.close()
@@ -63,16 +66,25 @@ def _worker_main(conn: Any, ordinal: int, refs: tuple[EntryRef, ...], parent: in
     init_worker()
     set_worker_ordinal(ordinal)
     conn.send(("ready", None))
+    try:  # before its first task: the datasets the parent loaded (None: stop)
+        datasets = conn.recv()
+    except EOFError:
+        _exit_now()
+    except Exception:  # noqa: BLE001 - without them the worker reads the files itself
+        datasets = []
+    if datasets is None:
+        _exit_now()
+    keep_shared(datasets)
     while True:
         try:
             message = conn.recv()
         except EOFError:
-            return
+            _exit_now()
         except Exception as exc:  # noqa: BLE001 - the call could not be unpickled here
             conn.send((None, _unpicklable_call(exc)))
             continue
         if message is None:
-            return
+            _exit_now()
         fn, args = message
         try:
             reply: tuple = (run_in_worker(refs, (), fn, *args), None)
@@ -82,6 +94,16 @@ def _worker_main(conn: Any, ordinal: int, refs: tuple[EntryRef, ...], parent: in
             conn.send(reply)
         except Exception as exc:  # noqa: BLE001 - an error that cannot be pickled
             conn.send((None, LTHError(f"{type(exc).__name__}: {exc}")))
+
+
+def _exit_now() -> None:
+    """Leave without the interpreter's teardown: everything the worker writes is already
+    on disk, and unloading torch took ~0.45 s per worker, which the parent waited out."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    os._exit(0)
 
 
 def _unpicklable_call(exc: Exception) -> LTHError:
@@ -117,6 +139,12 @@ class Local:
         self._workers.append(worker)
         return worker
 
+    def start(self, tasks: int) -> None:
+        """Start the workers for ``tasks`` tasks now, before any is submitted: each takes
+        about a second to import torch and lth, time the caller spends checking."""
+        while len(self._workers) < min(tasks, self.capacity):
+            self._start_worker()
+
     def submit(self, fn: Callable[..., Outcome], *args: Any) -> _Task:
         task = _Task(fn, args)
         self._queue.append(task)
@@ -132,6 +160,9 @@ class Local:
                 idle = self._start_worker()
             task = self._queue.pop(0)
             try:
+                if not idle.has_datasets:  # in shared memory: the worker maps them
+                    idle.conn.send(shared_datasets())
+                    idle.has_datasets = True
                 idle.conn.send(task.call)
             except (BrokenPipeError, ConnectionResetError):
                 self._queue.insert(0, task)
@@ -203,12 +234,14 @@ class Local:
         """Idle workers exit; busy ones (an error ended the run early) are stopped, their
         trials resuming from their checkpoints next time."""
         self._queue.clear()
-        for worker in self._workers:
+        for worker in self._workers:  # all told first, then awaited: they exit together
             if worker.task is None:
                 try:
                     worker.conn.send(None)
                 except OSError:
                     pass
+        for worker in self._workers:
+            if worker.task is None:
                 worker.process.join(timeout=10)
             worker.close()
         self._workers.clear()

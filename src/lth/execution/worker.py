@@ -23,6 +23,10 @@ def init_worker() -> None:
 
     # One intra-op thread per worker: on a shared box more threads only contend.
     torch.set_num_threads(1)
+    try:  # and one inter-op thread (torch.jit.fork, ...), settable once, before any op
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # set already (a Ray worker's second task): it stays as it was set
 
 
 def run_in_worker(refs: tuple[EntryRef, ...], path: tuple[str, ...],

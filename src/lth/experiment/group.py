@@ -11,6 +11,7 @@ checkpoint; one that failed is skipped (and counted) unless ``retry_failed``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
@@ -23,6 +24,8 @@ import pandas as pd
 import torch
 
 from ..config_schema import name_problem
+from ..data import kept_datasets
+from ..devices import choose_device
 from ..errors import ConfigError, explained_os_errors
 from ..execution import WorkerLost, make_executor
 from ..store import (
@@ -72,11 +75,12 @@ class TrialGroup:
         the group's identity (each variant's recipe, however the group was given)."""
         variants: dict[str, Any] = {}
         self._level0: dict[str, str] = {}
-        self._stack, self._gpu = 0, False
+        self._stack = 0
         for t in self.trials:
             if t.variant in variants:
                 continue
-            exp = t.build(None)
+            with kept_datasets():  # the trials of this process (or its workers) reuse it
+                exp = t.build(None)
             variants[t.variant] = {"experiment": short_hash(exp.recipe()),
                                    "masks_of": t.masks_of and t.masks_of.rsplit("-s", 1)[0]}
             if t.masks_of is not None:  # its masks come later; check everything else
@@ -85,8 +89,19 @@ class TrialGroup:
             self._level0[t.variant] = plan.level0_class()
             stack = exp.train.stack or auto_stack(plan.device, exp.train.precision)
             self._stack = min(self._stack or stack, stack)
-            self._gpu = self._gpu or plan.device.type == "cuda"
         return {"kind": self.kind, "variants": variants}
+
+    def _wants_gpu(self) -> bool:
+        """Whether the trials train on CUDA, from their settings alone: the executor is made
+        before :meth:`check`, which refuses a device this machine lacks."""
+        for t in self.trials:
+            cfg = t.config if t.config is not None else t.experiment.config  # type: ignore[union-attr]
+            try:
+                if choose_device(cfg.train.device).type == "cuda":
+                    return True
+            except ConfigError:
+                continue  # check() says so, with the run's context
+        return False
 
     @explained_os_errors
     def run(self, store: str | Path | None = "runs", *, executor: str = "sequential",
@@ -106,20 +121,25 @@ class TrialGroup:
         if store is None:
             keepalive = tempfile.TemporaryDirectory(prefix="lth-")
             store = keepalive.name
-        identity = self.check()
-        gdir = group_dir(store, self.name, self.kind, identity, {"name": self.name, **self.info})
-        with exclusive(gdir, f"{gdir} is being run by another process; wait for it to finish "
-                             "(`lth status` shows its trials) or stop it"):
-            trials = Trials(gdir)
-            status = _reconcile(trials, self.trials, retry_failed)
-            pool = make_executor(executor, workers, gpu=self._gpu)
-            try:
-                _Driver(self.trials, trials, status, pool, progress, self._level0,
-                        stack or self._stack).loop()
-            finally:
-                pool.shutdown()
-            result = GroupResult(gdir, _keepalive=keepalive)
-            result.write_tables()
+        pool = make_executor(executor, workers, gpu=self._wants_gpu())
+        with contextlib.ExitStack() as stop:
+            stop.callback(pool.shutdown)  # also when the checks fail: workers started early
+            if hasattr(pool, "start"):  # its workers start (import torch) while we check
+                pool.start(len(self.trials))
+            identity = self.check()
+            gdir = group_dir(store, self.name, self.kind, identity,
+                             {"name": self.name, **self.info})
+            with exclusive(gdir, f"{gdir} is being run by another process; wait for it to "
+                                 "finish (`lth status` shows its trials) or stop it"):
+                trials = Trials(gdir)
+                status = _reconcile(trials, self.trials, retry_failed)
+                try:
+                    _Driver(self.trials, trials, status, pool, progress, self._level0,
+                            stack or self._stack).loop()
+                finally:
+                    stop.close()  # shut down within the lock
+                result = GroupResult(gdir, _keepalive=keepalive)
+                result.write_tables()
         return result
 
 
