@@ -7,9 +7,11 @@ Masks: layer-wise magnitude pruning of a freshly initialised model, the same den
 every prunable layer (speed depends on the counts, not on training). One torch thread;
 contestants alternate within every round; each number is the median over rounds of the
 mean latency of a block of calls. Sizes: the sparse ticket's safetensors file against the
-dense ``state_dict`` saved with safetensors. ``script``: both models under
-``torch.jit.script`` (no Python between layers), to show how much of batch 1 is Python's;
-the per-layer profile at 5% shows where a batch-1 call's time goes.
+dense ``state_dict`` saved with safetensors. The ticket is ``load``'s (``nn.Sequential``
+fused into ``SparseChain``); ``unfused`` (``fuse=False``: a module call per layer) is the
+ticket before fusion; ``script``: the dense and the unfused model under ``torch.jit.script``
+(no Python between layers). The profile at 5% times each step of the fused batch-1 call
+alone, on its real input: what is left is the module call and the chain's checks.
 The last line is one JSON object: dense / sparse ratios (higher: the ticket is better).
 """
 
@@ -22,6 +24,8 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -46,8 +50,8 @@ def masked(name: str, density: float) -> nn.Module:
     return model
 
 
-def latencies(contestants: dict[str, nn.Module], x: torch.Tensor, *, budget_s: float
-              ) -> dict[str, float]:
+def latencies(contestants: dict[str, Callable[[torch.Tensor], object]], x: torch.Tensor, *,
+              budget_s: float) -> dict[str, float]:
     """Median seconds per call of each contestant, alternating their order every round."""
     with torch.no_grad():
         for m in contestants.values():
@@ -128,15 +132,35 @@ class _Call(nn.Module):
         return self.fn()
 
 
-def layer_profile(dense: nn.Module, ticket: nn.Module, x: torch.Tensor) -> list[str]:
-    """Batch-1 time of each top-level layer alone (dense | ticket), on its real input."""
-    lines = []
-    for (name, d), (_, s) in zip(dense.named_children(), ticket.named_children(), strict=True):
-        t = latencies({"dense": d, "sparse": s}, x, budget_s=0.3)
-        lines.append(f"    {name:>3} {type(s).__name__:<13} {t['dense'] * 1e6:7.1f} | "
-                     f"{t['sparse'] * 1e6:7.1f} us")
+def _name(f) -> str:  # type: ignore[no-untyped-def]
+    if isinstance(f, partial):
+        w = f.args[1]
+        kind = "CSR" if w.layout == torch.sparse_csr else "dense"
+        out = ", out=" if "out" in f.keywords else ""
+        return f"addmv {kind} {w.shape[0]}x{w.shape[1]}{out}"
+    return getattr(f, "__name__", type(f).__name__)
+
+
+def chain_profile(ticket: nn.Module, x: torch.Tensor) -> list[str]:
+    """Batch-1 time of each step of the ticket's fused call alone, on its real input."""
+    chain = next(m for m in ticket.modules() if type(m) is sparse_ticket.SparseChain)
+    if chain is not ticket:  # conv2: its classifier; its input from the layers before
         with torch.no_grad():
-            x = d(x)
+            x = ticket.pool(ticket.features(x))
+    with torch.no_grad():
+        whole = latencies({"call": chain}, x, budget_s=0.5)["call"]
+        steps = chain._plan[1][0]._steps()  # the run's batch-1 kernel calls
+        ops = [("reshape(-1)", lambda h: h.reshape(-1)), *((_name(f), f) for f in steps),
+               ("[None]", lambda h: h[None])]
+        lines, total, h = [], 0.0, x
+        for name, f in ops:
+            t = latencies({name: lambda _, f=f, h=h: f(h)}, x, budget_s=0.3)[name]
+            total += t
+            lines.append(f"    {name:<28} {t * 1e6:6.1f} us")
+            h = f(h)
+    lines.append(f"    {'sum of the steps':<28} {total * 1e6:6.1f} us")
+    lines.append(f"    {'whole chain call':<28} {whole * 1e6:6.1f} us (the rest: the module "
+                 "call, the chain's checks and loops)")
     return lines
 
 
@@ -160,6 +184,7 @@ def main() -> None:
             save_file({k: v.contiguous() for k, v in dense.state_dict().items()},
                       str(tmp / "dense.safetensors"))
             ticket = sparse_ticket.load(tmp / "ticket.safetensors", dense).eval()
+            unfused = sparse_ticket.load(tmp / "ticket.safetensors", dense, fuse=False).eval()
             size = (tmp / "dense.safetensors").stat().st_size / \
                 (tmp / "ticket.safetensors").stat().st_size
             row = {"size": size}
@@ -167,23 +192,24 @@ def main() -> None:
                 x = torch.randn(batch, *shape)
                 with torch.no_grad():
                     assert torch.allclose(ticket(x), dense(x), rtol=1e-4, atol=1e-4)
-                contestants = {"dense": dense, "sparse": ticket}
+                contestants = {"dense": dense, "sparse": ticket, "unfused": unfused}
                 if batch == 1:  # TorchScript: the same models without Python between layers
                     contestants.update({"dense script": scripted(dense),
-                                        "sparse script": scripted(ticket)})
+                                        "sparse script": scripted(unfused)})
                 # conv2 at batch 256 takes ~0.5 s a call: a smaller budget keeps the run short
                 t = latencies(contestants, x, budget_s=budget if batch == 1 else budget / 2)
                 row[f"b{batch}"] = t["dense"] / t["sparse"]
                 print(f"{name} {density:.0%} batch {batch:>3}: {t['dense'] * 1e6:9.1f} / "
-                      f"{t['sparse'] * 1e6:9.1f}  x{row[f'b{batch}']:.2f}")
+                      f"{t['sparse'] * 1e6:9.1f}  x{row[f'b{batch}']:.2f}  (unfused "
+                      f"{t['unfused'] * 1e6:.1f}: x{t['dense'] / t['unfused']:.2f})")
                 if batch == 1:
                     row["b1_script"] = t["dense script"] / t["sparse script"]
-                    print(f"{name} {density:.0%} batch   1 script: "
+                    print(f"{name} {density:.0%} batch   1 script (unfused): "
                           f"{t['dense script'] * 1e6:9.1f} / {t['sparse script'] * 1e6:9.1f}  "
                           f"x{row['b1_script']:.2f}")
                 if batch == 1 and density == 0.05:
-                    print("  batch-1 time of each layer alone (dense | ticket):")
-                    print("\n".join(layer_profile(dense, ticket, x)))
+                    print("  batch-1 time of each step of the fused call alone:")
+                    print("\n".join(chain_profile(ticket, x)))
             print(f"{name} {density:.0%} file: "
                   f"{(tmp / 'dense.safetensors').stat().st_size / 1e3:.1f} kB / "
                   f"{(tmp / 'ticket.safetensors').stat().st_size / 1e3:.1f} kB  x{size:.2f}")

@@ -8,6 +8,7 @@ import ast
 import copy
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ import lth
 from lth import sparse_ticket
 from lth.cli import main
 from lth.export import export, sparse_module
-from lth.sparse_ticket import SparseLinear, TicketError
+from lth.sparse_ticket import SparseChain, SparseLinear, TicketError
 
 TOML = ('name = "sp"\nn_levels = 2\n[model]\nname = "mlp"\nhidden = [256]\n'
         '[prune]\nrate = 0.7\n[data]\nname = "digits"\n[train]\nduration = "20it"\n'
@@ -136,6 +137,119 @@ def test_a_ticket_copies_and_pickles(tmp_path):
         torch.save(ticket, tmp_path / "t.pt")
         assert torch.equal(torch.load(tmp_path / "t.pt", weights_only=False)(x), want)
         assert torch.equal(ticket.to("cpu")(x), want)
+
+
+def fused_runs(chain: nn.Module) -> list[list[str]]:
+    """The children each fused run of a SparseChain covers (built by its first call)."""
+    with torch.no_grad():
+        steps = chain._build()[1]
+    return [[type(m).__name__ for m in s.modules] for s in steps
+            if not isinstance(s, nn.Module)]
+
+
+def same(a: nn.Module, b: nn.Module, x: torch.Tensor) -> bool:
+    with torch.no_grad():
+        return torch.allclose(a(x), b(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,shape", [("lenet_300_100", (1, 28, 28)), ("conv2", (3, 32, 32))])
+def test_sequentials_fuse_into_one_chain_with_the_same_state(name, shape, tmp_path):
+    torch.manual_seed(0)
+    model = masked(lth.create_model(name, input_shape=shape, num_classes=10), 0.05)
+    ticket = sparse_ticket.sparsify(model)
+    chain = ticket if name == "lenet_300_100" else ticket.classifier
+    assert type(chain) is SparseChain and isinstance(chain, nn.Sequential)
+    assert fused_runs(chain) == [["Flatten", "SparseLinear", "ReLU", "SparseLinear", "ReLU",
+                                  "Linear"]]
+    if name == "conv2":  # its convolutions: no SparseLinear, a plain Sequential
+        assert type(ticket.features) is nn.Sequential and type(ticket) is not SparseChain
+    assert ticket.state_dict().keys() == sparse_ticket.sparsify(model, fuse=False
+                                                                ).state_dict().keys()
+    for batch in (1, 2, 256):
+        x = torch.randn(batch, *shape)
+        assert same(ticket, model, x)
+        with torch.inference_mode():
+            assert torch.allclose(ticket(x), model(x), rtol=1e-5, atol=1e-5)
+        y = ticket(x)  # gradients on: the modules run
+        assert y.is_contiguous() and torch.allclose(y, model(x), rtol=1e-5, atol=1e-5)
+    sparse_ticket.save(ticket, tmp_path / "t.safetensors")  # the same file as the dense one's
+    sparse_ticket.save(model, tmp_path / "d.safetensors")
+    assert sparse_ticket.read(tmp_path / "t.safetensors")[0].keys() == \
+        sparse_ticket.read(tmp_path / "d.safetensors")[0].keys()
+    loaded = sparse_ticket.load(tmp_path / "t.safetensors", model).eval()
+    assert any(type(m) is SparseChain for m in loaded.modules())
+    assert same(loaded, model, torch.randn(1, *shape))
+
+
+def test_tanh_dropout_and_other_children_in_a_chain():
+    torch.manual_seed(0)
+    model = masked(nn.Sequential(
+        nn.Linear(64, 200), nn.Tanh(), nn.Dropout(0.5), nn.Linear(200, 100), nn.GELU(),
+        nn.Identity(), nn.Linear(100, 10), nn.Sigmoid(), nn.LayerNorm(10), nn.Linear(10, 3)),
+        0.05)
+    with torch.no_grad():  # small layers kept dense
+        for i in (6, 9):
+            model[i].weight.normal_()
+    ticket = sparse_ticket.sparsify(model)
+    assert fused_runs(ticket) == [["SparseLinear", "Tanh", "Dropout", "SparseLinear", "GELU",
+                                   "Identity", "Linear", "Sigmoid"], ["Linear"]]  # LayerNorm
+    x = torch.randn(5, 64)
+    for batch in (x[:1], x, x.reshape(5, 1, 64)):  # 3-D: nn.Linear's last dimension
+        assert same(ticket, model, batch)
+    ticket[2].train()  # a Dropout in training mode: the modules run it
+    with torch.no_grad():
+        assert not torch.allclose(ticket(x), model(x))
+    ticket.eval()[1] = nn.ReLU()  # a replaced child is seen at the next call
+    model[1] = nn.ReLU()
+    assert same(ticket, model, x) and same(ticket, model, x[:1])
+    with torch.no_grad():  # weights reassigned: refresh()
+        ticket[9].weight = nn.Parameter(torch.zeros(3, 10))
+        ticket.refresh()
+        assert torch.equal(ticket(x), ticket[9].bias.expand(5, 3))
+
+
+def test_a_custom_model_stays_unfused_and_chains_move_and_share_threads():
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(784, 300), nn.Linear(300, 10)
+
+        def forward(self, x):
+            return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+    torch.manual_seed(0)
+    custom = masked(Custom(), 0.05)
+    ticket = sparse_ticket.sparsify(custom)
+    assert type(ticket.fc1) is SparseLinear
+    assert not any(type(m) is SparseChain for m in ticket.modules())
+    assert same(ticket, custom, torch.randn(1, 1, 28, 28))
+    model, chain = lenet(), sparse_ticket.sparsify(lenet())
+    x = torch.randn(1, 1, 28, 28)
+    with torch.inference_mode():  # buffers made here serve outside inference mode too
+        chain(x)
+    with torch.no_grad():
+        want = model(x)
+        assert torch.allclose(chain(x), want, atol=1e-5)
+        assert torch.allclose(chain.double()(x.double()), want.double(), atol=1e-5)
+        chain.float()
+    results, inputs = {}, [torch.randn(1, 1, 28, 28) for _ in range(4)]
+
+    def call(i):
+        with torch.no_grad():
+            results[i] = [chain(inputs[i]) for _ in range(200)]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with torch.no_grad():
+        for i, ys in results.items():  # each thread its own buffers: no output mixed up
+            assert all(torch.allclose(y, model(inputs[i]), atol=1e-5) for y in ys)
+        for p in model.parameters():  # new values of the same masks, loaded in place
+            p.mul_(2)
+    chain.load_state_dict(sparse_ticket.sparsify(model).state_dict())
+    assert same(chain, model, x) and same(chain, model, inputs[0].expand(3, 1, 28, 28))
 
 
 def test_the_module_file_needs_only_torch_and_safetensors(tmp_path):

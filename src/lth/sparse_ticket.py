@@ -1,47 +1,11 @@
-"""Sparse tickets: a pruned network saved with its pruned weights compressed, and run with
-sparse kernels where they are faster than dense ones.
-
-This file imports only torch and safetensors: copy it next to your code to load a ticket
-without lth (``import sparse_ticket``), or use it as ``lth.sparse_ticket``.
-
-Make one with ``lth export RUN --format sparse --out ticket.safetensors`` (or
-``save(Result.export(level, "sparse"), path)``), or from any model whose pruned weights are
-exactly zero: ``save(model, path)``. Load it into the architecture it was exported from;
-the file holds weights, not code, so you give the module (its weights are replaced)::
-
-    model = MyNet()                                    # same class and sizes as trained
-    ticket = sparse_ticket.load("ticket.safetensors", model).eval()
-    y = ticket(x)
-
-``lth.load_ticket(path)`` rebuilds a model of lth's registry (``lth.models``) from the
-file's metadata, so a ticket of ``lth export`` needs no model there.
-
-The file (one safetensors file):
-
-- every tensor of the model's ``state_dict`` under its own name, except each weight of two
-  or more dimensions that is smaller compressed, stored instead as ``NAME.values`` (its
-  nonzeros, row by row, of the weight viewed as ``(shape[0], -1)``), ``NAME.indices`` (the
-  column of each) and ``NAME.indptr`` (where each row starts; ``shape[0] + 1`` entries).
-  Each index tensor has the smallest signed integer type that holds its largest value:
-  int16 columns for up to 32767 inputs, int8 up to 127, int32 row pointers where the
-  nonzeros number more than 32767.
-- metadata ``sparse_ticket``: JSON ``{"version": 1, "compressed": {NAME: shape}}``. Other
-  metadata keys are the exporter's (lth writes ``lth_model``, the registry name and sizes).
-
-Kernels, chosen per layer when the ticket is loaded (``load``, ``sparsify``):
-
-- an ``nn.Linear`` with at most ``max_density`` (0.1) of its weights nonzero and at least
-  ``min_weights`` (10,000) weights becomes a :class:`SparseLinear`: a CSR weight with int32
-  indices (the index type MKL's kernels take without a copy), one ``torch.addmv`` per call
-  at batch 1 and one ``torch.addmm`` otherwise. Denser or smaller layers stay
-  ``nn.Linear``: there a dense kernel is as fast or faster (``bench/export_speed.py``).
-- convolutions stay dense (decompressed at load): on CPU, the im2col copy that a sparse
-  convolution needs costs more than oneDNN's whole dense convolution at these sizes.
-- ``semi_structured=True`` (CUDA): each ``nn.Linear`` whose mask is 2:4 along its inputs
-  (at most 2 nonzeros in every 4) gets a ``torch.sparse.to_sparse_semi_structured``
-  weight, where the shape and dtype fit that kernel (fp16/bf16); others stay as above.
-
-Outputs equal the dense masked model's up to float rounding.
+"""Sparse tickets: a pruned network in one safetensors file, its pruned weights stored
+compressed (CSR, smallest index types; metadata ``sparse_ticket``: ``{"version": 1,
+"compressed": {NAME: shape}}``), run with sparse kernels where faster: sparse enough
+``nn.Linear`` layers become :class:`SparseLinear`, ``nn.Sequential`` holding them
+:class:`SparseChain` (``fuse``). Imports only torch and safetensors: copy it next to your
+code or use ``lth.sparse_ticket``. ``save(model, path)``; ``load(path, MyNet())`` (the
+architecture it was exported from); docs/export.md has the details. Outputs equal the
+dense masked model's up to float rounding.
 """
 
 from __future__ import annotations
@@ -49,9 +13,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial, reduce
 
 import torch
 from safetensors import safe_open
@@ -63,12 +30,12 @@ META_KEY = "sparse_ticket"
 PARTS = ("values", "indices", "indptr")
 MAX_DENSITY = 0.1
 MIN_WEIGHTS = 10_000
+DENSE_AT_1 = 32_768  # a SparseChain's batch-1 kernel is dense up to this many weights
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """torch warns once per process that CSR tensors are in beta: nothing a ticket's user
-    can act on."""
+    """Silence torch's CSR-is-beta warning: nothing a ticket's user can act on."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         yield
@@ -84,10 +51,8 @@ def smallest_int(largest: int) -> torch.dtype:
     >>> smallest_int(784), smallest_int(40_000)
     (torch.int16, torch.int32)
     """
-    for dtype in (torch.int8, torch.int16, torch.int32):
-        if largest <= torch.iinfo(dtype).max:
-            return dtype
-    return torch.int64
+    return next((dtype for dtype in (torch.int8, torch.int16, torch.int32)
+                 if largest <= torch.iinfo(dtype).max), torch.int64)
 
 
 def compress(weight: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -98,11 +63,9 @@ def compress(weight: torch.Tensor) -> dict[str, torch.Tensor]:
     >>> parts["values"].tolist(), parts["indices"].tolist(), parts["indptr"].tolist()
     ([2.0, 3.0, 4.0], [1, 0, 2], [0, 1, 3])
     """
-    if weight.layout == torch.sparse_csr:
-        rows = weight
-    else:
-        with _quiet():
-            rows = weight.detach().reshape(weight.shape[0], -1).to_sparse_csr()
+    with _quiet():
+        rows = weight if weight.layout == torch.sparse_csr else \
+            weight.detach().reshape(weight.shape[0], -1).to_sparse_csr()
     cols, nnz = rows.shape[1], rows.values().numel()
     return {"values": rows.values().contiguous(),
             "indices": rows.col_indices().to(smallest_int(max(cols - 1, 0))),
@@ -111,8 +74,7 @@ def compress(weight: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def compressed_bytes(weight: torch.Tensor) -> int:
     """Bytes ``compress(weight)`` takes."""
-    rows, nnz = weight.shape[0], int(torch.count_nonzero(weight))
-    cols = weight.numel() // max(rows, 1)
+    rows, nnz, cols = weight.shape[0], int(torch.count_nonzero(weight)), math.prod(weight.shape[1:])
     return (nnz * (weight.element_size() + smallest_int(max(cols - 1, 0)).itemsize)
             + (rows + 1) * smallest_int(nnz).itemsize)
 
@@ -121,10 +83,7 @@ def csr(parts: dict[str, torch.Tensor], shape: tuple[int, ...], *, check: bool =
         ) -> torch.Tensor:
     """The CSR tensor (int32 indices where they fit) of ``compress``'s parts; ``check``:
     verify that they are a valid CSR (parts read from a file)."""
-    rows = shape[0]
-    cols = 1
-    for s in shape[1:]:
-        cols *= s
+    rows, cols = shape[0], math.prod(shape[1:])
     index = torch.int32 if parts["values"].numel() < 2**31 and cols < 2**31 else torch.int64
     with _quiet():
         return torch.sparse_csr_tensor(parts["indptr"].to(index), parts["indices"].to(index),
@@ -154,11 +113,10 @@ class SparseLinear(nn.Module):
         return cls(linear.weight.detach(), linear.bias)
 
     def _mirror(self) -> None:
-        # Plain attributes for forward: a buffer is found by nn.Module.__getattr__, which
-        # costs about half a microsecond a look-up, a tenth of the batch-1 kernel.
-        w, b = self._buffers["weight"], self._buffers["bias"]
+        # Plain attributes for forward: nn.Module.__getattr__ costs ~0.5 us a look-up.
+        self._w = w = self._buffers["weight"]
+        b = self._buffers["bias"]
         assert w is not None
-        self._w = w
         self._b = torch.zeros(self.out_features, dtype=w.dtype, device=w.device) \
             if b is None else b
         self._b_col = self._b.unsqueeze(1)
@@ -198,20 +156,120 @@ class SparseLinear(nn.Module):
                 f"bias={self.bias is not None}, density={nnz / self.weight.shape.numel():.4f}")
 
 
-def density(weight: torch.Tensor) -> float:
-    return float(torch.count_nonzero(weight)) / max(weight.numel(), 1)
+_ACTS = {nn.ReLU: (torch.relu, torch.relu_), nn.Tanh: (torch.tanh, torch.tanh_),
+         nn.Sigmoid: (torch.sigmoid, torch.sigmoid_)}
+_ELEMENTWISE = (nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.ReLU6, nn.Hardtanh, nn.Mish)
+
+
+def _act(m: nn.Module, inplace: bool) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    return _ACTS[type(m)][inplace] if type(m) in _ACTS else \
+        m.forward if type(m) in _ELEMENTWISE else None
+
+
+def _linear(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if type(m) is SparseLinear:
+        return m._w, m._b
+    if type(m) is not nn.Linear or type(m.weight) not in (torch.Tensor, nn.Parameter):
+        return None  # subclasses, semi-structured weights: their own forward
+    return m.weight, (torch.zeros_like(m.weight[:, 0]) if m.bias is None else m.bias)
+
+
+def _last(b: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    return torch.addmm(b.unsqueeze(1), w, h).t().contiguous() if w.layout == torch.sparse_csr \
+        else torch.addmm(b, h.t(), w.t())  # (batch, out), contiguous, from (features, batch)
+
+
+class _Run:
+    """Fusable children, one Linear or more. Batch 1: ``addmv`` per layer into this thread's
+    buffers (small sparse layers dense); else ``addmm`` on ``(features, batch)``."""
+
+    def __init__(self, modules: list[nn.Module]) -> None:
+        self.modules, self.local, self.one, self.many = modules, threading.local(), [], []
+        layers = [i for i, m in enumerate(modules) if _linear(m) is not None]
+        self.flatten = any(type(m) is nn.Flatten for m in modules[:layers[0]])
+        for i, m in enumerate(modules):
+            if (wb := _linear(m)) is not None:
+                w, b = wb
+                small = w.layout == torch.sparse_csr and w.shape.numel() <= DENSE_AT_1
+                self.one.append((w.to_dense() if small else w, b, i == layers[-1]))
+                self.many.append(partial(_last, b, w) if i == layers[-1]
+                                 else partial(torch.addmm, b.unsqueeze(1), w))
+            elif (f := _act(m, i > layers[0])) is not None:
+                for steps in (self.one, self.many):
+                    steps.append(f)
+
+    def _steps(self) -> list:  # the last layer's output a new tensor, the others' buffers
+        with torch.inference_mode(False):  # buffers that serve in and out of inference mode
+            self.local.steps = [s if callable(s) else partial(torch.addmv, s[1], s[0], **(
+                {} if s[2] else {"out": torch.empty_like(s[1])})) for s in self.one]
+        return self.local.steps
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        d = x.dim()
+        if d != 2 and (d < 2 or not self.flatten):  # inputs nn.Linear takes, a run not
+            return reduce(lambda h, m: m(h), self.modules, x)
+        if x.shape[0] == 1:
+            x = x.reshape(-1)
+            for f in getattr(self.local, "steps", None) or self._steps():
+                x = f(x)
+            return x[None]
+        return reduce(lambda h, f: f(h), self.many, x.reshape(x.shape[0], -1).t())
+
+
+class SparseChain(nn.Sequential):
+    """An ``nn.Sequential`` (same children, state keys) that runs runs of Flatten, Linear /
+    SparseLinear and elementwise children as bare kernel calls. With gradients on or in
+    training it is an ``nn.Sequential`` (only there do children's hooks run). Replaced
+    children are seen at the next call; after ``layer.weight = ...``, ``refresh()``."""
+
+    _plan: tuple | None = None
+
+    def refresh(self) -> None:
+        self._plan = None
+
+    def _build(self) -> tuple:
+        children, steps, run = list(self._modules.values()), [], []
+        for m in [*children, None]:
+            if m is not None and ((m.start_dim, m.end_dim) == (1, -1) if type(m) is nn.Flatten
+                                  else type(m) in (nn.Identity, nn.Dropout)  # eval: identities
+                                  or _linear(m) is not None or _act(m, False) is not None):
+                run.append(m)
+                continue
+            steps += [_Run(run)] if any(_linear(r) is not None for r in run) else run
+            steps, run = steps + ([] if m is None else [m]), []
+        return children, steps, [m for m in children if type(m) is nn.Dropout]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plan = self._plan
+        if plan is None or plan[0] != list(self._modules.values()):
+            self._plan = plan = self._build()
+        if torch.is_grad_enabled() or self.training or plan[2] and any(
+                m.training for m in plan[2]):
+            return super().forward(x)
+        for step in plan[1]:
+            x = step(x)
+        return x
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]  # .to(), .half()
+        self.refresh()
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args) -> None:  # type: ignore[no-untyped-def]
+        self.refresh()  # the dense copies of small layers: from the new values
+        super()._load_from_state_dict(*args)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_plan"}
 
 
 def is_2_4(weight: torch.Tensor) -> bool:
     """Whether every 4 consecutive inputs of each row hold at most 2 nonzeros."""
-    if weight.dim() != 2 or weight.shape[1] % 4:
-        return False
-    return bool((weight.reshape(weight.shape[0], -1, 4) != 0).sum(-1).le(2).all())
+    return weight.dim() == 2 and not weight.shape[1] % 4 and bool(
+        (weight.reshape(weight.shape[0], -1, 4) != 0).sum(-1).le(2).all())
 
 
 def _semi_structured(linear: nn.Linear) -> bool:
-    """Give ``linear`` a 2:4 semi-structured weight; False where the kernel refuses it
-    (its shape or dtype, or no CUDA)."""
+    """Give ``linear`` a 2:4 semi-structured weight; False where the kernel refuses it."""
     weight = linear.weight.detach()
     if not weight.is_cuda or not is_2_4(weight):
         return False
@@ -224,7 +282,8 @@ def _semi_structured(linear: nn.Linear) -> bool:
 
 
 def sparsify(model: nn.Module, *, max_density: float = MAX_DENSITY,
-             min_weights: int = MIN_WEIGHTS, semi_structured: bool = False) -> nn.Module:
+             min_weights: int = MIN_WEIGHTS, semi_structured: bool = False,
+             fuse: bool = True) -> nn.Module:
     """A copy of ``model`` whose sparse enough ``nn.Linear`` layers run sparse kernels (see
     the module docstring); its outputs equal ``model``'s up to float rounding.
 
@@ -234,12 +293,11 @@ def sparsify(model: nn.Module, *, max_density: float = MAX_DENSITY,
     >>> [type(m).__name__ for m in sparsify(net)]
     ['SparseLinear', 'ReLU', 'Linear']
     """
-    return _swap(copy.deepcopy(model), max_density=max_density, min_weights=min_weights,
-                 semi_structured=semi_structured)
+    return _swap(copy.deepcopy(model), max_density, min_weights, semi_structured, fuse)
 
 
-def _swap(out: nn.Module, *, max_density: float, min_weights: int, semi_structured: bool
-          ) -> nn.Module:
+def _swap(out: nn.Module, max_density: float, min_weights: int, semi_structured: bool,
+          fuse: bool) -> nn.Module:
     """``sparsify`` in place."""
     for name, module in list(out.named_modules()):
         if type(module) is not nn.Linear:  # subclasses may change forward: left as they are
@@ -247,11 +305,15 @@ def _swap(out: nn.Module, *, max_density: float, min_weights: int, semi_structur
         if semi_structured and _semi_structured(module):
             continue
         weight = module.weight.detach()
-        if weight.numel() >= min_weights and density(weight) <= max_density:
+        if weight.numel() >= min_weights and \
+                float(torch.count_nonzero(weight)) <= max_density * weight.numel():
             if not name:  # the model is one nn.Linear
                 return SparseLinear.from_linear(module)
             owner, _, attr = name.rpartition(".")
             setattr(out.get_submodule(owner), attr, SparseLinear.from_linear(module))
+    for m in out.modules() if fuse else ():  # only the class changes: state, hooks stay
+        if type(m) is nn.Sequential and any(type(c) is SparseLinear for c in m.children()):
+            m.__class__ = SparseChain
     return out
 
 
@@ -315,10 +377,9 @@ def read(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[st
 
 def load(path: str | os.PathLike[str], model: nn.Module, *, device: str | torch.device = "cpu",
          max_density: float = MAX_DENSITY, min_weights: int = MIN_WEIGHTS,
-         semi_structured: bool = False) -> nn.Module:
+         semi_structured: bool = False, fuse: bool = True) -> nn.Module:
     """The ticket at ``path`` in a copy of ``model`` (the architecture it was exported
-    from; its own weights are not used), on ``device``, with sparse kernels where they are
-    faster (see the module docstring)."""
+    from; its own weights unused), on ``device``, with sparse kernels where faster."""
     state, _ = read(path)
     out = copy.deepcopy(model)
     own = out.state_dict()
@@ -331,9 +392,8 @@ def load(path: str | os.PathLike[str], model: nn.Module, *, device: str | torch.
         raise TicketError(f"{os.fspath(path)} does not fit {type(model).__name__}: {found}; "
                           "pass the architecture the ticket was exported from")
     out.load_state_dict(state)
-    return _swap(out.to(device), max_density=max_density, min_weights=min_weights,
-                 semi_structured=semi_structured)
+    return _swap(out.to(device), max_density, min_weights, semi_structured, fuse)
 
 
-__all__ = ["SparseLinear", "TicketError", "compress", "is_2_4", "load", "metadata", "read",
-           "save", "smallest_int", "sparsify"]
+__all__ = ["SparseChain", "SparseLinear", "TicketError", "compress", "is_2_4", "load",
+           "metadata", "read", "save", "smallest_int", "sparsify"]
