@@ -259,7 +259,8 @@ def test_resume_after_an_update_is_bit_identical(digits, updates):
 
 
 def test_an_update_never_due_changes_nothing(digits, small_mlp):
-    cfg = TrainConfig(batch_size=32, **ADAM)
+    # Both dense-masked: a level with mask updates never takes the sparse kernels.
+    cfg = TrainConfig(batch_size=32, kernels="dense", **ADAM)
     mask, span = pruned(small_mlp, 0.5), Span(0, 40, 30, 20, 10**6)
     plain, never = copy.deepcopy(small_mlp), copy.deepcopy(small_mlp)
     h1 = train_level(plain, digits, cfg, mask, span, seed=0, level=1)
@@ -270,7 +271,7 @@ def test_an_update_never_due_changes_nothing(digits, small_mlp):
 
 
 def test_stacked_jobs_with_mask_updates_equal_one_at_a_time(digits, monkeypatch):
-    cfg = TrainConfig(batch_size=32, **SGD)
+    cfg = TrainConfig(batch_size=32, kernels="dense", **SGD)  # "alone" as the stack trains
     span = Span(0, 60, 30, 20, 10**6)
 
     def make():

@@ -123,7 +123,8 @@ def test_stacked_training_equals_one_at_a_time(digits, make, opt):
 
 
 def test_stacked_resume_after_a_crash_is_bit_identical(digits):
-    cfg = TrainConfig(batch_size=32, optimizer="adam", lr=1e-2)
+    # Dense kernels: under "auto" these sparse trials would train alone, not stacked.
+    cfg = TrainConfig(batch_size=32, optimizer="adam", lr=1e-2, kernels="dense")
     span = Span(0, 90, 30, 20, 25)
     straight = jobs(digits, mlp, [0, 1, 2], cfg, span)
     h1 = train_stack(straight)
