@@ -146,12 +146,15 @@ def _scipy(weight, keep, x, gy):
     return step
 
 
-def _numba_old(weight, keep, x, gy):
-    p = kernels.Pattern.of(keep)
+def _numba_arrays(weight, keep, x):
+    """The pattern, kept values, output, gradients and a zero bias the numba kernels use."""
     values = weight[keep]
-    y = np.empty((keep.shape[0], x.shape[1]), np.float32)
-    gv, gx = np.empty_like(values), np.empty_like(x)
-    bias = np.zeros(keep.shape[0], np.float32)
+    return (kernels.Pattern.of(keep), values, np.empty((keep.shape[0], x.shape[1]), np.float32),
+            np.empty_like(values), np.empty_like(x), np.zeros(keep.shape[0], np.float32))
+
+
+def _numba_old(weight, keep, x, gy):
+    p, values, y, gv, gx, bias = _numba_arrays(weight, keep, x)
 
     def step():
         _old_forward(x, values, p.crow, p.col, bias, y)
@@ -161,11 +164,7 @@ def _numba_old(weight, keep, x, gy):
 
 
 def _numba(weight, keep, x, gy):
-    p = kernels.Pattern.of(keep)
-    values = weight[keep]
-    y = np.empty((keep.shape[0], x.shape[1]), np.float32)
-    gv, gx = np.empty_like(values), np.empty_like(x)
-    bias = np.zeros(keep.shape[0], np.float32)
+    p, values, y, gv, gx, bias = _numba_arrays(weight, keep, x)
 
     def step():
         kernels.forward(p, x, values, bias, y)

@@ -32,7 +32,8 @@ SPEED_ONLY = ("train.threads", "train.eval_batch_size", "train.checkpoint_every"
               "train.stack", "train.kernels")
 """Keys that change how fast or how safely a run goes, not its numbers (beyond the
 floating-point reassociation of sums: thread count, stacked matrix products, sparse
-kernels). They stay in the run's ``config.json``, so what ran is on record."""
+kernels). A run made from a config keeps them in its ``config.json``; each level's
+summary records which layers trained on sparse kernels (``sparse_kernels``)."""
 ADDED_LATER = {"train.precision": "fp32", "prune.score_batches": 1, "prune.supermask": "none",
                "prune.supermask_lr": None}
 """Settings added after store format 2, left out of the specification at their defaults:

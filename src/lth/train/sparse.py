@@ -19,7 +19,8 @@ sparse path is bit-exact.
 Results equal the dense-masked trainer's up to floating-point rounding (the kernels sum
 in another order; ``tests/test_sparse_kernels.py`` states the tolerance). Like
 ``train.threads``, the choice of kernels is therefore not part of a run's identity
-(:data:`lth.experiment.spec.SPEED_ONLY`); it stays in the run's ``config.json``.
+(:data:`lth.experiment.spec.SPEED_ONLY`); each level's summary lists the layers that
+trained sparse (``sparse_kernels``).
 """
 
 from __future__ import annotations
@@ -94,12 +95,15 @@ class SparseLinearTraining:
         rows = x.reshape(-1, n_in)
         y = torch.empty(len(rows), n_out)
         for i in range(0, len(rows), CHUNK):
-            xT = rows[i:i + CHUNK].t().contiguous().float()
-            yT = torch.empty(n_out, xT.shape[1])
-            self.kernels.forward(self.pattern, xT.numpy(), self._values_np, self._bias_np,
-                                 yT.numpy())
-            y[i:i + CHUNK] = yT.t()
+            y[i:i + CHUNK] = self.product_t(rows[i:i + CHUNK].t().contiguous().float()).t()
         return y.reshape(*x.shape[:-1], n_out)
+
+    def product_t(self, xT: torch.Tensor) -> torch.Tensor:
+        """``W @ xT (+ bias)`` (out × batch) of a contiguous float32 ``xT`` (in × batch)."""
+        yT = torch.empty(self.pattern.shape[0], xT.shape[1])
+        self.kernels.forward(self.pattern, xT.numpy(), self._values_np, self._bias_np,
+                             yT.numpy())
+        return yT
 
     @torch.no_grad()
     def write_back(self) -> None:
@@ -121,8 +125,8 @@ class SparseLinearTraining:
 
 
 class _Product(torch.autograd.Function):
-    """``x @ Wᵀ + b`` for a :class:`SparseLinearTraining`; its backward gives the input gradient
-    (when asked for), the kept weights' gradient and the bias gradient."""
+    """``x @ Wᵀ + b`` for a :class:`SparseLinearTraining`; its backward gives the input
+    gradient (when asked for), the kept weights' gradient and the bias gradient."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, values: torch.Tensor,  # type: ignore[override]
@@ -132,9 +136,7 @@ class _Product(torch.autograd.Function):
         xT = x.reshape(-1, n_in).t()
         if not xT.is_contiguous() or xT.dtype != torch.float32:
             xT = xT.contiguous().float()
-        yT = torch.empty(n_out, xT.shape[1])
-        layer.kernels.forward(layer.pattern, xT.numpy(), layer._values_np, layer._bias_np,
-                              yT.numpy())
+        yT = layer.product_t(xT)
         ctx.layer, ctx.xT, ctx.lead, ctx.with_bias = layer, xT, lead, bias is not None
         if len(lead) == 1 and layer.transposed_out:
             return yT.t()
@@ -164,7 +166,7 @@ class SparseSingle(Single):
         super().__init__(slots)
         model = self.slot.job.model
         self.sparse = {n: SparseLinearTraining(m, self.slot.mask[n],
-                                       transposed_out=feeds_a_linear(model, m))
+                                               transposed_out=feeds_a_linear(model, m))
                        for n, m in layers.items()}
         for n in self.sparse:
             self.masks.pop(n, None)  # exact by construction: nothing to mask
