@@ -79,9 +79,9 @@ class Results:
             else:
                 try:
                     frame.to_parquet(path, index=False)
-                except ImportError as exc:
-                    raise StoreError(f"Parquet export needs pyarrow: pip install pyarrow "
-                                     f"({exc})") from None
+                except ImportError:
+                    raise StoreError("Parquet export needs pyarrow: pip install 'lth[parquet]' "
+                                     "(or write CSV with to_csv)") from None
             paths.append(path)
         return paths
 

@@ -19,10 +19,11 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from functools import partial, reduce
+from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as to_bytes
 from torch import nn
 
 VERSION = 1
@@ -333,7 +334,8 @@ def save(model: nn.Module, path: str | os.PathLike[str], *,
         else:
             tensors[name] = t.contiguous()
     meta = {META_KEY: json.dumps({"version": VERSION, "compressed": shapes})}
-    save_file(tensors, os.fspath(path), metadata={**(metadata or {}), **meta})
+    # Bytes written by open() get the umask's permissions (safetensors' save_file: 0600).
+    Path(path).write_bytes(to_bytes(tensors, metadata={**(metadata or {}), **meta}))
 
 
 def _info(metadata: dict[str, str], path: str | os.PathLike[str]) -> dict:

@@ -189,9 +189,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.format == "state_dict":
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        save_file({k: v.contiguous() for k, v in ticket.items()}, str(out))
+        from ..store import atomic_write_bytes  # the umask's permissions, not 0600
+
+        atomic_write_bytes(out, save({k: v.contiguous() for k, v in ticket.items()}))
         how = "safetensors.torch.load_file(...), then model.load_state_dict(...)"
     elif args.format == "sparse":
         from ..export import model_metadata

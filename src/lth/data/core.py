@@ -91,6 +91,15 @@ class Data:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_copies": {}}  # device copies stay in their process
 
+    def __repr__(self) -> str:  # sizes and kinds, not the tensors' values
+        x, y = self.x_train, self.y_train
+        kind = str(x.dtype).removeprefix("torch.")
+        labels = f"{self.num_classes} classes" if not y.is_floating_point() else \
+            f"{self.num_classes} targets"
+        extra = f", augment={self.augment!r}" if self.augment != "none" else ""
+        return (f"Data({self.name!r}: train {len(y)}, val {len(self.y_val)}, test "
+                f"{len(self.y_test)}; inputs {tuple(x.shape[1:])} {kind}, {labels}{extra})")
+
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """A batch as the model sees it: uint8 scaled to [0, 1], then normalised."""
         if x.dtype != torch.uint8:
@@ -153,6 +162,14 @@ def split_validation(x: torch.Tensor, y: torch.Tensor, val_size: float, seed: in
     return x[train], y[train], x[val], y[val]
 
 
+def _one_hot(labels: torch.Tensor) -> bool:
+    """Integer rows with a single 1 and 0 elsewhere: classes in the one-hot form that a
+    classification task cannot read (token ids and float multilabel targets pass)."""
+    return (labels.dim() == 2 and labels.shape[1] > 1 and not labels.is_floating_point()
+            and len(labels) > 0 and bool(((labels == 0) | (labels == 1)).all())
+            and bool((labels.sum(1) == 1).all()))
+
+
 def from_arrays(x_train: Any, y_train: Any, x_test: Any, y_test: Any, *,
                 x_val: Any = None, y_val: Any = None, val_size: float = 0.1,
                 split_seed: int = 0, num_classes: int | None = None,
@@ -202,6 +219,10 @@ def from_arrays(x_train: Any, y_train: Any, x_test: Any, y_test: Any, *,
             + "; give every split the same kind of labels (one-hot rows for classes? pass "
             "class indices, y.argmax(1))")
     labels = torch.cat([t["y_train"], t["y_val"], t["y_test"]])
+    if _one_hot(labels):
+        raise DataError(f"y_train holds one-hot rows {tuple(t['y_train'].shape)}; pass class "
+                        "indices (y.argmax(1)), or floats (y.float()) if these are 0/1 "
+                        "targets of a multilabel task")
     if labels.is_floating_point():  # targets: as many outputs as values per example
         num_classes = num_classes or (int(labels[0].numel()) if labels.numel() else 1)
     else:

@@ -99,6 +99,8 @@ class LotteryModel:
         if isinstance(masks_from, Result):
             masks_from = masks_from.path
         self.task, task_config = _resolve_task(task, output, early_stop)
+        if isinstance(levels, bool) or not isinstance(levels, int):  # config calls it n_levels
+            raise ConfigError(f"levels: got {levels!r}; expected an integer, e.g. levels=3")
         self.config = ExperimentConfig(name=name, seed=seed, n_levels=levels,
                                        masks_from=None if masks_from is None else str(masks_from),
                                        masks_from_mode=masks_from_mode,
