@@ -34,16 +34,55 @@ class StoreError(LTHError):
     """A run directory cannot be used (conflicting config, corrupt file, ...)."""
 
 
-def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """Return ``"; did you mean 'x'?"`` for the closest known name, or ``""``."""
-    name = str(name)
-    close = difflib.get_close_matches(name, list(known), n=5, cutoff=0.6)
-    if not close:
-        return ""
+_SEPARATORS = str.maketrans("", "", "_- .")
+_SHOWN = 4  # suggestions named at most; the list of known names follows anyway
+
+
+def _folded(text: str) -> str:
+    """``text`` as compared for suggestions: case and separators ignored (lenet300 finds
+    lenet_300_100)."""
+    return text.lower().translate(_SEPARATORS)
+
+
+def suggestions(name: str, known: Iterable[str]) -> list[str]:
+    """The known names ``name`` may have meant, best first: the same but for case and
+    separators, those it begins (``lenet`` → ``lenet_300_100``), then those it is part of,
+    shortest first; failing all three, the closest spelling (``optimiser`` → ``optimizer``).
+
+    >>> suggestions("vgg1", ["vgg11", "vgg16_bn", "mlp", "vgg16"])
+    ['vgg11', 'vgg16', 'vgg16_bn']
+    >>> suggestions("optimiser", ["optimizer", "lr"])
+    ['optimizer']
+    """
+    name, names = str(name), list(dict.fromkeys(str(k) for k in known))
+    key = _folded(name)
+    if len(key) >= 2:
+        same = [k for k in names if _folded(k) == key]  # Fashion-MNIST: fashion_mnist
+        begun = [k for k in names if _folded(k).startswith(key) and k not in same]
+        inside = [k for k in names if len(key) >= 3 and key in _folded(k)
+                  and k not in same and k not in begun]
+        by_length = lambda k: (len(k), k)  # noqa: E731 - the shortest are the likeliest
+        found = same + sorted(begun, key=by_length) + sorted(inside, key=by_length)
+        if found:
+            return found[:_SHOWN]
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
     # Equally similar names (resnet21 vs resnet20/resnet32): prefer the longest shared prefix.
-    best = max(close, key=lambda k: (difflib.SequenceMatcher(None, name, k).ratio(),
-                                     len(os.path.commonprefix([name, k]))))
-    return f"; did you mean '{best}'?"
+    return sorted(close, key=lambda k: (-difflib.SequenceMatcher(None, name, k).ratio(),
+                                        -len(os.path.commonprefix([name, k]))))[:1]
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` (or ``'x' or 'y'``, several names that ``name`` begins),
+    or ``""`` when nothing is close.
+
+    >>> did_you_mean("lenet", ["lenet_300_100", "lenet5", "resnet56"])
+    "; did you mean 'lenet5' or 'lenet_300_100'?"
+    """
+    found = [f"'{k}'" for k in suggestions(name, known)]
+    if not found:
+        return ""
+    shown = found[0] if len(found) == 1 else f"{', '.join(found[:-1])} or {found[-1]}"
+    return f"; did you mean {shown}?"
 
 
 def unknown_name(kind: str, name: object, known: Iterable[str]) -> str:

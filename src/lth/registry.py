@@ -291,6 +291,9 @@ def restore(refs: Iterable[EntryRef], *, path: Iterable[str] = ()) -> None:
     the main process's path (Ray). Registering an entry again is a no-op.
     """
     sys.path.extend(p for p in path if p not in sys.path)
+    refs = list(refs)
+    if any(ref.kind not in _ALL for ref in refs):  # `import lth` is lazy: fill every registry
+        importlib.import_module("lth.experiment")
     for ref in refs:
         try:
             obj = (_resolve(ref.module, ref.qualname) if ref.payload is None

@@ -75,6 +75,7 @@ class ReinitMode:
     keeps_trained: bool = False
     final_lr: bool = False
     draws_afresh: bool = False
+    description: str = ""  # one line for `lth list reinit` (default: values' docstring)
 
     def __call__(self, inputs: ReinitInputs) -> torch.Tensor:
         return self.values(inputs)
@@ -86,12 +87,14 @@ REINIT_MODES: Registry[ReinitMode] = Registry("reinit mode", entry=instances_of(
 
 def register_reinit(fn: ReinitValues | ReinitMode, *, name: str | None = None,
                     replace: bool = False, keeps_trained: bool = False,
-                    final_lr: bool = False, draws_afresh: bool = False) -> ReinitValues:
+                    final_lr: bool = False, draws_afresh: bool = False,
+                    description: str = "") -> ReinitValues:
     """Add ``fn`` (a function of :class:`ReinitInputs`) to :data:`REINIT_MODES` under its own
     name (or ``name``), as a :class:`ReinitMode` with the given flags; returns ``fn``, so it
-    works as a decorator. A :class:`ReinitMode` is registered as it is."""
+    works as a decorator. A :class:`ReinitMode` is registered as it is. ``description``:
+    the line ``lth list reinit`` shows (default: the first sentence of ``fn``'s docstring)."""
     mode = fn if isinstance(fn, ReinitMode) else ReinitMode(fn, keeps_trained, final_lr,
-                                                            draws_afresh)
+                                                            draws_afresh, description)
     REINIT_MODES.register(mode, name=name or getattr(mode.values, "__name__", None),
                           replace=replace)
     return fn
@@ -110,17 +113,20 @@ def _with_sign_of(w: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 @register_reinit
 def rewind(s: ReinitInputs) -> torch.Tensor:
+    """The rewind point's values (θ0, or θk for late rewinding), bit for bit: the ticket."""
     return s.rewind.clone()
 
 
 @register_reinit
 def jitter(s: ReinitInputs) -> torch.Tensor:
+    """The rewind point plus Gaussian noise (sd absolute, or relative to the layer's θ0 sd)."""
     sd = s.cfg.jitter_sd * (float(s.theta0.float().std()) if s.cfg.jitter_relative else 1.0)
     return s.rewind + sd * torch.randn(s.rewind.shape, generator=s.generator,
                                        dtype=s.rewind.dtype)
 
 
 def random(s: ReinitInputs) -> torch.Tensor:
+    """A fresh draw of the model's own initialiser: the random-reinit control."""
     return s.fresh().clone()
 
 
@@ -129,6 +135,7 @@ register_reinit(random, draws_afresh=True)
 
 @register_reinit
 def reshuffle(s: ReinitInputs) -> torch.Tensor:
+    """The kept rewind-point values permuted among the kept positions of the layer."""
     w = s.rewind.clone()
     if s.cfg.same_sign:
         _shuffle_within(w, s.keep & (s.theta0 > 0), s.generator)
@@ -140,14 +147,19 @@ def reshuffle(s: ReinitInputs) -> torch.Tensor:
 
 @register_reinit
 def constant(s: ReinitInputs) -> torch.Tensor:
+    """±c, c the layer's θ0 sd (or a given value); the sign from θ0 or random."""
     c = s.cfg.constant if s.cfg.constant is not None else float(s.theta0.float().std())
     base = s.rewind
     return c * (torch.randint(0, 2, base.shape, generator=s.generator) * 2 - 1).to(base.dtype)
 
 
 # Retraining variants (Renda et al. 2020): the trained weights as they are.
-register_reinit(rewind, name="lr_rewind", keeps_trained=True)
-register_reinit(rewind, name="finetune", keeps_trained=True, final_lr=True)
+register_reinit(rewind, name="lr_rewind", keeps_trained=True,
+                description="The trained weights, the lr schedule replayed from rewind_step "
+                            "(Renda et al. 2020).")
+register_reinit(rewind, name="finetune", keeps_trained=True, final_lr=True,
+                description="The trained weights, trained on at the schedule's final lr "
+                            "(Renda et al. 2020).")
 REINIT_MODES.mark_builtin()
 
 

@@ -5,19 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from ..config import load_config
+from ..console import write
 from ..errors import ConfigError, LTHError, StoreError, explain_os_error, is_filesystem_error
 from ..version import __version__
 from .studies import add_study_commands, write_csv
 
+if TYPE_CHECKING:  # torch, pandas and the rest load in the commands: `lth --help` is quick
+    import pandas as pd
+
 
 def _table(df: pd.DataFrame) -> str:
+    import pandas as pd
+
     from ..experiment.result import shown_columns, shown_costs
 
     shown = shown_columns(df.columns)
@@ -36,7 +42,7 @@ def _table(df: pd.DataFrame) -> str:
 
 def _run_config(path: str, overrides: list[str]):
     """An experiment TOML, or a run directory made from one (resumes or repairs it)."""
-    from ..config import ExperimentConfig
+    from ..config import ExperimentConfig, load_config
     from ..config_text import parse_override, set_dotted
     from ..store import Damaged, RunDir
 
@@ -62,6 +68,7 @@ def _run_config(path: str, overrides: list[str]):
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from ..experiment import LotteryModel
+    from ..experiment.progress import Console
 
     overrides = list(args.set)
     if args.masks_from:
@@ -75,7 +82,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     trackers = ([TensorBoard(args.tensorboard)] if args.tensorboard else []) + (
         [MLflow(args.mlflow, args.mlflow_experiment)] if args.mlflow else [])
-    result = exp.run(store=store, progress=not args.quiet, trackers=trackers)
+    result = exp.run(store=store, progress=Console(bars=not args.quiet), trackers=trackers)
     print(f"run directory: {result.path}")
     print(_table(result.table()))
     print(f"per-level table: {RunDir(result.path).levels_csv}")
@@ -103,6 +110,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _group_table(result) -> str:
+    import pandas as pd
+
     stats = result.stats()
     if stats.empty:
         return "(no finished trials)"
@@ -128,9 +137,11 @@ def _group_table(result) -> str:
 
 
 def _run_group(group, args: argparse.Namespace) -> int:
+    from ..experiment.progress import GroupConsole
+
     result = group.run(store=args.store, executor=args.executor, workers=args.workers,
-                       retry_failed=args.retry_failed, progress=not args.quiet,
-                       stack=args.stack)
+                       retry_failed=args.retry_failed,
+                       progress=GroupConsole(bars=not args.quiet), stack=args.stack)
     print(f"{group.kind} directory: {result.path}")
     print(_group_table(result))
     print(f"trials: {result.summary_line()}; tables: {result.path}/stats.csv, table.csv")
@@ -220,12 +231,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _group_args(p: argparse.ArgumentParser) -> None:
-    from ..execution import EXECUTORS
-
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting of the base experiment (repeatable)")
     p.add_argument("--store", default="runs", help="directory of runs (default: runs)")
-    p.add_argument("--executor", default="local", choices=EXECUTORS,
+    p.add_argument("--executor", default="local",  # checked by name when it runs
                    help="where trials run: local processes (default), ray (RAY_ADDRESS or a "
                         "local Ray), or sequential in this process")
     p.add_argument("--workers", type=int, help="parallel trials (default: CPU count)")
@@ -233,22 +242,32 @@ def _group_args(p: argparse.ArgumentParser) -> None:
                    help="train up to K alike trials stacked in one step per worker "
                         "(default: train.stack; 0 there means 8 on a GPU, 1 on CPU)")
     p.add_argument("--retry-failed", action="store_true", help="re-run trials that failed")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (or lines); what "
+                   "is skipped and resumed is still said")
 
 
 class _Stderr(logging.Handler):
-    """Writes to whatever ``sys.stderr`` is when a record comes (not when created)."""
+    """Writes to whatever ``sys.stderr`` is when a record comes (not when created), above
+    any progress bar."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(f"lth: {record.getMessage()}", file=sys.stderr)
+        write(f"lth: {record.getMessage()}")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings as the CLI shows them: one line above any progress bar."""
+    write(warnings.formatwarning(message, category, filename, lineno, line).rstrip("\n"),
+          file=file)
 
 
 def _log_to_stderr() -> None:
-    """Repairs and notes of the library (logger ``lth``) go to stderr, one line each."""
+    """Repairs and notes of the library (logger ``lth``) and warnings go to stderr, one
+    line each."""
     logger = logging.getLogger("lth")
     if not any(isinstance(h, _Stderr) for h in logger.handlers):
         logger.addHandler(_Stderr())
         logger.setLevel(logging.INFO)
+    warnings.showwarning = _show_warning
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,9 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", required=True, help="directory for index.html, PNG/SVG, CSV")
     rep.add_argument("--title", help="page title")
     rep.set_defaults(func=_cmd_report)
-    from ..forward.config import add_parser as add_forward_sweep
+    from .forward import add_parser as add_forward_sweep
+    from .listing import add_parser as add_list
 
     add_forward_sweep(sub)  # lth forward-sweep CONFIG [--out DIR] [--set key=value]
+    add_list(sub)  # lth list [models|datasets|criteria|reinit|tasks|presets]
     add_study_commands(sub)  # last, so no study takes a command's name: lth instability ...
     return parser
 
@@ -324,15 +345,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except LTHError as exc:
-        print(f"lth: error: {exc}", file=sys.stderr)
+        write(f"lth: error: {exc}")
         return 2
+    except BrokenPipeError:  # `lth list models | head`: the reader left; nothing to say
+        sys.stdout = open(os.devnull, "w")  # the exit's flush stays quiet
+        return 141
     except OSError as exc:
         if not is_filesystem_error(exc):
             raise
-        print(f"lth: error: {explain_os_error(exc)}", file=sys.stderr)
+        write(f"lth: error: {explain_os_error(exc)}")
         return 2
     except KeyboardInterrupt:
-        print("lth: interrupted; re-run the same command to resume", file=sys.stderr)
+        write("lth: interrupted; re-run the same command to resume")
         return 130
 
 

@@ -12,11 +12,12 @@ import argparse
 import dataclasses
 import typing
 from functools import partial
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, StoreError
+
+if TYPE_CHECKING:  # pandas loads when a table is made: `lth --help` stays quick
+    import pandas as pd
 
 _WORDS = {int: "whole numbers", float: "numbers", str: "names"}
 
@@ -113,6 +114,8 @@ def run_study(study: Any, args: argparse.Namespace) -> int:
     for overrides in study.sweep(settings):
         cfg = load_config(args.config, [*args.set, *overrides])
         tables.append(study.run(LotteryModel.from_config(cfg), args.store, settings))
+    import pandas as pd
+
     out = pd.concat(tables, ignore_index=True)
     print(study.shown(out).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     write_csv(out, args.csv)

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 
 from ..config_schema import name_problem
@@ -31,13 +30,13 @@ from ..execution import WorkerLost, make_executor
 from ..store import (
     RunDir,
     Trials,
-    count_finished_levels,
     exclusive,
     group_dir,
     short_hash,
     tidy_group,
 )
 from .group_result import GroupResult
+from .progress import GroupConsole
 from .trials import Outcome, Trial, run_trials
 
 log = logging.getLogger("lth")
@@ -106,14 +105,16 @@ class TrialGroup:
     @explained_os_errors
     def run(self, store: str | Path | None = "runs", *, executor: str = "sequential",
             workers: int | None = None, retry_failed: bool = False,
-            progress: bool = False, stack: int | None = None) -> GroupResult:
+            progress: bool | GroupConsole = False, stack: int | None = None) -> GroupResult:
         """Run every trial that is not finished; returns the group's results.
 
         ``store=None`` uses a temporary directory that lives as long as the result.
         ``stack``: at most this many trials that train alike (the seeds of a variant, or
         variants with the same model, data and training) train stacked in one step, in
         one worker (default: each variant's ``train.stack``; its 0 means
-        :func:`auto_stack`).
+        :func:`auto_stack`). ``progress``: ``True`` (or a
+        :class:`~lth.experiment.progress.GroupConsole`) says on stderr what is skipped and
+        resumed, and shows a bar of the trials' levels.
         """
         if stack is not None and stack < 1:
             raise ConfigError(f"stack = {stack}; give 1 or more (1: one trial at a time)")
@@ -180,13 +181,15 @@ class _Driver:
     copy it from the store."""
 
     def __init__(self, trials: list[Trial], store: Trials, status: dict, pool: Any,
-                 progress: bool, level0: dict[str, str], stack: int):
+                 progress: bool | GroupConsole, level0: dict[str, str], stack: int):
         self.trials = {t.key: t for t in trials}
         self.level0, self.stack = level0, stack
         self.store, self.status, self.pool = store, status, pool
         self.running: dict[Any, list[str]] = {}  # handle -> its trials (key or key#level0)
         self.lost: dict[str, int] = {}
-        self.bar = _Progress(store.gdir, trials, status) if progress else None
+        self.bar = GroupConsole() if progress is True else (progress or None)
+        if self.bar is not None:
+            self.bar.start(store.runs_dir, {t.key: t.n_levels for t in trials}, status)
         self.leader: dict[str, str] = {}  # trial key -> the key whose level-0 task it awaits
         classes: dict[tuple[str, int], list[str]] = {}
         for t in trials:
@@ -241,6 +244,13 @@ class _Driver:
         return tasks[:max(0, free)]
 
     def loop(self) -> None:
+        try:
+            self._loop()
+        finally:  # also when interrupted: what follows is not written into the bar
+            if self.bar:
+                self.bar.close(self.status)
+
+    def _loop(self) -> None:
         while True:
             free = self.pool.capacity - len(self.running)
             for through, members in self.stacks(self.ready(), free):
@@ -268,8 +278,6 @@ class _Driver:
                     self.collect(task, out)
             if self.bar:
                 self.bar.update(self.status, sum(map(len, self.running.values())))
-        if self.bar:
-            self.bar.close(self.status)
 
     def collect(self, task: str, out: Outcome | WorkerLost) -> None:
         key, _, part = task.partition("#")
@@ -293,27 +301,3 @@ class _Driver:
         else:
             self.record(key, status="done", run_dir=self.store.relative(out.run_dir),
                         wall_time_s=round(out.wall_time_s, 3), finished=time.time())
-
-
-class _Progress:
-    """One bar over all trials' levels, with done / running / failed trial counts."""
-
-    def __init__(self, gdir: Path, trials: list[Trial], status: dict):
-        from tqdm.auto import tqdm
-
-        total = sum(t.n_levels + 1 for t in trials)
-        self.gdir = gdir
-        self.bar = tqdm(total=total, unit="level", dynamic_ncols=True)
-        self.update(status, 0)
-
-    def update(self, status: dict, running: int) -> None:
-        levels = count_finished_levels(Trials(self.gdir).runs_dir)
-        self.bar.n = min(levels, self.bar.total)
-        counts = pd.Series([s["status"] for s in status.values()]).value_counts()
-        self.bar.set_postfix(done=int(counts.get("done", 0)), running=running,
-                             failed=int(counts.get("failed", 0)), refresh=False)
-        self.bar.refresh()
-
-    def close(self, status: dict) -> None:
-        self.update(status, 0)
-        self.bar.close()

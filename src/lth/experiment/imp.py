@@ -24,11 +24,11 @@ from ..seeding import generator
 from ..state import get_state, set_state
 from ..store import Damaged, RunDir
 from ..store.layout import HISTORY
-from ..train import Callback, Job, OnEval, Span, sparse_layers, train_stack
+from ..train import Callback, Job, Span, sparse_layers, train_stack
 from .costs import CostTimeline, level_costs, training_flops
 from .hooks import level_hooks
 from .plan import Plan
-from .progress import Progress
+from .progress import Reporter
 from .result import levels_frame, summarize
 
 log = logging.getLogger("lth")
@@ -39,7 +39,7 @@ Jobs = Generator[Job, "list[dict] | BaseException", Any]
 
 
 def level_jobs(plan: Plan, run: RunDir, model: nn.Module, data: Data, *, through: int,
-               report: Progress | None, on_level: Callable[[int], None]) -> Jobs:
+               report: Reporter | None, on_level: Callable[[int], None]) -> Jobs:
     """Levels 0..``through`` of ``run``: verified if done, (re)computed if not.
 
     A generator: it yields each level's training :class:`~lth.train.Job` and expects its
@@ -52,10 +52,15 @@ def level_jobs(plan: Plan, run: RunDir, model: nn.Module, data: Data, *, through
         for level in range(through + 1):
             if _intact(plan, run, level):
                 if report is not None:
-                    report(level, plan.total_steps, plan.total_steps)
+                    report.skipped(level)
                 continue
-            if not (level == 0 and _reuse_level0(plan, run)):
+            if level == 0 and _reuse_level0(plan, run):
+                if report is not None:
+                    report.skipped(level, copied=True)
+            else:
                 yield from _train(plan, run, model, data, level, report)
+                if report is not None:
+                    report.finished(level)
             on_level(level)
         summaries = run.summaries()
         run.write_levels_csv(levels_frame([summaries[lv] for lv in sorted(summaries)])
@@ -72,6 +77,8 @@ def drive(jobs: Jobs) -> Any:
                    else jobs.send(outcome))
     except StopIteration as stop:
         return stop.value
+    finally:  # now, not when the traceback is freed: its bar closes, its lock is released
+        jobs.close()
 
 
 def drive_together(generators: list[Jobs]) -> list[Any]:
@@ -258,8 +265,21 @@ def _costs(plan: Plan, done: dict[int, dict], level: int, enforced: Mask, begin:
     return {"train_flops": flops, **level_costs(plan, counted, level)}
 
 
+class _Reported(Callback):
+    """Tells a :class:`Reporter` where a level's training (re)starts and how far it is."""
+
+    def __init__(self, report: Reporter, level: int, span: Span):
+        self.report, self.level, self.span = report, level, span
+
+    def begin(self, step: int, state: Callable[[], Any]) -> None:
+        self.report.begin(self.level, step, first=self.span.start, end=self.span.end)
+
+    def after_eval(self, row: dict[str, float]) -> None:
+        self.report.step(self.level, int(row["step"]), self.span.end)
+
+
 def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
-           report: Progress | None) -> Jobs:
+           report: Reporter | None) -> Jobs:
     t0, lv = time.perf_counter(), run.level(level)
     mask = (Mask.ones(model, plan.names) if plan.learns_mask(level)
             else _mask(plan, run, model, data, level,
@@ -275,8 +295,7 @@ def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
         trained, enforced = hook.trained(trained, enforced)
         cfg = hook.train_config(cfg)
     span = Span(start=begin, end=plan.total_steps, **plan.span)
-    callbacks: list[Callback] = [] if report is None else [
-        OnEval(lambda s: report(level, s, span.end))]
+    callbacks: list[Callback] = [] if report is None else [_Reported(report, level, span)]
     callbacks += [c for hook in hooks for c in hook.callbacks()]
     method = next((u for hook in hooks if (u := hook.mask_updates()) is not None), None)
     updates = None if method is None else CostTimeline(method, plan.costs, begin, enforced)
@@ -285,7 +304,7 @@ def _train(plan: Plan, run: RunDir, model: nn.Module, data: Data, level: int,
               task=plan.task, output=plan.task_config.output, mask_updates=updates)
     history = yield job
     if report is not None and any(h.stopped_early() for h in hooks):
-        report(level, span.end, span.end)  # stopped early: the level is complete
+        report.stopped_early(level, span.end)  # the level is complete
     for hook in hooks:
         mask = hook.finish(job, model, mask, lv)
     mask.check(model)

@@ -33,7 +33,7 @@ from ..train import torch_threads
 from ..version import __version__
 from .imp import Jobs, drive, level_jobs
 from .plan import Plan, make_plan
-from .progress import Progress, progress_bar
+from .progress import Progress, Reporter, reporter
 from .result import Result
 from .spec import recipe, settings_of, structure_sha
 
@@ -163,12 +163,14 @@ class LotteryModel:
     # -- running ----------------------------------------------------------------------
     @explained_os_errors
     def run(self, store: str | Path | None = "runs", *,
-            progress: bool | Progress = False, trackers: Sequence[Any] = (),
+            progress: bool | Progress | Reporter = False, trackers: Sequence[Any] = (),
             through: int | None = None) -> Result:
         """Run (or resume) every level; returns the :class:`Result`.
 
         ``store=None`` runs in a temporary directory that lives as long as the result.
-        ``trackers`` (:mod:`lth.tracking`) log each level as it finishes.
+        ``trackers`` (:mod:`lth.tracking`) log each level as it finishes. ``progress``:
+        ``True`` for notes and a bar on stderr, a function ``(level, step, end_step)``, or
+        a :class:`~lth.experiment.progress.Reporter` (:mod:`lth.experiment.progress`).
         Re-running with the same store skips finished levels and resumes a level from its
         last checkpoint, giving the same numbers as an uninterrupted run; a stored level
         whose files are damaged is recomputed. ``through``: stop after that level (the
@@ -183,7 +185,7 @@ class LotteryModel:
                                     through=through))
         return Result(run.path, _keepalive=keepalive)
 
-    def levels(self, store: Path, *, progress: bool | Progress = False,
+    def levels(self, store: Path, *, progress: bool | Progress | Reporter = False,
                trackers: Sequence[Any] = (), through: int | None = None) -> Jobs:
         """:meth:`run` as a generator of training jobs (see
         :func:`lth.experiment.imp.level_jobs`); returns the run's directory. This is how
@@ -204,7 +206,9 @@ class LotteryModel:
         model = model.to(plan.device)
         data = self.data.to(plan.device)
         last = self.config.n_levels if through is None else min(through, self.config.n_levels)
-        report = progress_bar(progress, last, plan.total_steps, plan.rewind_step)
+        report = reporter(progress)
+        if report is not None:
+            report.start(last=last, total=plan.total_steps, rewind=plan.rewind_step)
         if trackers:
             saved = run.config()
             shown = {"settings": saved["identity"]["settings"],
@@ -221,8 +225,8 @@ class LotteryModel:
             yield from level_jobs(plan, run, model, data, through=last, report=report,
                                   on_level=logged)
         finally:
-            if hasattr(report, "close"):
-                report.close()  # type: ignore[union-attr]
+            if report is not None:
+                report.close()
             for tracker in trackers:
                 tracker.close()
         return run

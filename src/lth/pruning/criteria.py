@@ -1,8 +1,8 @@
 """Pruning criteria of Zhou et al. (2019): a score per weight, higher = keep.
 
-A criterion sees the weights the level started training from (``init``: θ0 or the rewind
-point), the weights after training (``final``), the current mask and the fraction of
-survivors about to be pruned. Selection (exact counts, seeded ties) lives in
+A criterion sees the weights the level started training from (``init``, w_i: θ0 or the
+rewind point), the weights after training (``final``, w_f), the current mask and the
+fraction of survivors about to be pruned. Selection (exact counts, seeded ties) lives in
 :mod:`lth.pruning.selection`.
 """
 
@@ -73,21 +73,25 @@ def register_criterion(fn: Criterion, *, name: str | None = None,
 
 @register_criterion
 def large_final(s: ScoreInputs) -> torch.Tensor:
+    """|w_f|: the largest trained weights survive (IMP's criterion)."""
     return s.final.abs()
 
 
 @register_criterion
 def small_final(s: ScoreInputs) -> torch.Tensor:
+    """-|w_f|: the smallest trained weights survive (a control)."""
     return -s.final.abs()
 
 
 @register_criterion
 def large_init(s: ScoreInputs) -> torch.Tensor:
+    """|w_i|: the weights largest at the start of training survive."""
     return s.init.abs()
 
 
 @register_criterion
 def small_init(s: ScoreInputs) -> torch.Tensor:
+    """-|w_i|: the weights smallest at the start of training survive."""
     return -s.init.abs()
 
 
@@ -122,37 +126,44 @@ def _quantile_ratio(s: ScoreInputs) -> float:
 
 @register_criterion
 def large_init_large_final(s: ScoreInputs) -> torch.Tensor:
+    """min(α|w_f|, |w_i|): weights large before and after training survive."""
     return torch.minimum(_quantile_ratio(s) * s.final.abs(), s.init.abs())
 
 
 @register_criterion
 def small_init_small_final(s: ScoreInputs) -> torch.Tensor:
+    """-max(α|w_f|, |w_i|): weights small before and after training survive."""
     return -torch.maximum(_quantile_ratio(s) * s.final.abs(), s.init.abs())
 
 
 @register_criterion
 def magnitude_increase(s: ScoreInputs) -> torch.Tensor:
+    """|w_f| - |w_i|: the weights whose magnitude grew most in training survive."""
     return s.final.abs() - s.init.abs()
 
 
 @register_criterion
 def movement(s: ScoreInputs) -> torch.Tensor:
+    """|w_f - w_i|: the weights that moved furthest in training survive."""
     return (s.final - s.init).abs()
 
 
 @register_criterion
 def large_final_same_sign(s: ScoreInputs) -> torch.Tensor:
+    """|w_f| where w_f has the sign of w_i, else 0: large weights that kept their sign."""
     # Weights that flipped sign score 0: kept only when too few kept their sign (ties -> seeded).
     return torch.where(torch.sign(s.final) == torch.sign(s.init), s.final.abs(), 0.0)
 
 
 @register_criterion
 def large_final_diff_sign(s: ScoreInputs) -> torch.Tensor:
+    """|w_f| where the sign of w_i flipped, else 0: large weights that changed sign."""
     return torch.where(torch.sign(s.final) != torch.sign(s.init), s.final.abs(), 0.0)
 
 
 @register_criterion
 def random(s: ScoreInputs) -> torch.Tensor:
+    """Uniform random scores: a random mask of the same density (a control)."""
     return torch.rand(s.final.shape, generator=s.generator)
 
 

@@ -8,6 +8,7 @@ run, stored through :class:`lth.store.Analysis` (files, then a summary written l
 their digests). Every other method has a default that reads those summaries back.
 
 >>> from dataclasses import dataclass
+>>> import pandas as pd
 >>> @dataclass(frozen=True)
 ... class CountSettings(Section):
 ...     level: int = flag(0, "the level whose weights are counted")
@@ -29,14 +30,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import pandas as pd
-
 from ..config_schema import Section
 from ..errors import ConfigError
 from ..registry import Registry
 from ..store import Analysis, Damaged, RunDir, analyses, study_name_problem
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pandas too: `lth --help` builds the study verbs without it
+    import pandas as pd
+
     from ..analysis import Results
     from ..experiment import LotteryModel, Result
 
@@ -137,6 +138,8 @@ class Study:
     def report_table(self, table: pd.DataFrame) -> pd.DataFrame:
         """The table the report shows under :attr:`title`: experiment, seed, then the
         shown columns."""
+        import pandas as pd
+
         ids = [c for c in ("experiment", "seed") if c in table]
         return pd.concat([table[ids], self.shown(table.drop(columns=ids))], axis=1)
 

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from ..config_schema import Problem, Section
 from ..store import Analysis, RunDir
 from .base import FigureItem, Study, flag, register_study
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pandas too: `lth --help` builds the study verbs without it
+    import pandas as pd
+
     from ..analysis import Results
     from ..experiment import LotteryModel
 
@@ -70,6 +70,8 @@ class Instability(Study):
     def figures(self, results: Results) -> list[FigureItem]:
         """Barrier vs k per experiment name (the runs of one name differ in k), and the
         path of the sparsest analysed level at the smallest k."""
+        import pandas as pd
+
         from ..report import figures as f
         from ..report.sections import slug
 
