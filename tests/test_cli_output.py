@@ -145,7 +145,58 @@ def test_piped_robust_run_lines_then_skips_its_finished_trials(tmp_path):
     args = ["robust", str(ROOT / "configs" / "quickstart.toml"), "--seeds", "0-1",
             "--store", str(tmp_path), "--executor", "sequential", *QUICK]
     first = _piped(*args).stderr.splitlines()
-    assert first[-1] == "levels 6/6 finished; trials: 2 done, 0 running, 0 failed"
+    assert first[-1] == "levels 6/6 finished; trials: 2 done, 0 failed"
     assert len(first) <= 6, "at most one line per finished level"
     again = _piped(*args).stderr.splitlines()
     assert again == ["2 trials finished before: verified, skipped"]
+
+
+def test_interrupted_robust_run_says_it_resumes_the_trial(tmp_path):
+    args = ["robust", str(ROOT / "configs" / "quickstart.toml"), "--seeds", "0-1",
+            "--store", str(tmp_path), "--executor", "sequential", *SLOW]
+    proc = subprocess.Popen(_lth(*args), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if list(tmp_path.glob("*/trials/*/level_001/checkpoint.safetensors")):
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "interrupted while its first trial trained"
+    assert err.splitlines()[-1] == "lth: interrupted; re-run the same command to resume"
+    again = _piped(*args).stderr.splitlines()
+    assert again[0] == "resuming 1 trial interrupted before, from its last checkpoint"
+    assert again[-1] == "levels 6/6 finished; trials: 2 done, 0 failed"
+
+
+def test_log_lines_and_warnings_are_written_above_a_live_bar(monkeypatch):
+    import io
+    import logging
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    from lth.cli.main import _log_to_stderr
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    _log_to_stderr()
+    bar = tqdm(total=10, file=err, ncols=60)
+    bar.update(3)
+    logging.getLogger("lth").info("removed leftover %s", "x.tmp")
+    warnings.warn("a note", UserWarning, stacklevel=1)
+    bar.update(3)
+    bar.close()
+    shown = _shown(err.getvalue())
+    assert "lth: removed leftover x.tmp" in shown
+    assert any(line.endswith("UserWarning: a note") for line in shown)
+
+
+def test_an_unknown_executor_is_one_error_naming_the_known_ones(capsys):
+    from lth.cli import main
+
+    code = main(["robust", str(ROOT / "configs" / "quickstart.toml"), "--seeds", "0",
+                 "--executor", "lcoal", *QUICK])
+    assert code == 2
+    assert "unknown executor 'lcoal'; did you mean 'local'?" in capsys.readouterr().err

@@ -37,6 +37,40 @@ MODEL_KEY = "lth_model"
 """Ticket metadata: the registry model to rebuild (``create_model``'s arguments, JSON)."""
 
 
+def state_dict_of(model: nn.Module | None, weights: dict[str, torch.Tensor], mask: Mask
+                  ) -> dict[str, torch.Tensor]:
+    """``weights`` (pruned ones zero) under the keys of ``model.state_dict()``, so that
+    ``model.load_state_dict`` takes them: lth's stored state holds a tied weight once and
+    every buffer, also those a model leaves out of its ``state_dict`` (``persistent=False``,
+    as Hugging Face models register ``position_ids``). Without ``model``: the stored keys."""
+    if model is None or hasattr(model, "lth_layer_kinds"):  # a Keras model: its own names
+        return {k: v.clone() for k, v in weights.items()}
+    out = copy.deepcopy(model).cpu()
+    set_state(out, weights)
+    mask.apply_(out)
+    return {k: v.detach().clone() for k, v in out.state_dict().items()}
+
+
+def example_input(model: nn.Module, shape: list[int] | tuple[int, ...], dtype: str = "float32",
+                  *, n: int = 8) -> torch.Tensor:
+    """A seeded batch of ``n`` inputs of the run's kind on which an exported module's outputs
+    are checked: floats for float and uint8 data (images are normalised floats when they
+    reach the model), token ids below the smallest ``nn.Embedding`` of ``model`` for integer
+    data (a float batch would fail in the embedding), booleans for bool data.
+
+    >>> example_input(nn.Embedding(5, 2), [3], "int64").dtype
+    torch.int64
+    """
+    g = torch.Generator().manual_seed(0)
+    if dtype == "bool":
+        return torch.randint(0, 2, (n, *shape), generator=g).bool()
+    if dtype.startswith("int"):  # lth keeps integer inputs as int64 token ids
+        sizes = [m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)]
+        return torch.randint(0, min(sizes, default=2), (n, *shape), generator=g,
+                             dtype=getattr(torch, dtype))
+    return torch.randn(n, *shape, generator=g)
+
+
 def _outputs_equal(a: nn.Module, b: nn.Module, example: torch.Tensor) -> bool:
     a.eval()
     b.eval()
@@ -200,7 +234,7 @@ def export(model: nn.Module | None, weights: dict[str, torch.Tensor], mask: Mask
     if fmt not in FORMATS:
         raise ConfigError(unknown_name("export format", fmt, FORMATS))
     if fmt == "state_dict":
-        return {k: v.clone() for k, v in weights.items()}
+        return state_dict_of(model, weights, mask)
     if model is None:
         raise ConfigError(f"export format {fmt!r} builds a module: give the model the run "
                           "trained (Result.export(level, fmt, model=...))")
@@ -216,5 +250,5 @@ def export(model: nn.Module | None, weights: dict[str, torch.Tensor], mask: Mask
     return small_module(model, weights, mask, units, example)
 
 
-__all__ = ["FORMATS", "export", "load_ticket", "model_metadata", "pruned_module",
-           "small_module", "sparse_module"]
+__all__ = ["FORMATS", "example_input", "export", "load_ticket", "model_metadata", "pruned_module",
+           "small_module", "sparse_module", "state_dict_of"]

@@ -256,16 +256,15 @@ class _Driver:
             for through, members in self.stacks(self.ready(), free):
                 items = [(t, self.status[t.masks_of]["run_dir"] if t.masks_of else None)
                          for t in members]
+                for t in members:  # before submitting: the sequential executor runs it now
+                    self.record(t.key, status="pending", started=time.time())
                 handle = self.pool.submit(
                     run_trials, [(t, m and str(self.store.gdir / m)) for t, m in items],
                     str(self.store.runs_dir), str(self.store.running_dir), through)
                 self.running[handle] = [t.key if through is None else f"{t.key}#level0"
                                         for t in members]
-                for t in members:
-                    if through is None:
-                        self.record(t.key, status="pending", started=time.time())
-                    else:
-                        self.level0_running.add(t.key)
+                if through is not None:
+                    self.level0_running.update(t.key for t in members)
             if not self.running:
                 break
             for handle in self.pool.wait(list(self.running), timeout=0.5):

@@ -176,15 +176,20 @@ class GroupConsole:
         states = {key: status[key]["status"] for key in n_levels}
         done = [k for k, s in states.items() if s == "done"]
         failed = [k for k, s in states.items() if s == "failed"]
-        resumed = [k for k, s in states.items() if s == "pending" and "started" in status[k]]
+        retried = [k for k, s in states.items() if s == "pending" and "error" in status[k]]
+        resumed = [k for k, s in states.items() if s == "pending" and "started" in status[k]
+                   and k not in retried]
         if done:
             write(f"{_trials(done)} finished before: verified, skipped")
         if failed:
             write(f"{_trials(failed)} failed before, skipped (--retry-failed runs "
                   f"{'it' if len(failed) == 1 else 'them'} again)")
+        if retried:
+            write(f"retrying {_trials(retried)} that failed before (--retry-failed)")
         if resumed:
-            write(f"resuming {_trials(resumed)} interrupted before, each from its last "
-                  "finished level or checkpoint")
+            one = len(resumed) == 1
+            write(f"resuming {_trials(resumed)} interrupted before, from "
+                  f"{'its last checkpoint' if one else 'their last checkpoints'}")
         pending = [k for k, s in states.items() if s == "pending"]
         self._runs, self._base = runs, count_finished_levels(runs)
         self._count = self._base
@@ -209,8 +214,9 @@ class GroupConsole:
                                   failed=counts["failed"], refresh=False)
             self._bar.refresh()
         elif levels > self._count:
+            busy = f", {running} running" if running else ""
             write(f"levels {min(levels, self._total)}/{self._total} finished; trials: "
-                  f"{counts['done']} done, {running} running, {counts['failed']} failed")
+                  f"{counts['done']} done{busy}, {counts['failed']} failed")
         self._count = levels
 
     def close(self, status: dict[str, dict]) -> None:

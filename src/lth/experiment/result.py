@@ -248,18 +248,20 @@ class Result:
         pruned runs: a physically smaller module with equal outputs) or ``sparse`` (sparse
         kernels in the pruned ``nn.Linear`` layers; ``lth.sparse_ticket.save`` writes it);
         see :mod:`lth.export`. ``model``: the module the run trained (default: rebuilt from
-        the run's config)."""
-        from ..export import FORMATS, export
+        the run's config); with it, ``state_dict`` has exactly the keys of
+        ``model.state_dict()`` (tied weights under each name, no non-persistent buffers)."""
+        from ..export import FORMATS, example_input, export
         from ..keras import adapt
 
         if format not in FORMATS:
             raise ConfigError(unknown_name("export format", format, FORMATS))
         level = self.levels[-1] if level is None else level
         cfg = self.config()
-        if format != "state_dict":
+        if format != "state_dict" or model is not None:
             model = self.model() if model is None else adapt(model)
-        shape = (cfg.get("data") or {}).get("input_shape") or []
-        example = torch.randn(8, *shape, generator=torch.Generator().manual_seed(0))
+        data = cfg.get("data") or {}
+        example = None if format == "state_dict" else example_input(
+            model, data.get("input_shape") or [], data.get("dtype", "float32"))
         return export(model, self.weights(level), self.mask(level), format,
                       units=(cfg.get("structure") or {}).get("units"), example=example)
 
