@@ -334,8 +334,8 @@ def save(model: nn.Module, path: str | os.PathLike[str], *,
         else:
             tensors[name] = t.contiguous()
     meta = {META_KEY: json.dumps({"version": VERSION, "compressed": shapes})}
-    # Bytes written by open() get the umask's permissions (safetensors' save_file: 0600).
-    Path(path).write_bytes(to_bytes(tensors, metadata={**(metadata or {}), **meta}))
+    with open(path, "wb") as f:  # open() follows the umask; safetensors' save_file: 0600
+        f.write(to_bytes(tensors, metadata={**(metadata or {}), **meta}))
 
 
 def _info(metadata: dict[str, str], path: str | os.PathLike[str]) -> dict:
