@@ -19,7 +19,6 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from functools import partial, reduce
-from pathlib import Path
 
 import torch
 from safetensors import safe_open
