@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 # Torch is pinned for dev/CI by constraints.txt (the CPU build); pyproject keeps a range.
 CONSTRAINTS := -c constraints.txt
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow lint bench docs clean
 
 $(VENV)/.base: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(VENV)/.dev
 test-slow: $(VENV)/.dev
 	$(PY) -m pytest -q -m slow
 
+# The docs site into site/; --strict fails on a broken link, a page missing from the nav or
+# an API reference that names nothing.
+docs: $(VENV)/.dev
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check src tests bench
 
@@ -34,4 +39,4 @@ bench: $(VENV)/.base
 	$(PY) bench/train_speed.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

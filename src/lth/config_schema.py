@@ -237,3 +237,102 @@ def as_section(cls: type[Section], value: Any, key: str) -> Any:
         raise_problems(problems)
         return instance
     raise ConfigError(f"{key}: expected a {cls.__name__} or a dict, got {type(value).__name__}")
+
+
+KEY_DOCS: dict[str, str] = {
+    # The one-line meaning of every key of an experiment configuration (sections of
+    # lth.config.ExperimentConfig), keyed "section.key"; the docs' configuration reference
+    # is generated from these, the types, the defaults and the checks (docs/hooks.py).
+    "name": "The run's name: its directory is `<name>-<run_id>` in the store.",
+    "seed": "One seed for θ0, the data order, pruning ties, reinit noise and dropout.",
+    "n_levels": "Pruning levels after the dense level 0; more levels continue a run.",
+    "masks_from": "A finished run directory whose masks are used level by level.",
+    "masks_from_mode": "How `masks_from` masks are used: `same`, or random masks with its "
+                       "counts per layer (`random_layer`) or in total (`random_global`).",
+    "model.name": "A registered model; other keys of `[model]` are its builder's options.",
+    "model.initializer": "The θ0 scheme for weights (`default`: the module's own).",
+    "model.bias_init": "Biases: the module's own (`default`) or `zeros`.",
+    "model.options": "Not written as a key: the other keys of `[model]` (e.g. `hidden`).",
+    "data.name": "A registered dataset.",
+    "data.val_size": "Validation examples held out of the training set: a fraction or a "
+                     "count (unset: the dataset's own, 5,000 for MNIST/CIFAR, 10% digits).",
+    "data.split_seed": "The seed of the validation split's permutation.",
+    "data.root": "A directory holding the dataset's files (looked in first).",
+    "data.download": "Download missing files into the cache.",
+    "data.augment": "Training augmentation: `auto` (crops and flips for CIFAR only), "
+                    "`none` or `crop_flip`.",
+    "train.optimizer": "The optimizer.",
+    "train.lr": "The learning rate (> 0).",
+    "train.momentum": "SGD momentum, in [0, 1).",
+    "train.nesterov": "Nesterov momentum (needs `sgd` and momentum > 0).",
+    "train.weight_decay": "L2 weight decay (>= 0).",
+    "train.betas": "Adam/AdamW betas, each in [0, 1).",
+    "train.batch_size": "Training batch size; an epoch is `len(train) // batch_size` batches.",
+    "train.duration": "How long each level trains: iterations (`500`, `\"500it\"`) or "
+                      "epochs (`\"3ep\"`).",
+    "train.lr_schedule": "`constant`, `step` (× `gamma` at each milestone) or `cosine`.",
+    "train.milestones": "Durations at which a `step` schedule multiplies the lr by `gamma`.",
+    "train.gamma": "The `step` schedule's factor, in (0, 1].",
+    "train.warmup": "A linear warmup of the lr over this duration.",
+    "train.eval_every": "How often validation and test sets are evaluated.",
+    "train.eval_batch_size": "Batch size of evaluation.",
+    "train.checkpoint_every": "How often an interrupted level's checkpoint is written.",
+    "train.device": "`cpu`, `cuda` (a pool worker's own GPU), `cuda:N`, `mps` or `auto`.",
+    "train.precision": "The forward pass's dtype, weights kept in float32 (fp16 with loss "
+                       "scaling).",
+    "train.threads": "Torch intra-op threads per trial (0 keeps torch's setting).",
+    "train.stack": "Alike trials trained stacked in one step per worker (0: 8 on a GPU, "
+                   "1 on CPU and with fp16).",
+    "train.kernels": "`auto`: sparse kernels for `Linear` layers of >= 1,000 weights keeping "
+                     "under half; `dense`; `sparse` (every pruned `Linear`).",
+    "prune.criterion": "What scores a weight (Zhou et al.'s names, their short forms such as "
+                       "`lf`, or `snip`/`grasp`/`synflow` at the level's start).",
+    "prune.scope": "`layer` (each layer its own fraction) or `global` (layers sharing a "
+                   "rate ranked together).",
+    "prune.rate": "The fraction pruned per level (of the survivors, for `geometric`).",
+    "prune.conv_rate": "The rate of convolution layers (unset: `rate`).",
+    "prune.linear_rate": "The rate of `Linear` layers (unset: `rate`).",
+    "prune.output_rate": "The rate of the output layer (unset: by type, then `rate`).",
+    "prune.layer_rates": "Rates by `fnmatch` pattern of parameter names (first match wins).",
+    "prune.schedule": "`geometric`, `target` (reach `target_sparsity` in `n_levels`), "
+                      "`linear` (rate of the original) or `one_shot` (each level from dense).",
+    "prune.target_sparsity": "The final sparsity of the `target` schedule.",
+    "prune.include": "`fnmatch` patterns of parameter names added to the prunable weights.",
+    "prune.exclude": "`fnmatch` patterns of parameter names removed from them.",
+    "prune.structure": "`weight` (single weights), `unit` (whole neurons and channels) or "
+                       "`nm` (N of every M consecutive weights).",
+    "prune.unit_score": "With `structure = \"unit\"`: a unit's score, `l1`, `l2` or "
+                        "`bn_gamma` (|γ| of its BatchNorm).",
+    "prune.score_batches": "Training batches SNIP and GraSP average their scores over.",
+    "prune.supermask": "`none`, or learn each level's mask over frozen weights "
+                       "(`edge_popup`, `bernoulli`).",
+    "prune.supermask_lr": "The learning rate of a learned supermask's scores (unset: "
+                          "`train.lr`).",
+    "prune.allocation": "How layers on `rate` share its density: `uniform`, `er` or `erk`.",
+    "prune.nm": "With `structure = \"nm\"`: `[N, M]`, N kept of every M inputs.",
+    "reinit.mode": "How survivors are reset before a pruned level trains.",
+    "reinit.rewind_step": "Rewind to the weights at this step of level 0 (late rewinding).",
+    "reinit.same_sign": "Give the reset weights θ0's sign wherever θ0 is non-zero.",
+    "reinit.jitter_sd": "The sd of `jitter`'s noise.",
+    "reinit.jitter_relative": "`jitter_sd` as a multiple of each layer's θ0 sd.",
+    "reinit.constant": "`constant` mode's magnitude (unset: the layer's θ0 sd).",
+    "earlybird.enabled": "Stop a level's training once its next mask has settled, and prune "
+                         "there (every level but the last).",
+    "earlybird.every": "How often the mask pruning would give now is computed.",
+    "earlybird.queue": "Masks compared: the newest against the `queue - 1` before it.",
+    "earlybird.epsilon": "The normalised Hamming distance under which masks count as settled.",
+    "earlybird.bn_l1": "Add the network-slimming L1 penalty on BatchNorm γ while searching.",
+    "earlybird.bn_l1_strength": "The penalty's factor on Σ|γ|.",
+    "task.name": "A registered task: its loss, metrics and output.",
+    "task.output": "The part of a tuple (index) or dict/dataclass (key) output the loss reads.",
+    "task.early_stop": "The validation metric whose best value marks the early-stop step.",
+    "mask_updates.method": "How a pruned level's mask changes while it trains: `none` (IMP), "
+                           "`gmp`, `set` or `rigl`.",
+    "mask_updates.every": "A mask update every this many steps.",
+    "mask_updates.begin": "The first update, as a fraction of the level's training.",
+    "mask_updates.end": "The last update, as a fraction of the level's training.",
+    "mask_updates.fraction": "SET/RigL: the share of each layer's alive weights dropped per "
+                             "update.",
+    "mask_updates.decay": "SET/RigL: how `fraction` decays, `cosine` (to 0 at `end`) or "
+                          "`constant`.",
+}
