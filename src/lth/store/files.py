@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -31,42 +31,31 @@ class Damaged(StoreError):
         return type(self), (self.path, self.problem)
 
 
-def _umask() -> int:
-    """The process's umask, read at every write (it may change while lth runs)."""
-    try:  # Linux: readable without changing it, so no other thread sees a 0 umask
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0)  # elsewhere it can only be read by setting it; set it back at once
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new, never half.
 
     The file gets the permissions any new file would get (the umask), not mkstemp's 0600,
-    so a store shared by a group stays readable to it.
+    so a store shared by a group stays readable to it. The temporary file's name is chosen
+    before it exists, so an interrupt (Ctrl-C) at any point after its creation removes it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                     0o666)
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         if exc.filename is None:  # a failed write names no file: name the one written
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
