@@ -3,8 +3,8 @@
 ``path`` may be one run directory, a session/robust group directory, or a whole store.
 Interrupted runs contribute the levels they finished. Runs are grouped by identity: the
 seeds of one experiment share its ``experiment_id``; two runs with the same name but
-different settings are two experiments, labelled by what differs
-(``quickstart · criterion=movement``). What cannot be read is listed in ``problems``,
+different settings are two experiments, labelled by what differs (:mod:`lth.labels`:
+``quickstart · criterion=movement``). What cannot be read is listed in ``problems``,
 never dropped without a word.
 """
 
@@ -18,7 +18,7 @@ import pandas as pd
 
 from .errors import StoreError
 from .experiment.result import Result, level_row, with_numbers
-from .experiment.spec import left_out
+from .labels import experiment_labels
 from .status import command_hint
 from .store import (
     GROUP_KINDS,
@@ -135,7 +135,7 @@ class _Finder:
             "group": group, "kind": kind,
             "status": status or ("done" if complete else "partial"),
             "dataset": (cfg.get("data") or {}).get("name"), "model": cfg.get("model"),
-            "n_levels": n_levels, "levels_done": len(finished), "_identity": identity})
+            "n_levels": n_levels, "levels_done": len(finished), "_config": cfg})
 
     def group(self, gdir: Path, kind: str) -> None:
         """The trials in the group's order, then runs its record lacks (interrupted
@@ -164,53 +164,6 @@ class _Finder:
             self.run(d, run_cfg, group=gdir.name, kind=kind, status=status, fix=fix)
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else k))
-    return out
-
-
-def _described(identity: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
-    """An experiment's identity as readable ``key: value`` pairs, for labels."""
-    out = {k.removeprefix("settings."): v for k, v in _flat(identity).items()
-           if k.startswith("settings.")}
-    for key, default in left_out().items():  # a run that leaves a setting out has its default
-        out.setdefault(key, default)
-    out["model"] = entry["model"] or identity.get("model", {}).get("class")
-    out["data"] = entry["dataset"] or str(identity.get("data"))[:8]
-    out["initializer"] = identity.get("initializer")
-    source = identity.get("masks_from")
-    out["masks_from"] = source and source.get("experiment_id")
-    out["lth"] = identity.get("lth")
-    return out
-
-
-def _labels(entries: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
-    """(name, experiment_id) -> label: the name, plus what differs from the other
-    experiments of that name."""
-    by_name: dict[str, dict[str, dict[str, Any]]] = {}
-    for e in entries:
-        by_name.setdefault(e["name"], {})[e["experiment_id"]] = _described(e["_identity"], e)
-    labels = {}
-    for name, experiments in by_name.items():
-        if len(experiments) == 1:
-            labels.update({(name, eid): name for eid in experiments})
-            continue
-        keys = sorted(k for k in {k for d in experiments.values() for k in d}
-                      if len({repr(d.get(k)) for d in experiments.values()}) > 1)
-        for eid, d in experiments.items():
-            shown = [f"{k.rsplit('.', 1)[-1]}={d.get(k)}" for k in keys[:3]]
-            more = f", +{len(keys) - 3} more" if len(keys) > 3 else ""
-            labels[name, eid] = f"{name} · {', '.join(shown)}{more}" if shown else \
-                f"{name} · {eid[:6]}"
-    if len(set(labels.values())) < len(labels):  # still equal: the ids tell them apart
-        labels = {key: f"{lab} · {key[1][:6]}" for key, lab in labels.items()}
-    return labels
-
-
 def load(path: str | Path) -> Results:
     """Tidy tables of everything under ``path`` (see :class:`Results`), e.g.
     ``lth.load("runs").levels.groupby("experiment").best_test_acc.max()``."""
@@ -227,7 +180,7 @@ def load(path: str | Path) -> Results:
         if e["run_dir"] not in seen:
             seen.add(e["run_dir"])
             entries.append(e)
-    labels = _labels(entries)
+    labels = experiment_labels((e["name"], e["experiment_id"], e["_config"]) for e in entries)
     levels, layers, curves = [], [], []
     studied: dict[str, list[dict[str, Any]]] = {name: [] for name in STUDIES}
     for e in entries:

@@ -29,7 +29,7 @@ def _damage_line(exc: Damaged, base: Path, prefix: str = "", fix: str = "") -> s
     return f"    damaged {prefix}{exc.path.relative_to(base)}: {exc.problem}{fix}"
 
 
-def _run_lines(run: RunDir) -> list[str]:
+def _run_lines(run: RunDir, apart: str | None = None) -> list[str]:
     try:
         n_levels = run.config().get("n_levels")
     except Damaged:
@@ -39,10 +39,11 @@ def _run_lines(run: RunDir) -> list[str]:
                    if lv not in done and run.level(lv).in_progress()]
     finished = n_levels is not None and done == list(range(n_levels + 1))
     state = "finished" if finished else ("interrupted" if in_progress or done else "started")
-    return [f"{run.name}: {len(done)} levels done, {state}"]
+    what = f" ({apart})" if apart else ""
+    return [f"{run.name}{what}: {len(done)} levels done, {state}"]
 
 
-def _group_lines(d: Path, kind: str, verify: bool) -> list[str]:
+def _group_lines(d: Path, kind: str, verify: bool, checked: list[Path]) -> list[str]:
     trials = Trials(d)
     entries = trials.read()
     live = trials.running()
@@ -62,6 +63,8 @@ def _group_lines(d: Path, kind: str, verify: bool) -> list[str]:
         problem = trials.problem()
         if problem is not None:
             detail.append(_damage_line(problem, d, fix=f"; {command_hint(kind)}"))
+        elif trials.path.is_file():
+            checked.append(trials.path)
         recorded = {}
         for key, t in entries.items():
             run = trials.run_path(t)
@@ -72,7 +75,7 @@ def _group_lines(d: Path, kind: str, verify: bool) -> list[str]:
         for run in store_entries(d / "trials") if (d / "trials").is_dir() else []:
             key = recorded.get(run.resolve())
             detail += [_damage_line(exc, d, f"{key}: " if key else "")
-                       for exc in RunDir(run).verify()]
+                       for exc in RunDir(run).verify(checked=checked)]
     summary = ", ".join(f"{v} {k}" for k, v in counts.items())
     return [f"{d.name} [{kind}]: {summary}", *detail]
 
@@ -84,6 +87,10 @@ def store_status(store: str | Path, *, verify: bool = False) -> str:
     if not store.is_dir():
         raise StoreError(f"{store} is not a directory; give the --store used for the runs")
     lines: list[str] = []
+    checked: list[Path] = []  # files found intact by --verify
+    damaged = 0
+    entries = [d for d in store_entries(store) if not legacy_format(d)]
+    apart = _what_differs([RunDir(d) for d in entries])
     for d in store_entries(store):
         if legacy_format(d):
             lines.append(f"{d.name}: made by lth 0.1 (store format 1); `lth migrate {store}` "
@@ -93,13 +100,41 @@ def store_status(store: str | Path, *, verify: bool = False) -> str:
         kind = run.kind()
         config = run.config_problem()
         if kind in GROUP_KINDS:
-            block = _group_lines(d, kind, verify)
+            if verify and config is None:  # its config, read against its digest
+                checked.append(run.path)
+            block = _group_lines(d, kind, verify, checked)
             problems = [config] if config else []
         else:
-            block = _run_lines(run)
-            problems = run.verify() if verify else [config] if config else []
+            block = _run_lines(run, apart.get(d))
+            problems = run.verify(checked=checked) if verify else [config] if config else []
         block[1:1] = [_damage_line(exc, d, fix=f"; {command_hint(kind)}"
                                    if config and exc.path == config.path else "")
                       for exc in problems]
+        damaged += sum(line.startswith("    damaged ") for line in block)
         lines += block
-    return "\n".join(lines) if lines else f"{store}: no runs"
+    if not lines:
+        return f"{store}: no runs"
+    if verify:
+        lines.append(f"{len(checked)} files verified, " + (
+            f"{damaged} damaged (listed above)" if damaged else "no damage"))
+    return "\n".join(lines)
+
+
+def _what_differs(runs: list[RunDir]) -> dict[Path, str]:
+    """Run directory -> what sets it apart from the other runs of its name in the store
+    (its label without the name, :mod:`lth.labels`), for names of two or more runs."""
+    from .labels import SEP, run_labels
+
+    configs = {}
+    for run in runs:
+        try:
+            cfg = run.config()
+        except Damaged:
+            continue
+        if cfg.get("kind", "run") not in GROUP_KINDS:
+            configs[run.path] = cfg
+    names = [c.get("name") for c in configs.values()]
+    labels = run_labels(list(configs.values()), [p.name for p in configs])
+    return {path: label.removeprefix(f"{cfg.get('name')}{SEP}")
+            for (path, cfg), label in zip(configs.items(), labels, strict=True)
+            if names.count(cfg.get("name")) > 1 and label.startswith(f"{cfg.get('name')}{SEP}")}

@@ -91,6 +91,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from ..experiment import Result, compare
+    from ..experiment.result import compare_text
     from ..store import RunDir
 
     for path in args.runs:
@@ -103,8 +104,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         table = compare([Result(p) for p in args.runs], labels)
     except ValueError as exc:
         raise ConfigError(f"--labels: {exc}") from None
-    pct = {c: "{:.1f}".format for c in table.columns if c.endswith("% weights")}
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}", formatters=pct))
+    print(compare_text(table))
     write_csv(table, args.csv)
     return 0
 

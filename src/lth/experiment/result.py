@@ -273,8 +273,13 @@ def compare(results: list[Result], labels: list[str] | None = None) -> pd.DataFr
     """Side-by-side per-level table of several runs: per run the % of weights remaining,
     the task's test metrics at early stop, the early-stop iteration and the final test
     metrics (for classification: accuracy).
-    The % column is shared when every run has the same densities. Missing levels are NaN."""
-    labels = labels or [r.path.name for r in results]
+    The % column is shared when every run has the same densities. Missing levels are NaN
+    (``<NA>`` in the integer columns: level, early-stop iteration). ``labels``: one per
+    run (default: the runs' experiment labels among them, :func:`lth.labels.run_labels`)."""
+    if not labels:
+        from ..labels import run_labels
+
+        labels = run_labels([r.config() for r in results], [r.path.name for r in results])
     if len(labels) != len(results):
         raise ValueError(f"{len(labels)} labels for {len(results)} runs")
     if len(set(labels)) != len(labels):
@@ -294,4 +299,19 @@ def compare(results: list[Result], labels: list[str] | None = None) -> pd.DataFr
         t = t.rename(columns={c: f"{label} {name}" for c, name in short.items()})
         merged = t if merged is None else merged.merge(t, on="level", how="outer")
     assert merged is not None
+    steps = [c for c in merged if c.endswith(f" {short['early_stop_step']}")]
+    merged[steps] = merged[steps].round().astype("Int64")  # iterations; NA: level missing
     return merged.sort_values("level").reset_index(drop=True)
+
+
+def compare_text(table: pd.DataFrame) -> str:
+    """:func:`compare`'s table as text: % weights to 0.1, scores to 4 decimals, integers as
+    integers, ``—`` where a run lacks the level."""
+    def whole(v: Any) -> str:
+        return "—" if pd.isna(v) else str(int(v))
+
+    ints = [c for c in table.columns if pd.api.types.is_integer_dtype(table[c])]
+    shown = table.assign(**{c: table[c].map(whole) for c in ints})  # pandas: NA as <NA>
+    pct = {c: "{:.1f}".format for c in table.columns if str(c).endswith("% weights")}
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}", formatters=pct,
+                           na_rep="—")

@@ -23,6 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from ..errors import ConfigError, did_you_mean, unknown_name
+from ..labels import pick_experiments
 from .figures_earlybird import earlybird_distances
 from .figures_instability import instability_path, instability_vs_rewind
 from .figures_weights import (
@@ -33,8 +34,10 @@ from .figures_weights import (
     mask_overlap,
     new_figure,
     outside_legend,
+    shared_name,
     style,
     weight_histograms,
+    wrapped,
 )
 
 __all__ = ["accuracy_vs_weights", "earlybird_distances", "early_stop_vs_weights",
@@ -109,7 +112,10 @@ def _table(data: Any, name: str, needs: Sequence[str]) -> pd.DataFrame:
 
 
 def _choose(frame: pd.DataFrame, column: str, wanted: Any) -> list:
-    """The values of ``column`` asked for (default: all, in order of appearance)."""
+    """The values of ``column`` asked for (default: all, in order of appearance); an
+    experiment by its label, name or (a unique prefix of) its id (:mod:`lth.labels`)."""
+    if column == "experiment":
+        return pick_experiments(frame, wanted)
     present = list(pd.unique(frame[column]))
     if wanted is None:
         return present
@@ -208,8 +214,12 @@ def learning_curves(curves: Any, *, by: str = "level", experiment: Any = None,
     for ax in axes.flat:
         for line in ax.lines:
             entries.setdefault(line.get_label(), line)
+    panels = fig.get_size_inches()[0]
     outside_legend(fig, list(entries.values()), list(entries), title=legend)
-    fig.suptitle("\n".join(filter(None, [f"Learning curves: {what}", _seeds_note(frame)])))
+    # Centred over the panels, not the legend beside them, and wrapped to their width.
+    fig.suptitle(wrapped("\n".join(filter(None, [f"Learning curves: {what}",
+                                                 _seeds_note(frame)])), panels - 0.8),
+                 x=0.5 * panels / fig.get_size_inches()[0])
     return fig
 
 
@@ -250,14 +260,18 @@ def _vs_weights(levels: Any, columns: list[str], experiments: Any, ylabel: str, 
             _errorbar(ax, agg, style(i), scale, linestyle=LINESTYLES[j % len(LINESTYLES)],
                       label=label)
     _weights_axis(ax, frame["pct_remaining"])
-    ax.set(ylabel=ylabel, title="\n".join(filter(None, [title, "; ".join(
-        filter(None, [note, _seeds_note(frame)]))])))
+    shared, shown = shared_name([str(n) for n in names])
+    ax.set(ylabel=ylabel)
+    common = shared and f"{shared}\u00a0·\u00a0…"  # the name all share, said once
+    notes = "; ".join(filter(None, [note, _seeds_note(frame)]))
+    ax.set_title(wrapped("\n".join(filter(None, [title, common, notes])),
+                         fig.get_size_inches()[0] - 1.2))
     # Several metrics: one entry per experiment (its colour) plus one per line style,
     # rather than experiments x metrics entries.
     handles = ax.containers[::len(columns)] + [
         Line2D([], [], color=PALETTE[6], linestyle=LINESTYLES[j % len(LINESTYLES)])
         for j in range(len(columns) if len(columns) > 1 else 0)]
-    labels = [str(n) for n in names] + ([_when(c) for c in columns]
+    labels = shown + ([_when(c) for c in columns]
                                         if len(columns) > 1 else [])
     outside_legend(ax, handles, labels, title="Experiment")
     ax.grid(alpha=0.3)
@@ -325,8 +339,9 @@ def layer_density(layers: Any, *, experiment: Any = None, seed: Any = None) -> F
     ax.set_ylim(bottom=0)
     name = frame["experiment"].iloc[0]
     seeds = f"seed {frame['seed'].iloc[0]}" if seed is not None else _seeds_note(frame)
-    ax.set(xlabel="Pruning level (IMP round)", ylabel="Weights remaining in the layer (%)",
-           title="\n".join(filter(None, [f"Per-layer density: {name}", seeds])))
+    ax.set(xlabel="Pruning level (IMP round)", ylabel="Weights remaining in the layer (%)")
+    ax.set_title(wrapped("\n".join(filter(None, [f"Per-layer density: {name}", seeds])),
+                         fig.get_size_inches()[0] - 1.2))
     outside_legend(ax, title="Layer")
     ax.grid(alpha=0.3)
     return fig

@@ -9,6 +9,8 @@ state, no GUI backend) and writes nothing; save one with ``fig.savefig("overlap.
 from __future__ import annotations
 
 import math
+import string
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.legend import Legend
+from matplotlib.lines import Line2D
 from matplotlib.text import Text
 
 from ..errors import ConfigError, unknown_name
@@ -31,6 +34,7 @@ PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#0
            "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # 7 against 8 colours: 56 distinct pairs
 LINESTYLES = ("-", "--", ":", "-.")
+TAGGED = 14  # axis labels longer than this become tags (A, B, ...) with a key
 HEATMAP = "cividis"  # perceptually uniform and readable with colour-vision deficiencies
 
 
@@ -61,6 +65,36 @@ def new_figure(width: float = 6.4, height: float = 4.4) -> Figure:
 
 
 _EM = 8.33 / 72  # inches per em of the legends' "small" font (10 pt * 0.833)
+WRAP = 40  # characters per line of a legend entry; longer labels wrap
+_CHAR = 0.62  # a character's mean width, in ems (DejaVu Sans, mixed text, generous)
+
+
+def wrapped(text: str, width: float, size: float = 12.0) -> str:
+    """``text`` broken into lines that fit ``width`` inches at ``size`` points (titles,
+    keys), or into lines of ``-width`` characters when ``width`` is negative.
+
+    >>> wrapped("a " * 8, -6).splitlines()
+    ['a a a', 'a a a', 'a a']
+    """
+    chars = int(-width) if width < 0 else max(8, int(width * 72 / (_CHAR * size)))
+    lines = [textwrap.fill(part, chars, break_on_hyphens=False) for part in text.split("\n")]
+    return "\n".join(lines)
+
+
+def shared_name(labels: Sequence[str]) -> tuple[str, list[str]]:
+    """The experiment name that all of several ``labels`` share (to show once, in a title)
+    and what is left of each label; ``("", labels)`` where they share none.
+
+    >>> shared_name(["a · rate=0.5", "a · rate=0.2"])
+    ('a', ['rate=0.5', 'rate=0.2'])
+    """
+    from ..labels import SEP
+
+    heads = {str(v).split(SEP, 1)[0] for v in labels}
+    if len(labels) < 2 or len(heads) != 1 or not all(SEP in str(v) for v in labels):
+        return "", [str(v) for v in labels]
+    head = heads.pop()
+    return head, [str(v)[len(head) + len(SEP):] for v in labels]
 
 
 def outside_legend(owner: Axes | Figure, handles: Sequence[Any] | None = None,
@@ -79,15 +113,16 @@ def outside_legend(owner: Axes | Figure, handles: Sequence[Any] | None = None,
     if handles is None:
         handles, labels = owner.get_legend_handles_labels() if isinstance(owner, Axes) \
             else fig.axes[0].get_legend_handles_labels()
-    labels = [str(v) for v in (labels if labels is not None else [h.get_label()
-                                                                  for h in handles])]
+    labels = [wrapped(str(v), -WRAP) for v in (labels if labels is not None else [
+        h.get_label() for h in handles])]
+    title = wrapped(title, -WRAP) if title else title
     width, height = fig.get_size_inches()
-    rows = max(1, int((height - 0.7) / (1.5 * _EM)))  # one entry: a line of text + spacing
-    ncols = max(1, math.ceil(len(labels) / rows))
-    longest = max([len(v) for v in labels] + [4])
-    column = (2.0 + 0.8 + 0.55 * longest + 1.0) * _EM  # handle, pad, text, column gap
-    wide = max(ncols * column, 0.55 * len(title or "") * _EM)
-    fig.set_size_inches(width + wide + 0.3, height)
+    rows = max(1, int((height - 0.7) / (1.5 * _EM)))  # one line of text + spacing
+    lines = [v.count("\n") + 1 for v in labels]
+    ncols = max(1, math.ceil(sum(lines) / rows))
+    longest = max([len(line) for v in [*labels, title or ""] for line in v.split("\n")] + [4])
+    column = (2.0 + 0.8 + _CHAR * longest + 1.0) * _EM  # handle, pad, text, column gap
+    fig.set_size_inches(width + ncols * column + 0.3, height)
     kw = {"title": title, "ncols": ncols, "fontsize": "small", "title_fontsize": "small"}
     if isinstance(owner, Figure):
         return fig.legend(handles, labels, loc="outside right upper", **kw)
@@ -142,19 +177,40 @@ def mask_overlap(masks: Mapping[str, Mask]) -> Figure:
     for i in range(n):
         for j in range(i + 1, n):
             values[i, j] = values[j, i] = jaccard(found[i], found[j])
-    side = 2.4 + 0.75 * n
-    fig = new_figure(side + 1.3, side)
+    tags = _tags(n) if max(len(v) for v in labels) > TAGGED else labels
+    side = max(3.0, 1.4 + 0.55 * n)  # the heatmap's square, its tick labels and title
+    width = max(side + 2.0, 6.4 if tags is not labels else 0.0)
+    name, rest = shared_name(labels)
+    key = [f"{t}: {wrapped(v, width - 1.0, 10 * 0.833)}" for t, v in zip(tags, rest,
+                                                                       strict=True)]
+    key_lines = sum(k.count("\n") + 1 for k in key) + (name.count("\n") + 2 if name else 1)
+    key_height = 0.4 + 1.5 * _EM * key_lines if tags is not labels else 0.0
+    fig = new_figure(width, side + 0.9 + key_height)
     ax = fig.add_subplot()
     image = ax.imshow(values, cmap=HEATMAP, vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(n), labels=labels, rotation=40, ha="right", rotation_mode="anchor")
-    ax.set_yticks(range(n), labels=labels)
+    ax.set_xticks(range(n), labels=tags, rotation=0 if tags is not labels else 40,
+                  ha="center" if tags is not labels else "right", rotation_mode="anchor")
+    ax.set_yticks(range(n), labels=tags)
     for i in range(n):
         for j in range(n):  # cividis runs dark blue -> yellow: dark text on the light end
             ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center",
-                    color="black" if values[i, j] >= 0.55 else "white", fontsize=9)
-    ax.set(xlabel="Mask", ylabel="Mask", title="Mask overlap (Jaccard index of kept weights)")
-    fig.colorbar(image, ax=ax, label="Jaccard index: |kept ∩ kept| / |kept ∪ kept|")
+                    color="black" if values[i, j] >= 0.55 else "white",
+                    fontsize=9 if n <= 8 else 7)
+    ax.set(xlabel="Mask", ylabel="Mask")
+    ax.set_title(wrapped("Mask overlap (Jaccard index of kept weights)", width - 1.5))
+    fig.colorbar(image, ax=ax, label="Jaccard index\n|kept ∩ kept| / |kept ∪ kept|")
+    if tags is not labels:  # the key: tag -> full label, below the heatmap
+        blank = [Line2D([], [], linestyle="none") for _ in key]
+        fig.legend(blank, key, loc="outside lower center", title=wrapped(
+            f"Masks ({name}\u00a0·\u00a0…)" if name else "Masks", width - 1.0,
+            10 * 0.833), handlelength=0, handletextpad=0, alignment="left",
+            fontsize="small", title_fontsize="small")
     return fig
+
+
+def _tags(n: int) -> list[str]:
+    """Short names of ``n`` axis entries: A, B, ... (M1, M2, ... beyond 26)."""
+    return list(string.ascii_uppercase[:n]) if n <= 26 else [f"M{i + 1}" for i in range(n)]
 
 
 def _as_result(result: Any) -> Result:

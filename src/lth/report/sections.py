@@ -3,6 +3,7 @@ the time the runs took (elapsed and compute), and what is left out of it."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -15,8 +16,13 @@ from ..analysis import Results
 
 
 def slug(name: Any) -> str:
-    """A file-name-safe form of a user-given name (the page shows the escaped original)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._") or "x"
+    """A file-name-safe form of a user-given name (the page shows the escaped original),
+    at most 120 characters: a longer one (a long name with its label) keeps its start and
+    a digest of the whole, so that a file name with prefixes stays within 255 bytes."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._") or "x"
+    if len(safe) <= 120:
+        return safe
+    return f"{safe[:111]}_{hashlib.sha256(str(name).encode()).hexdigest()[:8]}"
 
 
 @dataclass

@@ -52,11 +52,15 @@ class Level:
             return False
         return True
 
-    def verify(self) -> None:
-        """Check the summary and every file it lists; :class:`Damaged` names the first bad."""
+    def verify(self, checked: list[Path] | None = None) -> None:
+        """Check the summary and every file it lists; :class:`Damaged` names the first bad.
+        ``checked``: gets each file found intact."""
         recorded = self.summary()["files"]
+        found = checked if checked is not None else []
+        found.append(self.file(SUMMARY))
         for name, digest in recorded.items():
             verify_file(self.file(name), digest)
+            found.append(self.file(name))
 
     def recorded(self, name: str) -> str | None:
         try:

@@ -185,30 +185,36 @@ class RunDir:
                 continue
         return out
 
-    def verify(self, n_levels: int | None = None, *, deep: bool = True) -> list[Damaged]:
+    def verify(self, n_levels: int | None = None, *, deep: bool = True,
+               checked: list[Path] | None = None) -> list[Damaged]:
         """Every problem with this run's files (empty: intact). ``deep``: check each file
         against its digest (reads everything); else only the config, the summaries and
-        which files are there. ``n_levels``: levels 0..n_levels must all be finished."""
+        which files are there. ``n_levels``: levels 0..n_levels must all be finished.
+        ``checked``: gets each file found intact (``lth status --verify`` counts them)."""
         problems: list[Damaged] = []
+        found = checked if checked is not None else []
 
-        def check(fn: Any) -> None:
+        def check(fn: Any, path: Path | None = None) -> None:
             try:
                 fn()
             except Damaged as exc:
                 problems.append(exc)
+            else:
+                found.extend([path] if path is not None else [])
 
         def present(path: Path) -> None:
             verify_file(path) if deep else _exists(path)
 
         try:
             cfg = self.config()
+            found.append(self.file(CONFIG))
         except Damaged as exc:
             problems.append(exc)
             cfg = {}
-        check(lambda: present(self.file(THETA0)))
+        check(lambda: present(self.file(THETA0)), self.file(THETA0))
         if self.file(REWIND).exists() or (cfg.get("rewind_step", 0) > 0
                                           and self.level(0).has_summary()):
-            check(lambda: present(self.file(REWIND)))
+            check(lambda: present(self.file(REWIND)), self.file(REWIND))
         levels = self.level_numbers()
         if n_levels is not None:
             levels = sorted(set(levels) | set(range(n_levels + 1)))
@@ -218,11 +224,11 @@ class RunDir:
             if level.path.is_file():
                 problems.append(Damaged(level.path, "is a file, not a level directory"))
             elif level.has_summary():
-                check(level.verify if deep else level.summary)
+                check((lambda lv=level: lv.verify(found)) if deep else level.summary)
             elif n_levels is not None or (summed and lv < summed[-1]) or level.trained():
                 problems.append(Damaged(level.file(SUMMARY), "is missing"))
         if deep and summed:
-            check(self._check_levels_csv)
+            check(self._check_levels_csv, self.file(LEVELS_CSV))
         return problems
 
     def _check_levels_csv(self) -> None:
