@@ -6,11 +6,13 @@ directory of their own, which holds links to the repository's ``configs/``, ``sc
 a store or a setting from outside its page. The page runs in one process of its own
 (tests/docs_driver.py; no torch setting or registration leaks into other tests): its
 Python blocks share one namespace, ``__main__`` as in a script saved from the page, and
-its bash blocks run with ``bash -euo pipefail``, this interpreter's ``bin/`` (so its
-``lth``) first on ``PATH``, ``OMP_NUM_THREADS=1`` and nothing else from the environment
-beyond what lth needs to be imported. Each block gets ``BLOCK_TIMEOUT`` seconds; the first
-that fails ends the page, and the failure names the page, the block's line, its code and
-what it printed.
+its bash blocks each run as a script of their own (variables they set do not reach the next
+block; what they leave running is stopped) with ``bash -euo pipefail``. The environment is
+made here, not inherited: this interpreter's ``bin/`` (so its ``python`` and ``lth``) first
+on ``PATH``, the lth under test on ``PYTHONPATH``, ``OMP_NUM_THREADS=1``,
+``MPLBACKEND=Agg``, and from the caller only ``LTH_DATA`` and ``LTH_CACHE`` (where datasets
+are). Each block gets ``BLOCK_TIMEOUT`` seconds; the first that fails ends the page, and the
+failure names the page, the block's line, its code and the end of what it printed.
 
 Which blocks run and the markers that change it are in tests/docs_blocks.py. A page with a
 ``<!-- docs-test: slow -->`` block is a slow test as a whole (``make test-slow``): its later
@@ -42,16 +44,13 @@ def _pages() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
-def _params() -> list:
-    out = []
-    for path in _pages():
-        page = path.relative_to(ROOT).as_posix()
-        try:
-            slow = any(b.slow for b in runnable(extract_blocks(path.read_text(), page)))
-        except DocsBlockError:
-            slow = False  # the test reports the error
-        out.append(pytest.param(page, id=page, marks=[pytest.mark.slow] if slow else []))
-    return out
+def _param(page: str, text: str):
+    """The page's test: slow when one of its blocks that run is."""
+    try:
+        slow = any(b.slow for b in runnable(extract_blocks(text, page)))
+    except DocsBlockError:
+        slow = False  # the test reports the error
+    return pytest.param(page, id=page, marks=[pytest.mark.slow] if slow else [])
 
 
 def _environment(home: Path) -> dict[str, str]:
@@ -141,9 +140,13 @@ def run_page(page: str, text: str, workdir: Path, *, timeout: float = BLOCK_TIME
                              f"ended ({how})"), pytrace=False)
 
 
-@pytest.mark.parametrize("page", _params())
+@pytest.mark.parametrize("page", [_param(p.relative_to(ROOT).as_posix(), p.read_text())
+                                  for p in _pages()])
 def test_page_runs_as_written(page, tmp_path):
-    run_page(page, (ROOT / page).read_text(), tmp_path)
+    try:
+        run_page(page, (ROOT / page).read_text(), tmp_path)
+    except DocsBlockError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 # The runner itself, on small pages written here.
@@ -259,3 +262,26 @@ def test_a_failure_shows_the_end_of_long_output_with_progress_bars_as_they_ended
     assert out[0] == f"[... {100 - SHOWN_LINES} lines]" and out[-1] == "line 100"
     assert len(out) == SHOWN_LINES + 1
     assert "--- stderr ---\nbar 100%\n" in message
+
+
+def test_a_page_with_a_slow_block_is_a_slow_test():
+    slow = "```bash\necho fast\n```\n<!-- docs-test: slow -->\n```bash\nlth run big.toml\n```\n"
+    skipped = "<!-- docs-test: skip needs a GPU -->\n```bash\nx\n```\n"
+    marks = {name: [m.name for m in _param(name, text).marks] for name, text in
+             [("slow.md", slow), ("fast.md", slow.replace("<!-- docs-test: slow -->\n", "")),
+              ("skipped.md", skipped), ("bad.md", "<!-- docs-test: sloow -->\n```bash\n```\n")]}
+    assert marks == {"slow.md": ["slow"], "fast.md": [], "skipped.md": [], "bad.md": []}
+
+
+def test_a_page_with_a_bad_marker_fails_naming_it(tmp_path):
+    with pytest.raises(DocsBlockError, match="p.md, line 1: unknown docs-test marker 'sloow'"):
+        run_page("p.md", "<!-- docs-test: sloow -->\n```bash\necho\n```\n", tmp_path)
+
+
+def test_worker_processes_import_the_page_as_a_script(tmp_path):
+    # lth's local executor spawns workers that import __main__ again, as from a script.
+    page = ("```python\nimport multiprocessing as mp\n\ndef square(x):\n    return x * x\n```\n"
+            "Text.\n\n```python\nif __name__ == '__main__':\n"
+            "    with mp.get_context('spawn').Pool(1) as pool:\n"
+            "        assert pool.map(square, [2, 3]) == [4, 9]\n```\n")
+    run_page("p.md", page, tmp_path)
