@@ -96,8 +96,9 @@ TABLE = pd.DataFrame({"experiment": ["q · rate=0.5", "q · rate=0.2", "solo"],
 @pytest.mark.parametrize(("wanted", "found"), [
     ("q · rate=0.2", ["q · rate=0.2"]), ("ea6bf603d16d", ["q · rate=0.5"]),
     ("ea6b", ["q · rate=0.5"]), ("solo", ["solo"]), ("77", ["solo"]),
-    (["eb", "solo"], ["q · rate=0.2", "solo"]), (None, list(TABLE.experiment))])
-def test_an_experiment_is_picked_by_label_name_id_or_id_prefix(wanted, found):
+    (["eb", "solo"], ["q · rate=0.2", "solo"]), (None, list(TABLE.experiment)),
+    ("rate=0.2", ["q · rate=0.2"]), ("0.5", ["q · rate=0.5"])])
+def test_an_experiment_is_picked_by_label_name_id_id_prefix_or_difference(wanted, found):
     from lth.labels import pick_experiments
 
     assert pick_experiments(TABLE, wanted) == found

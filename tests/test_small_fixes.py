@@ -67,10 +67,11 @@ def test_parquet_without_pyarrow_says_what_to_install(tmp_path, monkeypatch):
     (tmp_path / "fix.toml").write_text(TOML)
     assert main(["run", str(tmp_path / "fix.toml"), "--store", str(tmp_path / "s"),
                  "--quiet"]) == 0
+    results = lth.load(tmp_path / "s")
     for module in ("pyarrow", "fastparquet"):  # None in sys.modules: the import fails
         monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(StoreError) as err:
-        lth.load(tmp_path / "s").to_parquet(tmp_path / "tables")
+        results.to_parquet(tmp_path / "tables")
     assert str(err.value) == ("Parquet export needs pyarrow: pip install 'lth[parquet]' "
                               "(or write CSV with to_csv)")
 

@@ -173,6 +173,13 @@ def _ids_of(frame: pd.DataFrame) -> dict[str, list[str]]:
     return out
 
 
+def _said_to_differ(label: str) -> set[str]:
+    """What a label says differs, each part whole and its value alone:
+    ``"a · criterion=movement"`` -> {"criterion=movement", "movement"}."""
+    parts = label.split(SEP)[1:]
+    return {*parts, *(part.split("=", 1)[1] for part in parts if "=" in part)}
+
+
 def _resolve(wanted: Any, labels: dict[str, list[str]], present: dict[str, Any]) -> Any:
     text = str(wanted)
     if text in present:
@@ -180,11 +187,12 @@ def _resolve(wanted: Any, labels: dict[str, list[str]], present: dict[str, Any])
     by_name = [lab for lab in labels if lab.startswith(f"{text}{SEP}")]
     by_id = [lab for lab, ids in labels.items() if any(i.startswith(text) for i in ids)] \
         if text else []
-    found = by_name or by_id
+    by_part = [lab for lab in labels if text in _said_to_differ(lab)] if text else []
+    found = by_name or by_id or by_part
     if len(found) == 1:
         return present[found[0]]
     if found:
-        what = "name" if by_name else "id prefix"
+        what = "name" if by_name else "id prefix" if by_id else "difference"
         listed = "; ".join(f"{lab!r} ({', '.join(i[:12] for i in labels[lab]) or 'no id'})"
                            for lab in found)
         raise ConfigError(f"experiment {text!r} is ambiguous: the {what} of {len(found)} "
@@ -193,13 +201,15 @@ def _resolve(wanted: Any, labels: dict[str, list[str]], present: dict[str, Any])
              for lab, ids in labels.items()]
     raise ConfigError(f"unknown experiment {text!r}{did_you_mean(text, labels)} Known "
                       f"(label, experiment_id): {'; '.join(known)}; give a label, a name, "
-                      "or an experiment_id or a unique prefix of one")
+                      "what a label says differs, or an experiment_id or a unique prefix "
+                      "of one")
 
 
 def pick_experiments(frame: pd.DataFrame, wanted: Any = None) -> list:
     """The experiment labels of ``frame`` (a table of :func:`lth.load`) that ``wanted``
     asks for: None (all, in order of appearance), or one or a list of labels, names,
-    ``experiment_id``\\ s or unique prefixes of them. Ambiguous or unknown input raises
+    ``experiment_id``\\ s or unique prefixes of them, or what a label says differs
+    (``"criterion=movement"`` or ``"movement"``). Ambiguous or unknown input raises
     :class:`~lth.errors.ConfigError` listing the candidates.
 
     >>> t = pd.DataFrame({"experiment": ["a · rate=0.5", "a · rate=0.2", "b"],
