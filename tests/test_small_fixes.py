@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import lth
+import lth.config
 from lth import sparse_ticket
 from lth.cli import main
 from lth.errors import ConfigError, DataError, StoreError
@@ -80,3 +81,39 @@ def test_license_is_an_spdx_string():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["license"] == "MIT"  # a TOML table is deprecated by setuptools
     assert all((ROOT / f).is_file() for f in project["license-files"])
+
+
+# Found trying the docs site as a new user (issue 24).
+
+def test_a_missing_run_directory_or_level_is_named_not_an_empty_run(tmp_path):
+    with pytest.raises(StoreError, match=r"does-not-exist is not a run directory; "
+                       r"`lth status STORE` lists"):
+        lth.Result(tmp_path / "does-not-exist")
+    (tmp_path / "fix.toml").write_text(TOML)
+    assert main(["run", str(tmp_path / "fix.toml"), "--store", str(tmp_path / "s"),
+                 "--quiet"]) == 0
+    run = lth.Result(next((tmp_path / "s").glob("fix-*")))
+    with pytest.raises(KeyError, match=r"has no level 9; its levels: 0, 1"):
+        run.mask(9)  # not "Damaged ... is missing", which reads as a broken store
+    assert sum(run.mask(1).kept().values()) < sum(run.mask(0).kept().values())
+
+
+def test_status_of_a_missing_store_gives_advice_its_command_takes(tmp_path, capsys):
+    assert main(["status", str(tmp_path / "nostore")]) != 0
+    err = capsys.readouterr().err
+    assert "nostore is not a directory" in err and "give the --store" not in err
+
+
+def test_a_suggestion_is_not_followed_by_doubled_punctuation(tmp_path):
+    (tmp_path / "fix.toml").write_text(TOML + 'optimiser = "sgd"\n')
+    with pytest.raises(ConfigError) as err:
+        lth.config.load_config(tmp_path / "fix.toml")
+    assert "did you mean 'optimizer'? known keys: optimizer, lr" in str(err.value)
+    assert "?;" not in str(err.value)
+
+
+def test_python_settings_report_the_problems_of_every_section_at_once(digits, small_mlp):
+    with pytest.raises(ConfigError, match=r"\(2 problem\(s\)\)") as err:
+        lth.LotteryModel(small_mlp, digits, levels=2, train={"optimiser": "sgd"},
+                         prune={"rate": 1.5})
+    assert "train.optimiser" in str(err.value) and "prune.rate" in str(err.value)

@@ -27,8 +27,8 @@ def check_choice(problems: list[Problem], key: str, value: str,
                  allowed: typing.Iterable[str]) -> None:
     allowed = list(allowed)
     if value not in allowed:
-        problems.append((key, f"got {value!r}{did_you_mean(value, allowed)}; "
-                              f"allowed: {', '.join(allowed)}"))
+        problems.append((key, f"got {value!r}" + did_you_mean(
+            value, allowed, then=f"allowed: {', '.join(allowed)}")))
 
 
 MAX_NAME_BYTES = 200  # a directory name is the name plus an id: within 255 bytes
@@ -168,8 +168,8 @@ class Section:
                 if cls._free_keys:
                     options[key] = value
                     continue
-                problems.append((prefix + key, f"unknown key{did_you_mean(key, names)}; "
-                                               f"known keys: {', '.join(names)}"))
+                problems.append((prefix + key, "unknown key" + did_you_mean(
+                    key, names, then=f"known keys: {', '.join(names)}")))
                 continue
             try:
                 kwargs[key] = _coerce(value, hints[key])
@@ -228,15 +228,28 @@ def as_section(cls: type[Section], value: Any, key: str) -> Any:
     >>> as_section(TrainConfig, {"lr": 0.1}, "train").lr
     0.1
     """
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
-        instance, problems = cls.parse(value, f"{key}.")
-        raise_problems(problems)
-        return instance
-    raise ConfigError(f"{key}: expected a {cls.__name__} or a dict, got {type(value).__name__}")
+    (section,) = as_sections((cls, value, key))
+    return section
+
+
+def as_sections(*sections: tuple[type[Section], Any, str]) -> list[Any]:
+    """Each ``(cls, value, key)`` as :func:`as_section` makes it, with the problems of all
+    sections in one error."""
+    out, problems = [], []
+    for cls, value, key in sections:
+        if value is None:
+            out.append(cls())
+        elif isinstance(value, cls):
+            out.append(value)
+        elif isinstance(value, dict):
+            instance, found = cls.parse(value, f"{key}.")
+            out.append(instance)
+            problems += found
+        else:
+            problems.append((key, f"expected a {cls.__name__} or a dict, "
+                                  f"got {type(value).__name__}"))
+    raise_problems(problems)
+    return out
 
 
 KEY_DOCS: dict[str, str] = {

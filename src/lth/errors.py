@@ -71,18 +71,21 @@ def suggestions(name: str, known: Iterable[str]) -> list[str]:
                                         -len(os.path.commonprefix([name, k]))))[:1]
 
 
-def did_you_mean(name: str, known: Iterable[str]) -> str:
+def did_you_mean(name: str, known: Iterable[str], then: str = "") -> str:
     """``"; did you mean 'x'?"`` (or ``'x' or 'y'``, several names that ``name`` begins),
-    or ``""`` when nothing is close.
+    or ``""`` when nothing is close; ``then``: the rest of the message, after the question
+    or after ``"; "`` when there is none.
 
     >>> did_you_mean("lenet", ["lenet_300_100", "lenet5", "resnet56"])
     "; did you mean 'lenet5' or 'lenet_300_100'?"
+    >>> did_you_mean("optimiser", ["optimizer", "lr"], then="known: optimizer, lr")
+    "; did you mean 'optimizer'? known: optimizer, lr"
     """
     found = [f"'{k}'" for k in suggestions(name, known)]
     if not found:
-        return ""
+        return f"; {then}" if then else ""
     shown = found[0] if len(found) == 1 else f"{', '.join(found[:-1])} or {found[-1]}"
-    return f"; did you mean {shown}?"
+    return f"; did you mean {shown}?" + (f" {then}" if then else "")
 
 
 def unknown_name(kind: str, name: object, known: Iterable[str]) -> str:

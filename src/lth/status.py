@@ -85,7 +85,8 @@ def store_status(store: str | Path, *, verify: bool = False) -> str:
     """One line per run and group of ``store``; ``verify``: also check every file."""
     store = Path(store)
     if not store.is_dir():
-        raise StoreError(f"{store} is not a directory; give the --store used for the runs")
+        raise StoreError(f"{store} is not a directory; give the store the runs were written to "
+                         "(their --store, 'runs' by default)")
     lines: list[str] = []
     checked: list[Path] = []  # files found intact by --verify
     damaged = 0

@@ -35,7 +35,8 @@ class GroupResult:
     def _done(self) -> list[tuple[str, dict, Result]]:
         trials = Trials(self.path)
         return [(k, v, Result(trials.run_path(v))) for k, v in self.status().items()
-                if v.get("status") == "done" and trials.run_path(v) is not None]
+                if v.get("status") == "done" and (p := trials.run_path(v)) is not None
+                and p.is_dir()]
 
     def table(self) -> pd.DataFrame:
         """Long per-level table of every finished trial (experiment, seed, level, ...)."""

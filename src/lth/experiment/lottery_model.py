@@ -23,6 +23,7 @@ from ..config import (
     TrainConfig,
 )
 from ..config_schema import as_section as _as
+from ..config_schema import as_sections
 from ..data import Data, load_dataset
 from ..errors import ConfigError, explained_os_errors
 from ..keras import adapt
@@ -91,11 +92,10 @@ class LotteryModel:
         self._arguments = {k: v for k, v in locals().items() if k in _KEYWORDS}
         self.model = adapt(model)  # a Keras model gets lth's names and initialisers
         self.data = data
-        self.train = _as(TrainConfig, train, "train")
-        self.prune = _as(PruneConfig, prune, "prune")
-        self.reinit = _as(ReinitConfig, reinit, "reinit")
-        self.earlybird = _as(EarlyBirdConfig, earlybird, "earlybird")
-        self.mask_updates = _as(MaskUpdatesConfig, mask_updates, "mask_updates")
+        self.train, self.prune, self.reinit, self.earlybird, self.mask_updates = as_sections(
+            (TrainConfig, train, "train"), (PruneConfig, prune, "prune"),
+            (ReinitConfig, reinit, "reinit"), (EarlyBirdConfig, earlybird, "earlybird"),
+            (MaskUpdatesConfig, mask_updates, "mask_updates"))
         if isinstance(masks_from, Result):
             masks_from = masks_from.path
         self.task, task_config = _resolve_task(task, output, early_stop)

@@ -10,9 +10,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..errors import ConfigError, unknown_name
+from ..errors import ConfigError, StoreError, unknown_name
 from ..masks import Mask
-from ..store import RunDir
+from ..store import Level, RunDir
 from ..tasks import CLASSIFICATION, Task
 
 
@@ -155,6 +155,9 @@ class Result:
     """
 
     def __init__(self, run_dir: str | Path, *, _keepalive: Any = None):
+        if not Path(run_dir).is_dir():
+            raise StoreError(f"{run_dir} is not a run directory; `lth status STORE` lists "
+                             "the runs of a store")
         self.run = RunDir(run_dir)
         self._keepalive = _keepalive  # a TemporaryDirectory when run without a store
 
@@ -170,8 +173,16 @@ class Result:
     def config(self) -> dict[str, Any]:
         return self.run.config()
 
+    def _stored(self, level: int) -> Level:
+        """A level that the run has begun; asking for any other is a KeyError naming them."""
+        begun = self.run.level_numbers()
+        if level not in begun:
+            raise KeyError(f"{self.path.name} has no level {level}; its levels: "
+                           f"{', '.join(map(str, begun)) or 'none yet'}")
+        return self.run.level(level)
+
     def summary(self, level: int) -> dict[str, Any]:
-        s = self.run.level(level).summary()
+        s = self._stored(level).summary()
         s.pop("files", None)
         return s
 
@@ -204,7 +215,7 @@ class Result:
         """The level's mask; ``start=True``: the one it began with, where it changed while
         the level trained (GMP, SET, RigL: ``mask_start``; the same mask otherwise)."""
         order = list(self.config().get("prunable", {})) or None
-        lv = self.run.level(level)
+        lv = self._stored(level)
         stem = "mask_start" if start and lv.has("mask_start") else "mask"
         return Mask(lv.tensors(stem), order=order)
 
@@ -212,7 +223,7 @@ class Result:
         """``which='start'``: the weights the level trained from; ``'final'``: after training."""
         if which not in ("start", "final"):
             raise ValueError(f"which={which!r}; use 'start' or 'final'")
-        return self.run.level(level).tensors(which)
+        return self._stored(level).tensors(which)
 
     def model_spec(self) -> dict[str, Any] | None:
         """``create_model``'s arguments for this run's model (``name``, ``input_shape``,

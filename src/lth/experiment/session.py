@@ -150,8 +150,8 @@ class LotterySession(TrialGroup):
         known = ("name", "seeds", "base", "variants", "grid")
         for key in doc:
             if key not in known:
-                raise ConfigError(f"{path}: unknown key {key!r}{did_you_mean(key, known)}; "
-                                  f"known: {', '.join(known)}")
+                raise ConfigError(f"{path}: unknown key {key!r}" + did_you_mean(
+                    key, known, then=f"known: {', '.join(known)}"))
         base = doc.get("base", {})
         if isinstance(base, str):
             base = read_toml(path.parent / base, "session base file")
@@ -193,8 +193,8 @@ def _apply(base: LotteryModel, over: Mapping, vname: str) -> LotteryModel:
              "n_levels"}
     for key in over:
         if key not in known:
-            raise ConfigError(f"variants.{vname}.{key}: unknown{did_you_mean(key, known)}; "
-                              f"known: {', '.join(sorted(known))}, control, of, scope")
+            raise ConfigError(f"variants.{vname}.{key}: unknown" + did_you_mean(
+                key, known, then=f"known: {', '.join(sorted(known))}, control, of, scope"))
     changes: dict[str, Any] = {}
     for section in ("train", "prune", "reinit", "mask_updates"):
         if section in over:

@@ -29,8 +29,8 @@ def register_model(fn: ModelBuilder, *, name: str | None = None,
 def check_options(name: str, options: dict[str, Any]) -> list[tuple[str, str]]:
     """Problems with ``options`` for model ``name`` (unknown option names)."""
     params = [p for p in inspect.signature(MODELS[name]).parameters if p not in _FILLED]
-    return [(f"{key}", f"unknown option for model {name!r}{did_you_mean(key, params)}; "
-                       f"options: {', '.join(params) or '(none)'}")
+    return [(f"{key}", f"unknown option for model {name!r}" + did_you_mean(
+                key, params, then=f"options: {', '.join(params) or '(none)'}"))
             for key in options if key not in params]
 
 
